@@ -1,0 +1,11 @@
+"""mammoseg demo (being built)."""
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("mammoseg demo is not built yet")

@@ -1,0 +1,11 @@
+"""mammoseg evaluate (being built)."""
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("mammoseg evaluate is not built yet")

@@ -1,0 +1,11 @@
+"""mammoseg predict (being built)."""
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("mammoseg predict is not built yet")

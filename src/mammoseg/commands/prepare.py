@@ -1,0 +1,11 @@
+"""mammoseg prepare (being built)."""
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("mammoseg prepare is not built yet")

@@ -1,0 +1,11 @@
+"""mammoseg train (being built)."""
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("mammoseg train is not built yet")

@@ -1,0 +1,67 @@
+"""The prepared folder's manifest.csv: its columns and a checked reader.
+
+Every stage after `prepare` reads the prepared folder through `load_manifest`, so a
+missing column or a patient on both sides of the split is caught in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mammoseg.io import read_csv
+
+#: Column order of manifest.csv (DESIGN.md §3 plus what mapping back to the original grid needs).
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "id",
+    "patient_id",
+    "image",
+    "mask",
+    "split",
+    "orig_height",
+    "orig_width",
+    "laterality",
+    "view",
+    "source",
+    "has_mass",
+    "chest_side",
+    "pad_top",
+    "pad_bottom",
+    "pad_left",
+    "pad_right",
+    "size",
+    "src_image",
+    "pixel_spacing",
+    "sop_instance_uid",
+)
+
+SPLITS = ("train", "holdout")
+
+
+def load_manifest(data_dir: str | os.PathLike, split: str | None = None) -> list[dict[str, str]]:
+    """Rows of `<data_dir>/manifest.csv`, optionally only one split; checks columns and patients."""
+    path = Path(data_dir) / "manifest.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no manifest.csv; is {data_dir} a folder made by `mammoseg prepare`?")
+    rows = read_csv(path)
+    header = set(rows[0]) if rows else set()
+    missing = [c for c in MANIFEST_COLUMNS if c not in header] if rows else []
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    check_patients_disjoint(rows, "split", where=str(path))
+    if split is not None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        rows = [r for r in rows if r["split"] == split]
+    return rows
+
+
+def check_patients_disjoint(rows: list[dict[str, str]], group_key: str, where: str = "") -> None:
+    """Raise if any patient_id occurs under two different values of `group_key` (split or fold)."""
+    seen: dict[str, str] = {}
+    for row in rows:
+        pid, group = row["patient_id"], str(row[group_key])
+        if seen.setdefault(pid, group) != group:
+            raise ValueError(
+                f"{where}: patient {pid!r} appears in both {group_key} {seen[pid]!r} and {group!r}"
+            )
