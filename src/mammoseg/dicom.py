@@ -1,0 +1,427 @@
+"""DICOM mammogram → windowed uint16 array + metadata (DESIGN.md §3).
+
+The paper standardises its inputs with the DICOM VOI LUT ("windowing"); this module
+applies the same display pipeline every mammography workstation applies, so the network
+sees what a radiologist sees:
+
+1. **Modality LUT**: Rescale Slope/Intercept or the Modality LUT Sequence
+   (pydicom's ``apply_modality_lut``).
+2. **VOI**: the VOI LUT Sequence when present (pydicom's ``apply_voi``), else Window
+   Center/Width with the declared VOI LUT Function — LINEAR (the default), LINEAR_EXACT
+   or SIGMOID (pydicom's ``apply_windowing``). `window_index` picks one of several
+   windows / LUTs (the first by default); asking for one the file does not have is an
+   error.
+3. **Output scale**: the VOI *output range* becomes 0…65535: for a window, window bottom
+   → 0 and top → 65535 (SIGMOID: its asymptotes 0 and 1 → 0 and 65535); for a VOI LUT,
+   0 … 2^n − 1 with n the LUT Descriptor's bits per entry (or the fewest bits that hold
+   the LUT's largest entry, for LUTs whose entries exceed what they declare).
+4. **Inversion** after the VOI, so dense tissue is always bright: the output is
+   inverted (65535 − v) when Photometric Interpretation is MONOCHROME1 *or* Presentation
+   LUT Shape is INVERSE. Both say the same thing (the mammography IOD requires INVERSE
+   with MONOCHROME1), so the image is inverted once, never twice. MONOCHROME1 with
+   IDENTITY is contradictory; the Photometric Interpretation, which describes the stored
+   values, wins, and the image is inverted. A Presentation LUT Sequence is not applied.
+
+**Files without any VOI** (INbreast is the known case) get a fallback window from the
+breast region's own intensities: Otsu's threshold on the modality values splits breast
+from background (breast = above the threshold for MONOCHROME2, below it for MONOCHROME1,
+where the background is stored bright); the window runs linearly from the 0.5th to the
+99.5th percentile of the breast pixels (nearest rank). Mammogram.window says which of
+these happened.
+
+The whole pipeline is evaluated once per distinct stored value and applied as a lookup
+table, which is exact (every step is a function of the stored value) and keeps a
+full-field image's memory use to a few copies of its uint16 pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.pixels import apply_modality_lut
+from pydicom.pixels.processing import apply_voi, apply_windowing
+from pydicom.uid import (
+    UID,
+    JPEG2000TransferSyntaxes,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
+    RLETransferSyntaxes,
+)
+
+from mammoseg.geometry import chest_wall_side
+
+#: Values of Mammogram.window.
+WINDOW_KINDS = ("voi_lut_sequence", "window_linear", "window_linear_exact", "window_sigmoid", "fallback")
+
+#: Percentiles of the breast region's values that bound the fallback window.
+FALLBACK_PERCENTILES = (0.5, 99.5)
+
+_OUT_MAX = 65535
+
+
+class DicomReadError(ValueError):
+    """A file that cannot be used as a mammogram; the message starts with the file path."""
+
+
+@dataclass
+class Mammogram:
+    """A windowed mammogram and the metadata the later stages need.
+
+    `pixels` is H×W uint16: 0 = window bottom, 65535 = window top, dense tissue bright.
+    `laterality` is "L"/"R" ("" never happens in practice: it is derived from the image
+    when the file has none; `laterality_source` says where it came from:
+    "ImageLaterality", "Laterality" or "image").
+    """
+
+    pixels: np.ndarray
+    path: Path
+    patient_id: str
+    laterality: str
+    view: str
+    pixel_spacing: tuple[float, float] | None
+    sop_instance_uid: str
+    presentation_intent: str
+    window: str
+    laterality_source: str = ""
+
+
+def read_mammogram(path: str | os.PathLike, window_index: int = 0) -> Mammogram:
+    """Read one 2-D greyscale mammogram DICOM and window it as DESIGN.md §3 says.
+
+    Raises DicomReadError (message: "<path>: <reason>") for anything that is not a
+    usable single-frame greyscale image, including compressed pixel data whose decoder
+    plugin is not installed (the message names the package to install).
+    """
+    path = Path(path)
+    if isinstance(window_index, bool) or not isinstance(window_index, (int, np.integer)) or window_index < 0:
+        raise DicomReadError(f"{path}: window_index must be an int >= 0, got {window_index!r}")
+    ds = _read_dataset(path)
+    _check_image(ds, path)
+    stored = _decode_pixels(ds, path)
+    pixels, window = _window(stored, ds, path, int(window_index))
+    laterality, laterality_source = _laterality(ds, pixels)
+    return Mammogram(
+        pixels=pixels,
+        path=path,
+        patient_id=_text(ds, "PatientID"),
+        laterality=laterality,
+        view=_view(ds),
+        pixel_spacing=_pixel_spacing(ds),
+        sop_instance_uid=_text(ds, "SOPInstanceUID"),
+        presentation_intent=_text(ds, "PresentationIntentType").upper(),
+        window=window,
+        laterality_source=laterality_source,
+    )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_dataset(path: Path) -> Dataset:
+    if not path.is_file():
+        raise DicomReadError(f"{path}: no such file")
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        raise DicomReadError(
+            f"{path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble)"
+        ) from None
+    except Exception as exc:  # truncated or corrupt files raise many kinds of errors
+        raise DicomReadError(f"{path}: could not be read as DICOM ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_image(ds: Dataset, path: Path) -> None:
+    if "PixelData" not in ds:
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            raise DicomReadError(f"{path}: floating-point pixel data is not supported (integer Pixel Data expected)")
+        raise DicomReadError(f"{path}: no pixel data (not an image object)")
+    frames = ds.get("NumberOfFrames", 1)
+    try:
+        frames = int(frames) if frames not in (None, "") else 1
+    except (TypeError, ValueError):
+        raise DicomReadError(f"{path}: invalid Number of Frames {frames!r}") from None
+    if frames > 1:
+        raise DicomReadError(
+            f"{path}: {frames} frames; a single-frame 2-D mammogram is expected (tomosynthesis is not supported)"
+        )
+    samples = ds.get("SamplesPerPixel", 1)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if samples not in (None, "", 1) or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DicomReadError(
+            f"{path}: not a greyscale image (Samples per Pixel {samples}, Photometric Interpretation "
+            f"{photometric or 'missing'}); MONOCHROME1 or MONOCHROME2 is expected"
+        )
+
+
+def _plugin_hint(tsyntax: UID) -> str:
+    """What to install to decode `tsyntax`."""
+    if tsyntax in JPEG2000TransferSyntaxes:
+        return "pip install pylibjpeg pylibjpeg-openjpeg"
+    if tsyntax in JPEGLSTransferSyntaxes:
+        return "pip install pylibjpeg pylibjpeg-libjpeg (or pyjpegls)"
+    if tsyntax in JPEGTransferSyntaxes:
+        return "pip install pylibjpeg pylibjpeg-libjpeg"
+    if tsyntax in RLETransferSyntaxes:
+        return "pip install pylibjpeg pylibjpeg-rle"
+    return "a pydicom pixel data plugin for this transfer syntax (e.g. python-gdcm)"
+
+
+def _decode_pixels(ds: Dataset, path: Path) -> np.ndarray:
+    from pydicom.pixels.decoders.base import get_decoder
+
+    file_meta = getattr(ds, "file_meta", None)
+    tsyntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    if tsyntax is None:
+        raise DicomReadError(f"{path}: no Transfer Syntax UID in the file meta information; cannot decode pixels")
+    tsyntax = UID(str(tsyntax))
+    name = tsyntax.name if tsyntax.is_transfer_syntax else str(tsyntax)
+    try:
+        decoder = get_decoder(tsyntax)
+    except NotImplementedError:
+        raise DicomReadError(f"{path}: transfer syntax {name} ({tsyntax}) is not supported by pydicom") from None
+    if not decoder.is_available:
+        raise DicomReadError(
+            f"{path}: pixel data is compressed as {name} and no decoder for it is installed; "
+            f"install one: {_plugin_hint(tsyntax)}"
+        )
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        hint = f"; if a decoder is missing: {_plugin_hint(tsyntax)}" if tsyntax.is_compressed else ""
+        raise DicomReadError(
+            f"{path}: could not decode the pixel data ({name}): {type(exc).__name__}: {exc}{hint}"
+        ) from exc
+    if arr.ndim != 2:
+        raise DicomReadError(f"{path}: decoded pixel data has shape {arr.shape}; a 2-D greyscale image is expected")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise DicomReadError(f"{path}: pixel data of type {arr.dtype} is not supported (integers expected)")
+    return arr
+
+
+# --------------------------------------------------------------------------- windowing
+
+
+def _window(stored: np.ndarray, ds: Dataset, path: Path, index: int) -> tuple[np.ndarray, str]:
+    """Windowed uint16 pixels and the kind of window used (see module docstring)."""
+    vmin, vmax = int(stored.min()), int(stored.max())
+    if vmax - vmin < 2**20:  # ≤ 16-bit data, i.e. every mammogram: one entry per level
+        levels = np.arange(vmin, vmax + 1, dtype=np.int64).astype(stored.dtype)
+        offsets = (stored.astype(np.int32) - vmin) if vmin else stored
+    else:  # wider integers: one entry per distinct value
+        levels, offsets = np.unique(stored, return_inverse=True)
+        offsets = offsets.reshape(stored.shape)
+    try:
+        modality = np.asarray(apply_modality_lut(levels, ds))
+    except Exception as exc:
+        raise DicomReadError(f"{path}: invalid modality LUT / rescale ({type(exc).__name__}: {exc})") from exc
+
+    if _has_voi_lut_sequence(ds):
+        scaled, kind = _apply_voi_lut_sequence(modality, ds, path, index), "voi_lut_sequence"
+    elif ds.get("WindowCenter") not in (None, "") and ds.get("WindowWidth") not in (None, ""):
+        scaled, kind = _apply_window(modality, ds, path, index)
+    else:
+        counts = np.bincount(np.asarray(offsets).ravel(), minlength=levels.size)
+        scaled, kind = _fallback_window(modality.astype(np.float64), counts, _inverted(ds)), "fallback"
+
+    scaled = np.clip(scaled, 0.0, 1.0)
+    if _inverted(ds):
+        scaled = 1.0 - scaled
+    lut = np.rint(scaled * _OUT_MAX).astype(np.uint16)
+    return lut[offsets], kind
+
+
+def _inverted(ds: Dataset) -> bool:
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    shape = str(ds.get("PresentationLUTShape", "")).strip().upper()
+    return photometric == "MONOCHROME1" or shape == "INVERSE"
+
+
+def _has_voi_lut_sequence(ds: Dataset) -> bool:
+    seq = ds.get("VOILUTSequence")
+    return bool(seq) and all(item.get("LUTDescriptor") is not None and item.get("LUTData") is not None for item in seq)
+
+
+def _apply_voi_lut_sequence(modality: np.ndarray, ds: Dataset, path: Path, index: int) -> np.ndarray:
+    """VOI LUT item `index` applied to the modality values, scaled to [0, 1]."""
+    seq = ds.VOILUTSequence
+    if index >= len(seq):
+        raise DicomReadError(f"{path}: window_index {index} asked, but the VOI LUT Sequence has {len(seq)} item(s)")
+    descriptor = [int(v) for v in seq[index].LUTDescriptor]
+    entries = descriptor[0] or 2**16
+    first = descriptor[1]
+    # LUT inputs are integers; rescaled values are rounded, and values past either end of
+    # the LUT take its first / last entry (clipping here also keeps pydicom's uint16
+    # index arithmetic in range).
+    values = np.clip(np.rint(modality).astype(np.int64), first, first + entries - 1)
+    try:
+        out = np.asarray(apply_voi(values, _voi_proxy(ds, index), index=0), dtype=np.float64)
+    except Exception as exc:
+        raise DicomReadError(f"{path}: invalid VOI LUT Sequence item {index} ({type(exc).__name__}: {exc})") from exc
+    bits = descriptor[2]
+    largest = int(np.max(np.asarray(out))) if out.size else 0
+    if largest > 2**bits - 1:  # entries wider than declared: use the bits they need
+        bits = largest.bit_length()
+    return out / float(2**bits - 1)
+
+
+def _voi_proxy(ds: Dataset, index: int) -> Dataset:
+    """A dataset holding only VOI LUT item `index`, for pydicom's `apply_voi`.
+
+    pydicom 3.0 indexes an 8-bit LUT with uint8 indices, so entries past 255 wrap
+    around; declaring the same entries as 16-bit (values unchanged; the output scale uses
+    the real bits) avoids that.
+    """
+    item = ds.VOILUTSequence[index]
+    descriptor = item["LUTDescriptor"]
+    lut = Dataset()
+    lut.add_new(descriptor.tag, descriptor.VR, [int(descriptor.value[0]), int(descriptor.value[1]), 16])
+    lut.add(item["LUTData"])
+    proxy = Dataset()
+    if hasattr(ds, "file_meta"):
+        proxy.file_meta = ds.file_meta  # LUT Data in OW: byte order from the transfer syntax
+    proxy.set_original_encoding(*ds.original_encoding)
+    proxy.VOILUTSequence = [lut]
+    return proxy
+
+
+def _values(ds: Dataset, keyword: str) -> list[float]:
+    value = ds[keyword].value
+    items = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+    return [float(v) for v in items]
+
+
+def _apply_window(modality: np.ndarray, ds: Dataset, path: Path, index: int) -> tuple[np.ndarray, str]:
+    """Window Center/Width number `index` with the declared VOI LUT Function, scaled to [0, 1]."""
+    try:
+        centers, widths = _values(ds, "WindowCenter"), _values(ds, "WindowWidth")
+    except (TypeError, ValueError) as exc:
+        raise DicomReadError(f"{path}: invalid Window Center/Width ({exc})") from exc
+    count = min(len(centers), len(widths))
+    if index >= count:
+        raise DicomReadError(f"{path}: window_index {index} asked, but the file has {count} window(s)")
+    function = str(ds.get("VOILUTFunction", "") or "LINEAR").strip().upper()
+    kinds = {"LINEAR": "window_linear", "LINEAR_EXACT": "window_linear_exact", "SIGMOID": "window_sigmoid"}
+    if function not in kinds:
+        raise DicomReadError(f"{path}: unsupported VOI LUT Function {function!r} (LINEAR, LINEAR_EXACT or SIGMOID)")
+    # pydicom maps the window onto [y_min, y_max] taken from the dataset it is given; a
+    # small dataset declaring unsigned 16-bit values makes that range exactly 0…65535.
+    # FD elements avoid DS string-length rules for centres/widths with many decimals.
+    spec = Dataset()
+    spec.PhotometricInterpretation = "MONOCHROME2"
+    spec.BitsStored = 16
+    spec.PixelRepresentation = 0
+    spec.add_new(0x00281050, "FD", centers[index])
+    spec.add_new(0x00281051, "FD", widths[index])
+    spec.VOILUTFunction = function
+    try:
+        out = apply_windowing(modality.astype(np.float64), spec)
+    except ValueError as exc:
+        raise DicomReadError(f"{path}: invalid window {index} ({exc})") from exc
+    return np.asarray(out, dtype=np.float64) / _OUT_MAX, kinds[function]
+
+
+def _otsu_split(values: np.ndarray, weights: np.ndarray) -> int:
+    """Index k maximising Otsu's between-class variance of values[:k+1] vs values[k+1:]
+    (values sorted ascending, weights their pixel counts)."""
+    w0 = np.cumsum(weights)[:-1]
+    total = weights.sum()
+    w1 = total - w0
+    s0 = np.cumsum(weights * values)[:-1]
+    s1 = (weights * values).sum() - s0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = w0 * w1 * (s0 / w0 - s1 / w1) ** 2
+    between = np.nan_to_num(between, nan=-1.0)
+    return int(np.argmax(between))
+
+
+def _weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    """Nearest-rank percentile `q` (0–100) of sorted `values` with pixel counts `weights`."""
+    cum = np.cumsum(weights)
+    rank = q / 100.0 * cum[-1]
+    return float(values[min(int(np.searchsorted(cum, rank, side="left")), values.size - 1)])
+
+
+def _fallback_window(modality: np.ndarray, counts: np.ndarray, inverted: bool) -> np.ndarray:
+    """The no-VOI window (module docstring), as a function of each stored level, in [0, 1]."""
+    present = counts > 0
+    values, weights = modality[present], counts[present].astype(np.float64)
+    order = np.argsort(values, kind="stable")
+    values, weights = values[order], weights[order]
+    values, start = np.unique(values, return_index=True)  # merge levels with equal modality values
+    weights = np.add.reduceat(weights, start)
+    if values.size > 1:
+        k = _otsu_split(values, weights)
+        region = slice(0, k + 1) if inverted else slice(k + 1, None)
+        values, weights = values[region], weights[region]
+    lo = _weighted_percentile(values, weights, FALLBACK_PERCENTILES[0])
+    hi = _weighted_percentile(values, weights, FALLBACK_PERCENTILES[1])
+    if hi <= lo:
+        return (modality > lo).astype(np.float64)
+    return (modality - lo) / (hi - lo)
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    return "" if value is None else str(value).strip()
+
+
+def _laterality(ds: Dataset, pixels: np.ndarray) -> tuple[str, str]:
+    """ImageLaterality, else Laterality, else the side the breast touches.
+
+    A breast against the image's left edge is reported as "L", against the right edge as
+    "R": the standard mammographic orientation (e.g. Patient Orientation A\\R for LCC,
+    P\\L for RCC) puts the chest wall of a left breast at the left edge.
+    """
+    for keyword in ("ImageLaterality", "Laterality"):
+        value = _text(ds, keyword).upper()
+        if value in ("L", "R"):
+            return value, keyword
+    return ("L" if chest_wall_side(pixels) == "left" else "R"), "image"
+
+
+_VIEW_MEANINGS = {
+    "craniocaudal": "CC",
+    "mediolateraloblique": "MLO",
+    "mediolateral": "ML",
+    "lateromedial": "LM",
+    "lateromedialoblique": "LMO",
+    "exaggeratedcraniocaudal": "XCC",
+}
+
+
+def _view(ds: Dataset) -> str:
+    """ViewPosition, else the View Code Sequence's meaning mapped to the usual acronym."""
+    view = _text(ds, "ViewPosition").upper()
+    if view:
+        return view
+    seq = ds.get("ViewCodeSequence")
+    if seq:
+        meaning = "".join(ch for ch in str(seq[0].get("CodeMeaning", "")).lower() if ch.isalpha())
+        return _VIEW_MEANINGS.get(meaning, "")
+    return ""
+
+
+def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
+    """(row, column) spacing in mm: PixelSpacing, else ImagerPixelSpacing, else None."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value: Any = ds.get(keyword)
+        if value is None or value == "":
+            continue
+        try:
+            row, col = (float(v) for v in value)
+        except (TypeError, ValueError):
+            continue
+        if row > 0 and col > 0:
+            return (row, col)
+    return None
