@@ -1,0 +1,98 @@
+"""ONNX export of a segmentation model with dynamic batch, height and width.
+
+Uses PyTorch's TorchScript-based exporter (`dynamo=False`): it needs only the `onnx`
+package, and it records the decoder's resize-to-skip sizes as graph operations, so the
+exported model accepts any H, W ≥ 64 like the PyTorch one.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mammoseg.io import write_bytes_atomic
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+DEFAULT_OPSET = 17
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    in_channels: int | None = None,
+    sample_size: tuple[int, int] = (256, 256),
+    opset: int = DEFAULT_OPSET,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write `model` (eval mode, float32, CPU) to `path` as ONNX; returns the path.
+
+    Input ``image`` (B, C, H, W) float32, output ``logits`` (B, 1, H, W); B, H and W are
+    dynamic. `metadata` (e.g. the normalisation mean/std and the training image size) is
+    stored as string metadata_props so a consumer can prepare its input the same way.
+    """
+    try:
+        import onnx
+    except ImportError as exc:  # the optional extra
+        raise RuntimeError("ONNX export needs the 'onnx' package: pip install 'mammoseg[onnx]'") from exc
+    path = Path(path)
+    channels = int(in_channels if in_channels is not None else getattr(model, "in_channels"))
+    if min(sample_size) < 64:
+        raise ValueError(f"sample_size must be at least 64×64, got {sample_size}")
+    # Export a CPU float32 copy so the caller's model (device, mode, dtype) is untouched.
+    net = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
+    sample = torch.zeros(1, channels, *sample_size)
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The legacy exporter is deprecated in favour of the dynamo one, which needs onnxscript.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            net,
+            (sample,),
+            buffer,
+            dynamo=False,
+            opset_version=int(opset),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: dynamic, OUTPUT_NAME: dynamic},
+            do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = str(key), str(value)
+    onnx.checker.check_model(proto)
+    write_bytes_atomic(path, proto.SerializeToString())
+    return path
+
+
+def onnx_max_abs_diff(
+    model: nn.Module, path: str | os.PathLike, size: tuple[int, int] = (320, 288), batch: int = 1, seed: int = 0
+) -> float:
+    """Largest |logit difference| between `model` and the ONNX file on a random input of `size`.
+
+    Needs onnxruntime. Use a size other than the export sample to check the dynamic axes.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    net = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, int(getattr(net, "in_channels")), *size, generator=generator)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+    if got.shape != expected.shape:
+        raise ValueError(f"{path}: ONNX output shape {got.shape} differs from PyTorch's {expected.shape}")
+    return float(np.abs(got - expected).max())
