@@ -25,8 +25,9 @@ sees what a radiologist sees:
 **Files without any VOI** (INbreast is the known case) get a fallback window from the
 breast region's own intensities: Otsu's threshold on the modality values splits breast
 from background (breast = above the threshold for MONOCHROME2, below it for MONOCHROME1,
-where the background is stored bright); the window runs linearly from the 0.5th to the
-99.5th percentile of the breast pixels (nearest rank). Mammogram.window says which of
+where the background is stored bright); the window runs linearly from the 0.1st to the
+99.9th percentile of the breast pixels (nearest rank; tight enough to ignore markers and
+clips, loose enough that dense masses are not clipped to white). Mammogram.window says which of
 these happened.
 
 The whole pipeline is evaluated once per distinct stored value and applied as a lookup
@@ -62,7 +63,7 @@ from mammoseg.geometry import chest_wall_side
 WINDOW_KINDS = ("voi_lut_sequence", "window_linear", "window_linear_exact", "window_sigmoid", "fallback")
 
 #: Percentiles of the breast region's values that bound the fallback window.
-FALLBACK_PERCENTILES = (0.5, 99.5)
+FALLBACK_PERCENTILES = (0.1, 99.9)
 
 _OUT_MAX = 65535
 
