@@ -1,0 +1,75 @@
+"""Seconds per mammogram for fold-ensemble prediction on CPU, DICOM read to mask written (not a test).
+
+Writes a few synthetic full-field DICOMs (default 2000x1600) with
+`mammoseg.sources.synthetic`, saves `--folds` random-weight checkpoints of each model at
+`--size` px, and times `mammoseg.predict.predict` on the DICOM folder: read + window,
+pad/resize, the ensemble's forward passes, mapping back to the original grid, and writing
+mask + overlay. Loading the fold models is timed separately (paid once per run).
+
+    .venv/bin/python benchmarks/predict.py --images 4 --size 512 --folds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def make_run(run: Path, encoder: str, decoder: str, folds: int, size: int) -> None:
+    from mammoseg.checkpoint import save_checkpoint
+    from mammoseg.models import build_model
+
+    for k in range(folds):
+        torch.manual_seed(k)
+        model = build_model(encoder, decoder)
+        save_checkpoint(run / f"fold{k}" / "best.pt", model, model.model_spec, {"mean": 0.3, "std": 0.25},
+                        {"name": "benchmark"}, image_size=size, fold=k, epoch=1, val_loss=1.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=4, help="mammograms to predict (rounded up to 4 per patient)")
+    parser.add_argument("--shape", default="2000x1600", help="DICOM size HxW")
+    parser.add_argument("--size", type=int, default=512, help="model input size")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--models", default="resnet22-unet,resnet34-unet")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    from mammoseg.predict import load_ensemble, predict
+    from mammoseg.sources.synthetic import write_synthetic_dataset
+
+    h, w = (int(v) for v in args.shape.lower().split("x"))
+    with tempfile.TemporaryDirectory(prefix="mammoseg-bench-") as tmp:
+        tmp = Path(tmp)
+        write_synthetic_dataset(tmp / "synth", patients=math.ceil(args.images / 4), shape=(h, w), seed=0, progress=False)
+        dicoms = sorted((tmp / "synth" / "images").glob("*.dcm"))[: args.images]
+        print(f"{len(dicoms)} DICOMs {h}x{w}, {args.folds}-fold ensemble at {args.size} px, device {args.device}, "
+              f"torch threads {os.cpu_count()}, batch {args.batch_size}, tta {args.tta}")
+        for name in args.models.split(","):
+            encoder, decoder = name.split("-")
+            run = tmp / name
+            make_run(run, encoder, decoder, args.folds, args.size)
+            start = time.perf_counter()
+            load_ensemble(run, args.device)
+            load_s = time.perf_counter() - start
+            start = time.perf_counter()
+            summary = predict(run, [str(p) for p in dicoms], tmp / f"pred-{name}", tta=args.tta,
+                              batch_size=args.batch_size, device=args.device, progress=False)
+            total = time.perf_counter() - start
+            assert summary["n_predicted"] == len(dicoms), summary
+            per_image = (total - load_s) / len(dicoms)
+            print(f"{name:15s} load {load_s:6.2f} s (once) | {per_image:6.2f} s per mammogram "
+                  f"({per_image / args.folds:5.2f} s per fold model) | whole predict() {total:6.2f} s")
+
+
+if __name__ == "__main__":
+    main()

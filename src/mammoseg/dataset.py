@@ -1,0 +1,175 @@
+"""The prepared folder as a torch Dataset, with reproducible per-sample augmentation.
+
+Each item is `(image, mask)`: float32 tensors of shape (1, H, W), the image on the
+[0, 1] scale (uint16 / 65535, so the 16-bit precision is kept) and the mask in {0, 1}.
+
+Augmentation randomness does not come from a per-worker random state (which would
+depend on the number of workers and on what ran before) but from a seed that travels
+with the index: the sampler yields `(index, sample_seed)` pairs, and the transform's
+random generators are reset from that seed before each sample. The same seed gives the
+same augmented sample in any worker, in any order, after any resume.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from mammoseg.io import read_png
+
+Transform = Callable[..., Mapping[str, Any]]
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (seed, fold, epoch, index, ...), well mixed by SeedSequence."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
+    return int(state.view(np.uint64)[0]) >> 1
+
+
+def seed_transform(transform: Any, seed: int) -> None:
+    """Reset the random state of an albumentations-style transform (or, failing that, the global RNGs)."""
+    if hasattr(transform, "set_random_state"):
+        transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+    elif hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+    else:
+        # A plain callable: it can only draw from the global generators.
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        torch.manual_seed(seed)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """A prepared image: uint16 2-D PNG (errors name the file)."""
+    image = read_png(path)
+    if image.dtype != np.uint16 or image.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D uint16 prepared image, got {image.dtype} {image.shape}")
+    return image
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """A prepared mask as uint8 {0, 1} (any non-zero pixel is foreground)."""
+    mask = read_png(path)
+    if mask.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D mask, got shape {mask.shape}")
+    return (mask > 0).astype(np.uint8)
+
+
+class PreparedDataset(Dataset):
+    """Rows of a prepared folder's manifest → `(image (1,H,W) float32, mask (1,H,W) float32)`.
+
+    `transform(image=float32 H×W in [0,1], mask=uint8 H×W {0,1})` returns the same kinds
+    (albumentations 2 style); None keeps the prepared image unchanged (validation).
+    `cache=True` reads every image once up front and keeps the uint16 arrays in memory
+    (shared copy-on-write with forked DataLoader workers).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        rows: Sequence[Mapping[str, str]],
+        transform: Transform | None = None,
+        cache: bool = False,
+        progress: bool = False,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.rows = [dict(r) for r in rows]
+        self.ids = [r["id"] for r in self.rows]
+        self.transform = transform
+        self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
+        if cache:
+            from tqdm import tqdm
+
+            items = range(len(self.rows))
+            if progress:
+                items = tqdm(items, desc="caching images", unit="img", leave=False)
+            self._cache = [self._read(i) for i in items]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def with_transform(self, transform: Transform | None) -> "PreparedDataset":
+        """The same rows (and cache) with another transform."""
+        other = object.__new__(PreparedDataset)
+        other.__dict__.update(self.__dict__)
+        other.transform = transform
+        return other
+
+    def _read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        row = self.rows[i]
+        image_path, mask_path = self.data_dir / row["image"], self.data_dir / row["mask"]
+        image, mask = read_image(image_path), read_mask(mask_path)
+        if image.shape != mask.shape:
+            raise ValueError(f"{mask_path}: mask shape {mask.shape} differs from image {image_path} {image.shape}")
+        return image, mask
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Untransformed (float32 [0,1] image, uint8 {0,1} mask) of row `i`."""
+        image, mask = self._cache[i] if self._cache is not None else self._read(i)
+        return image.astype(np.float32) / np.float32(65535.0), mask
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, sample_seed = item if isinstance(item, tuple) else (item, None)
+        image, mask = self.load(index)
+        if self.transform is not None:
+            if sample_seed is not None:
+                seed_transform(self.transform, sample_seed)
+            out = self.transform(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        mask = np.ascontiguousarray(mask, dtype=np.float32)
+        return torch.from_numpy(image)[None], torch.from_numpy(mask)[None]
+
+
+class SeededSampler(Sampler):
+    """Wraps an index sampler and attaches a per-sample augmentation seed to every index.
+
+    The seed is `derive_seed(seed, epoch, index)`, so it depends only on the run's seed,
+    the epoch (set with `set_epoch`) and the sample — not on workers or history.
+    `set_epoch` is forwarded to the wrapped sampler (e.g. DistributedSampler shuffling).
+    """
+
+    def __init__(self, base: Sampler, seed: int) -> None:
+        self.base = base
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self.base:
+            yield int(index), derive_seed(self.seed, self.epoch, int(index))
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+
+class ShardSampler(Sampler):
+    """Indices `rank, rank + world, ...` in order, without padding (validation under DDP)."""
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = list(range(rank, n, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader worker set-up: one OpenCV/torch thread per worker (the workers are the parallelism)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)

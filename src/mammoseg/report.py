@@ -1,0 +1,440 @@
+"""The paper's Table 2 and Figure 2 — and every fold's learning curves — for a set of runs.
+
+Input: run folders (config.yaml names the model and its pretrained weights; fold*/log.csv
+holds the curves) and their evaluation folders (summary.json, per_image.csv). Output:
+`table2.md` / `table2.csv` (with the published figures of Isosalo, Mustonen et al. 2022
+beside them), `figure2_<run>.png` (best / median / worst cases by Dice),
+`learning_curves_<run>.png`, and `report.md`, the index linking them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from mammoseg.io import atomic_path, read_csv, read_png, write_csv_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+MODEL_NAMES = {
+    ("resnet34", "unet"): "ResNet34-UNet",
+    ("resnet22", "unet"): "ResNet22-UNet",
+    ("resnet34", "fpn"): "ResNet34-FPN",
+    ("resnet22", "fpn"): "ResNet22-FPN",
+}
+RANDOM_INIT = "none (random init)"
+
+#: The paper's Table 2 (DESIGN.md §1): (dataset, model, weights, DCS mean, DCS SD or None).
+#: IoU is not restated in DESIGN.md, so it is left empty rather than guessed.
+PAPER_TABLE2: tuple[tuple[str, str, str, float, float | None], ...] = (
+    ("OUDSM", "ResNet34-UNet", "ImageNet", 0.7677, 0.2134),
+    ("OUDSM", "ResNet22-UNet", "GMIC", 0.7189, None),
+    ("OUDSM", "ResNet34-FPN", "ImageNet", 0.7328, None),
+    ("OUDSM", "ResNet22-FPN", "GMIC", 0.6858, None),
+    ("INbreast", "ResNet34-UNet", "ImageNet", 0.7890, None),
+    ("INbreast", "ResNet22-UNet", "GMIC", 0.8430, 0.1091),
+    ("INbreast", "ResNet34-FPN", "ImageNet", 0.8015, None),
+    ("INbreast", "ResNet22-FPN", "GMIC", 0.8050, None),
+)
+PAPER_SOURCE = "Isosalo, Mustonen et al. 2022"
+TABLE_COLUMNS = (
+    "source", "dataset", "model", "pretrained_weights", "n",
+    "dcs_mean", "dcs_sd", "iou_mean", "iou_sd", "paper_dcs_oudsm", "paper_dcs_inbreast", "run",
+)
+
+
+@dataclass
+class RunInfo:
+    """What the report needs to know about one run; missing parts are None."""
+
+    run_dir: Path
+    label: str
+    model: str
+    weights: str
+    dataset: str
+    summary: dict[str, Any] | None = None
+    eval_dir: Path | None = None
+    pred_dir: Path | None = None
+    data_dir: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- reading runs
+
+
+def model_name(encoder: str, decoder: str) -> str:
+    """The paper's name of an encoder/decoder pair, e.g. ResNet22-UNet."""
+    return MODEL_NAMES.get((encoder, decoder), f"{encoder}-{decoder}")
+
+
+def weights_label(encoder_weights: Any) -> str:
+    """How the table names a config's `model.encoder_weights`."""
+    if encoder_weights in (None, "", "none", "None", "null"):
+        return RANDOM_INIT
+    text = str(encoder_weights)
+    if text.lower() == "imagenet":
+        return "ImageNet"
+    if text.lower().startswith("gmic") or "sample_model" in Path(text).name:
+        return "GMIC"
+    return f"custom ({Path(text.split(':', 1)[-1]).name})"
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no config.yaml; is {run_dir} a run folder made by `mammoseg train`?")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping")
+    return data
+
+
+def _run_metadata(run_dir: Path) -> dict[str, Any]:
+    """Extra facts a run may record beside config.yaml (e.g. its data folder), merged."""
+    meta: dict[str, Any] = {}
+    for path in sorted(run_dir.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            meta.update({k: v for k, v in data.items() if k not in meta})
+    return meta
+
+
+def _first_dir(*candidates: Any) -> Path | None:
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return None
+
+
+def load_run(
+    run_dir: str | os.PathLike,
+    eval_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    pred_dir: str | os.PathLike | None = None,
+) -> RunInfo:
+    """Collect a run's model, weights, evaluation summary and the folders Figure 2 needs."""
+    run = Path(run_dir)
+    config = read_run_config(run)
+    model_cfg = config.get("model") or {}
+    meta = _run_metadata(run)
+    info = RunInfo(
+        run_dir=run,
+        label=run.name or str(run),
+        model=model_name(str(model_cfg.get("encoder", "?")), str(model_cfg.get("decoder", "?"))),
+        # reproduce/demo record the weights' name (a local ImageNet file is still "ImageNet").
+        weights=str(meta.get("weights_label") or weights_label(model_cfg.get("encoder_weights"))),
+        dataset="",
+    )
+    edir = Path(eval_dir) if eval_dir is not None else run / "eval"
+    summary_path = edir / "summary.json"
+    if summary_path.is_file():
+        try:
+            info.summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"{summary_path}: not valid JSON: {exc}") from exc
+        info.eval_dir = edir
+    else:
+        info.notes.append(f"no evaluation found at {summary_path}")
+    summary = info.summary or {}
+    info.data_dir = _first_dir(
+        data_dir, summary.get("data_dir"), meta.get("data_dir"), config.get("data_dir")
+    )
+    info.pred_dir = _first_dir(pred_dir, summary.get("pred_dir"), run / "holdout_pred", run / "pred")
+    dataset = summary.get("dataset") or meta.get("dataset")
+    if not dataset and info.data_dir is not None:
+        dataset = info.data_dir.resolve().name
+    info.dataset = str(dataset or "?")
+    return info
+
+
+# --------------------------------------------------------------------------- Table 2
+
+
+def _fmt(mean: Any, sd: Any = None) -> str:
+    if mean is None or mean == "" or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    text = f"{float(mean):.4f}"
+    if sd is not None and sd != "" and not (isinstance(sd, float) and math.isnan(sd)):
+        text += f" ± {float(sd):.4f}"
+    return text
+
+
+def _paper_dcs(model: str, dataset: str) -> float | None:
+    for ds, m, _w, mean, _sd in PAPER_TABLE2:
+        if ds == dataset and m == model:
+            return mean
+    return None
+
+
+def table2_rows(runs: Sequence[RunInfo]) -> list[dict[str, Any]]:
+    """CSV rows: one per run, then the paper's published rows."""
+    rows: list[dict[str, Any]] = []
+    for r in runs:
+        s = r.summary or {}
+        rows.append({
+            "source": "this run", "dataset": r.dataset, "model": r.model, "pretrained_weights": r.weights,
+            "n": s.get("n", ""), "dcs_mean": s.get("dice_mean", ""), "dcs_sd": s.get("dice_sd", ""),
+            "iou_mean": s.get("iou_mean", ""), "iou_sd": s.get("iou_sd", ""),
+            "paper_dcs_oudsm": _paper_dcs(r.model, "OUDSM") or "",
+            "paper_dcs_inbreast": _paper_dcs(r.model, "INbreast") or "", "run": str(r.run_dir),
+        })
+    for ds, m, w, mean, sd in PAPER_TABLE2:
+        rows.append({
+            "source": PAPER_SOURCE, "dataset": ds, "model": m, "pretrained_weights": w, "n": "",
+            "dcs_mean": mean, "dcs_sd": "" if sd is None else sd, "iou_mean": "", "iou_sd": "",
+            "paper_dcs_oudsm": "", "paper_dcs_inbreast": "", "run": "",
+        })
+    return rows
+
+
+def table2_markdown(runs: Sequence[RunInfo]) -> str:
+    """Table 2 for the runs (paper DCS beside each), then the paper's own Table 2."""
+    lines = [
+        "| Dataset | Model | Pre-trained weights | n | DCS ± SD | IoU ± SD | Paper DCS (OUDSM) | Paper DCS (INbreast) |",
+        "| --- | --- | --- | ---: | --- | --- | --- | --- |",
+    ]
+    for r in runs:
+        s = r.summary or {}
+        lines.append(
+            f"| {r.dataset} | {r.model} | {r.weights} | {s.get('n', '—')} | "
+            f"{_fmt(s.get('dice_mean'), s.get('dice_sd'))} | {_fmt(s.get('iou_mean'), s.get('iou_sd'))} | "
+            f"{_fmt(_paper_dcs(r.model, 'OUDSM'))} | {_fmt(_paper_dcs(r.model, 'INbreast'))} |"
+        )
+    lines += [
+        "",
+        f"Published ({PAPER_SOURCE}, Table 2; SD shown where DESIGN.md states it, IoU not restated):",
+        "",
+        "| Dataset | Model | Pre-trained weights | DCS ± SD |",
+        "| --- | --- | --- | --- |",
+    ]
+    for ds, m, w, mean, sd in PAPER_TABLE2:
+        lines.append(f"| {ds} | {m} | {w} | {_fmt(mean, sd)} |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _savefig(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def pick_cases(per_image: Sequence[Mapping[str, str]], n: int = 3) -> list[tuple[str, dict[str, str]]]:
+    """(label, row) for the best, median and worst image by Dice (fewer if fewer images)."""
+    rows = [dict(r) for r in per_image if r.get("dice") not in (None, "", "nan")]
+    rows.sort(key=lambda r: (-float(r["dice"]), r["id"]))
+    if not rows:
+        return []
+    picks = [("best", 0), ("median", len(rows) // 2), ("worst", len(rows) - 1)]
+    if n > 3:  # more cases: evenly spaced ranks between best and worst
+        picks = [(f"rank {i + 1}", i) for i in np.linspace(0, len(rows) - 1, n).round().astype(int)]
+    seen: set[int] = set()
+    out = []
+    for label, index in picks:
+        if index not in seen:
+            seen.add(index)
+            out.append((label, rows[index]))
+    return out
+
+
+def _tint(image: np.ndarray, mask: np.ndarray | None, colour: tuple[float, float, float]) -> np.ndarray:
+    grey = image.astype(np.float32)
+    grey = grey / 65535.0 if image.dtype == np.uint16 else grey / 255.0
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    if mask is not None:
+        m = mask > 0
+        rgb[m] = 0.55 * rgb[m] + 0.45 * np.asarray(colour, np.float32)
+    return rgb
+
+
+def figure2(run: RunInfo, path: Path, n_cases: int = 3) -> Path | None:
+    """Figure-2-style panel: rows = cases, columns = image, reference, prediction."""
+    import cv2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if run.eval_dir is None or not (run.eval_dir / "per_image.csv").is_file():
+        run.notes.append("Figure 2 skipped: no per_image.csv")
+        return None
+    if run.data_dir is None or not (run.data_dir / "manifest.csv").is_file():
+        run.notes.append("Figure 2 skipped: prepared data folder unknown (give --data)")
+        return None
+    if run.pred_dir is None:
+        run.notes.append("Figure 2 skipped: prediction folder not found")
+        return None
+    cases = pick_cases(read_csv(run.eval_dir / "per_image.csv"), n_cases)
+    manifest = {r["id"]: r for r in read_csv(run.data_dir / "manifest.csv")}
+    panels = []
+    for label, row in cases:
+        m = manifest.get(row["id"])
+        pred_path = run.pred_dir / "masks" / f"{row['id']}.png"
+        if m is None or not pred_path.is_file():
+            run.notes.append(f"Figure 2: case {row['id']} lacks its image or prediction")
+            continue
+        image = read_png(run.data_dir / m["image"])
+        ref = read_png(run.data_dir / m["mask"]) if m.get("mask") and (run.data_dir / m["mask"]).is_file() else None
+        pred = read_png(pred_path)
+        if pred.shape != image.shape:  # a prediction on the original grid: show it at the prepared size
+            pred = cv2.resize(pred, image.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        panels.append((label, row, image, ref, pred))
+    if not panels:
+        run.notes.append("Figure 2 skipped: no usable cases")
+        return None
+    fig, axes = plt.subplots(len(panels), 3, figsize=(9, 3.1 * len(panels)), squeeze=False)
+    for i, (label, row, image, ref, pred) in enumerate(panels):
+        shown = [
+            (_tint(image, None, (0, 0, 0)), f"{row['id']} ({label})"),
+            (_tint(image, ref, (0.1, 0.9, 0.1)), "reference"),
+            (_tint(image, pred, (0.95, 0.15, 0.15)), f"prediction — DCS {float(row['dice']):.3f}"),
+        ]
+        for ax, (img, title) in zip(axes[i], shown):
+            ax.imshow(img)
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+    fig.suptitle(f"{run.model} ({run.weights}) — {run.label}", fontsize=10)
+    _savefig(fig, path)
+    return path
+
+
+def learning_curves(run: RunInfo, path: Path) -> Path | None:
+    """Loss (train and validation) and validation Dice per epoch for every fold of a run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def fold_number(p: Path) -> int:
+        digits = re.sub(r"\D", "", p.parent.name)
+        return int(digits) if digits else 10**9
+
+    logs = sorted(run.run_dir.glob("fold*/log.csv"), key=fold_number)
+    if not logs:
+        run.notes.append("learning curves skipped: no fold*/log.csv")
+        return None
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(11, 4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    phase_changes: set[float] = set()
+    for k, log_path in enumerate(logs):
+        rows = read_csv(log_path)
+        if not rows:
+            continue
+
+        def col(name: str) -> np.ndarray:
+            return np.array([float(r[name]) if r.get(name) not in (None, "") else np.nan for r in rows])
+
+        epochs = col("epoch")
+        c = colours[k % len(colours)]
+        name = log_path.parent.name
+        ax_loss.plot(epochs, col("train_loss"), color=c, ls="--", lw=1, label=f"{name} train")
+        ax_loss.plot(epochs, col("val_loss"), color=c, lw=1.5, label=f"{name} val")
+        ax_dice.plot(epochs, col("val_dice"), color=c, lw=1.5, label=name)
+        phases = [r.get("phase", "") for r in rows]
+        for i in range(1, len(phases)):
+            if phases[i] != phases[i - 1]:
+                phase_changes.add(0.5 * (epochs[i - 1] + epochs[i]))
+    for x in sorted(phase_changes):
+        for ax in (ax_loss, ax_dice):
+            ax.axvline(x, color="grey", ls=":", lw=1)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss (dotted line: loss phase change)")
+    ax_dice.set(xlabel="epoch", ylabel="validation Dice", title="validation Dice", ylim=(0, 1))
+    ax_loss.legend(fontsize=7, ncol=2)
+    ax_dice.legend(fontsize=7)
+    fig.suptitle(f"{run.model} ({run.weights}) — {run.label}", fontsize=10)
+    _savefig(fig, path)
+    return path
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _unique_labels(runs: Sequence[RunInfo]) -> None:
+    seen: dict[str, int] = {}
+    for r in runs:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", r.label) or "run"
+        seen[base] = seen.get(base, 0) + 1
+        r.label = base if seen[base] == 1 else f"{base}_{seen[base]}"
+
+
+def write_report(
+    runs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    evals: Sequence[str | os.PathLike | None] | None = None,
+    data_dir: str | os.PathLike | None = None,
+    preds: Sequence[str | os.PathLike | None] | None = None,
+    n_cases: int = 3,
+) -> Path:
+    """Write Table 2, Figure 2 panels, learning curves and report.md; returns report.md's path.
+
+    `evals` / `preds` (one per run, or None) override RUN/eval and RUN/holdout_pred;
+    `data_dir` is the prepared folder when the evaluation does not record it.
+    """
+    if not runs:
+        raise ValueError("no runs given")
+    for name, seq in (("evaluation", evals), ("prediction", preds)):
+        if seq is not None and len(seq) != len(runs):
+            raise ValueError(f"{len(seq)} {name} folder(s) given for {len(runs)} run(s); give one per run")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    infos = [
+        load_run(r, evals[i] if evals else None, data_dir, preds[i] if preds else None)
+        for i, r in enumerate(runs)
+    ]
+    _unique_labels(infos)
+    write_csv_atomic(out / "table2.csv", table2_rows(infos), TABLE_COLUMNS)
+    table_md = table2_markdown(infos)
+    write_text_atomic(out / "table2.md", "# Table 2\n\n" + table_md)
+
+    lines = ["# mammoseg report", "", "## Table 2", "", table_md, "CSV: [table2.csv](table2.csv)", ""]
+    for info in infos:
+        lines += [f"## {info.model} — {info.label}", "", f"- run: `{info.run_dir}`", f"- pre-trained weights: {info.weights}"]
+        s = info.summary or {}
+        if s:
+            lines.append(f"- evaluation: `{info.eval_dir}` (split {s.get('split', '?')}, grid {s.get('grid', '?')})")
+            extra = []
+            if "dice_median" in s:
+                extra.append(f"median DCS {_fmt(s['dice_median'])}")
+            if isinstance(s.get("dice_ci95"), (list, tuple)) and len(s["dice_ci95"]) == 2:
+                lo, hi = s["dice_ci95"]
+                extra.append(f"95% CI of mean DCS [{float(lo):.4f}, {float(hi):.4f}]")
+            if s.get("lesion_sensitivity") is not None:
+                extra.append(f"lesion sensitivity {float(s['lesion_sensitivity']):.3f}")
+            if s.get("false_positives_per_image") is not None:
+                extra.append(f"false positives / image {float(s['false_positives_per_image']):.3f}")
+            if extra:
+                lines.append("- " + "; ".join(extra))
+        fig2 = figure2(info, out / f"figure2_{info.label}.png", n_cases)
+        curves = learning_curves(info, out / f"learning_curves_{info.label}.png")
+        lines.append("")
+        if fig2 is not None:
+            lines += [f"Best / median / worst holdout cases by Dice: ![Figure 2]({fig2.name})", ""]
+        if curves is not None:
+            lines += [f"Learning curves of every fold: ![learning curves]({curves.name})", ""]
+        for note in info.notes:
+            lines.append(f"- note: {note}")
+            log.warning("%s: %s", info.run_dir, note)
+        lines.append("")
+    report = out / "report.md"
+    write_text_atomic(report, "\n".join(lines).rstrip() + "\n")
+    return report

@@ -1,0 +1,218 @@
+"""The paper's whole experiment in one call: four models × k folds → holdout ensemble → Table 2.
+
+For each model (ResNet34-UNet, ResNet22-UNet, ResNet34-FPN, ResNet22-FPN) on one prepared
+folder: patient-grouped cross-validation (`mammoseg.train.run_cross_validation`), fold-ensemble
+prediction of the holdout split, evaluation, then one report over all four.
+
+Pretrained weights follow the paper: both ResNet34 models start from ImageNet weights,
+both ResNet22 models from GMIC's global network (DESIGN.md §1, "encoders"). Without a
+weights option that encoder trains from random initialisation, which is said on the
+console and marked "none (random init)" in the table.
+
+Layout: OUT/<model>/ is the run (config.yaml, folds.csv, fold*/), OUT/<model>/holdout_pred,
+OUT/<model>/eval, OUT/report/. Every stage resumes: training skips finished folds, and
+prediction/evaluation are skipped when their outputs are complete and newer than their inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mammoseg.io import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+#: (run folder name, encoder, decoder) of the paper's four models, in Table 2's order.
+PAPER_MODELS: tuple[tuple[str, str, str], ...] = (
+    ("resnet34-unet", "resnet34", "unet"),
+    ("resnet22-unet", "resnet22", "unet"),
+    ("resnet34-fpn", "resnet34", "fpn"),
+    ("resnet22-fpn", "resnet22", "fpn"),
+)
+#: Which pretrained weights each encoder gets in the paper.
+PAPER_WEIGHTS = {"resnet34": "ImageNet", "resnet22": "GMIC"}
+#: Written into each run folder: facts the report needs that config.yaml does not hold.
+RUN_INFO_FILE = "reproduce.json"
+#: Config keys reproduce sets itself (from --models and the weights options).
+_MODEL_KEYS = ("model.encoder", "model.decoder", "model.encoder_weights")
+
+
+@dataclass
+class StageResult:
+    """What happened to one model: its folders, and the holdout summary once evaluated."""
+
+    name: str
+    run_dir: Path
+    pred_dir: Path
+    eval_dir: Path
+    summary: dict[str, Any] | None = None
+
+
+def select_models(names: Sequence[str] | None) -> list[tuple[str, str, str]]:
+    """The paper's models named in `names` (e.g. `resnet22-unet`, `ResNet34-FPN`); all by default."""
+    if not names:
+        return list(PAPER_MODELS)
+    known = {n: (n, e, d) for n, e, d in PAPER_MODELS}
+    chosen = []
+    for raw in names:
+        for part in str(raw).split(","):
+            key = part.strip().lower().replace("_", "-")
+            if not key:
+                continue
+            if key not in known:
+                raise ValueError(f"unknown model {part!r}; choose from {', '.join(known)}")
+            if known[key] not in chosen:
+                chosen.append(known[key])
+    return chosen
+
+
+def encoder_weights_for(
+    encoder: str, imagenet_weights: str | None, gmic_weights: str | None
+) -> tuple[str | None, str]:
+    """(value of `model.encoder_weights`, label for the table) for an encoder."""
+    if encoder == "resnet34" and imagenet_weights:
+        text = str(imagenet_weights)
+        if text != "imagenet" and not Path(text).expanduser().is_file():
+            raise FileNotFoundError(f"{text}: --imagenet-weights file not found")
+        return text, "ImageNet"
+    if encoder == "resnet22" and gmic_weights:
+        path = Path(str(gmic_weights).removeprefix("gmic:")).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: --gmic-weights file not found")
+        return f"gmic:{path}", "GMIC"
+    return None, "none (random init)"
+
+
+def model_config(base: Any, encoder: str, decoder: str, weights: str | None) -> Any:
+    """`base` (an ExperimentConfig) with the model's encoder, decoder and weights set."""
+    model = dataclasses.replace(base.model, encoder=encoder, decoder=decoder, encoder_weights=weights)
+    return dataclasses.replace(base, model=model)
+
+
+def _newer(path: Path, than: Sequence[Path]) -> bool:
+    return path.is_file() and all(path.stat().st_mtime >= p.stat().st_mtime for p in than if p.exists())
+
+
+def predict_and_evaluate(
+    run_dir: Path,
+    data_dir: Path,
+    pred_dir: Path,
+    eval_dir: Path,
+    device: str | None = None,
+    batch_size: int = 4,
+    progress: bool = True,
+    echo: Any = print,
+) -> dict[str, Any]:
+    """Holdout prediction with the fold ensemble, then evaluation; each skipped when up to date."""
+    from mammoseg.evaluate import evaluate_predictions
+    from mammoseg.predict import find_checkpoints, predict, prediction_complete
+
+    checkpoints = find_checkpoints(run_dir)
+    if prediction_complete(pred_dir) and _newer(pred_dir / "predictions.csv", checkpoints):
+        echo(f"  predict: {pred_dir} is up to date; skipped")
+    else:
+        echo(f"  predict: holdout of {data_dir} -> {pred_dir}")
+        predict(run_dir, [data_dir], pred_dir, split="holdout", batch_size=batch_size,
+                device=device, overwrite=True, progress=progress)
+    summary_path = eval_dir / "summary.json"
+    if _newer(summary_path, [pred_dir / "predictions.csv"]) and (eval_dir / "per_image.csv").is_file():
+        echo(f"  evaluate: {eval_dir} is up to date; skipped")
+        return json.loads(summary_path.read_text(encoding="utf-8"))
+    echo(f"  evaluate: {pred_dir} against {data_dir} -> {eval_dir}")
+    return evaluate_predictions(pred_dir, data_dir, eval_dir, split="holdout", overwrite=True, progress=progress)
+
+
+def write_run_info(run_dir: Path, data_dir: Path, weights_label: str, name: str, dataset: str | None = None) -> None:
+    """Record the data folder, the dataset's and the weights' names beside config.yaml, for `report`."""
+    info = {"model": name, "data_dir": str(data_dir.resolve()), "dataset": dataset or data_dir.resolve().name,
+            "weights_label": weights_label}
+    write_text_atomic(run_dir / RUN_INFO_FILE, json.dumps(info, indent=2) + "\n")
+
+
+def run_model(
+    cfg: Any,
+    name: str,
+    data_dir: Path,
+    run_dir: Path,
+    weights_label: str,
+    device: str | None = None,
+    progress: bool = True,
+    echo: Any = print,
+    dataset: str | None = None,
+) -> StageResult:
+    """Train (resuming), predict the holdout and evaluate one model; the unit reproduce and demo share."""
+    import cv2
+
+    from mammoseg.train import run_cross_validation
+
+    # Training forks DataLoader workers, which set OpenCV's thread count; a fork taken while
+    # this process has an OpenCV thread pool running (from synthesis, prepare or predict)
+    # can deadlock the child in that call. With one OpenCV thread here there is no pool.
+    cv2.setNumThreads(1)
+    echo(f"[{name}] train {cfg.n_folds} folds ({cfg.model.encoder}-{cfg.model.decoder}, weights: {weights_label}) -> {run_dir}")
+    run_cross_validation(cfg, data_dir, run_dir, resume=True, device=device, progress=progress)
+    write_run_info(run_dir, data_dir, weights_label, name, dataset)
+    result = StageResult(name, run_dir, run_dir / "holdout_pred", run_dir / "eval")
+    result.summary = predict_and_evaluate(run_dir, data_dir, result.pred_dir, result.eval_dir,
+                                          device=device, progress=progress, echo=echo)
+    dice = result.summary.get("dice_mean")
+    if dice is not None:
+        echo(f"[{name}] holdout DCS {float(dice):.4f} ± {float(result.summary.get('dice_sd') or 0):.4f} "
+             f"(n={result.summary.get('n')})")
+    return result
+
+
+def reproduce(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: str | os.PathLike = "paper",
+    imagenet_weights: str | None = None,
+    gmic_weights: str | None = None,
+    models: Sequence[str] | None = None,
+    overrides: Sequence[str] = (),
+    device: str | None = None,
+    progress: bool = True,
+    echo: Any = print,
+) -> Path:
+    """Run the paper's experiment on a prepared folder; returns the path of report.md."""
+    from mammoseg.config import load_config
+    from mammoseg.manifest import load_manifest
+    from mammoseg.report import write_report
+
+    data, out = Path(data_dir), Path(out_dir)
+    clash = [o for o in overrides if o.split("=", 1)[0].strip() in _MODEL_KEYS]
+    if clash:
+        raise ValueError(
+            f"override(s) {', '.join(clash)}: reproduce sets the model itself; use --models, "
+            "--imagenet-weights and --gmic-weights"
+        )
+    rows = load_manifest(data)  # checks the folder and its split before hours of training
+    if not any(r["split"] == "holdout" for r in rows):
+        raise ValueError(f"{data / 'manifest.csv'}: no holdout images to evaluate on")
+    base = load_config(config, overrides)
+    chosen = select_models(models)
+    encoders = {e for _, e, _ in chosen}
+    if "resnet34" in encoders and not imagenet_weights:
+        echo("note: no --imagenet-weights given: the ResNet34 models train from random initialisation "
+             "(marked 'none (random init)' in the table)")
+    if "resnet22" in encoders and not gmic_weights:
+        echo("note: no --gmic-weights given: the ResNet22 models train from random initialisation "
+             "(marked 'none (random init)' in the table)")
+    plans = []
+    for name, encoder, decoder in chosen:  # check every weights file before training anything
+        weights, label = encoder_weights_for(encoder, imagenet_weights, gmic_weights)
+        plans.append((name, model_config(base, encoder, decoder, weights), label))
+
+    results = [
+        run_model(cfg, name, data, out / name, label, device=device, progress=progress, echo=echo)
+        for name, cfg, label in plans
+    ]
+    echo(f"report -> {out / 'report'}")
+    return write_report([r.run_dir for r in results], out / "report", data_dir=data)

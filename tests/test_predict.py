@@ -1,0 +1,337 @@
+"""Fold-ensemble prediction: probability averaging, TTA, mapping back to DICOM grids, the command."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from torch import nn
+
+from mammoseg.io import read_csv, read_png, write_bytes_atomic, write_csv_atomic, write_png
+from mammoseg.manifest import MANIFEST_COLUMNS
+from mammoseg.predict import (
+    EnsembleMember,
+    collect_inputs,
+    ensemble_probability,
+    overlay_image,
+    threshold_probability,
+)
+
+UNIT_NORM = {"mean": 0.0, "std": 1.0}
+
+
+class ConstantLogit(nn.Module):
+    def __init__(self, logit: float):
+        super().__init__()
+        self.logit = logit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 1, *x.shape[2:]), self.logit)
+
+
+class Ramp(nn.Module):
+    """logit = 4·x − 2 + a ramp across the width: not symmetric under a horizontal flip."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(-1.0, 1.0, x.shape[-1]).view(1, 1, 1, -1)
+        return 4.0 * x[:, :1] - 2.0 + ramp
+
+
+class Intensity(nn.Module):
+    """logit = gain·(first channel − level): an intensity threshold as a 'model'."""
+
+    def __init__(self, level: float = 0.0, gain: float = 1.0):
+        super().__init__()
+        self.level, self.gain = level, gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gain * (x[:, :1] - self.level)
+
+
+def sig(v: float) -> float:
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+# --------------------------------------------------------------------------- ensemble core
+
+
+def test_fold_average_is_of_probabilities_not_masks():
+    images = torch.rand(2, 1, 8, 8)
+    # Two of three folds say 0.6 (mask 1), one says 0.0 (mask 0): a mask vote gives 1,
+    # the mean probability 0.4 gives 0.
+    members = [EnsembleMember(ConstantLogit(logit(p)), UNIT_NORM) for p in (0.6, 0.6, 1e-6)]
+    prob = ensemble_probability(members, images)
+    assert prob.shape == (2, 1, 8, 8)
+    np.testing.assert_allclose(prob.numpy(), (0.6 + 0.6 + 1e-6) / 3, rtol=1e-5)
+    votes = np.mean([p >= 0.5 for p in (0.6, 0.6, 1e-6)])
+    assert votes >= 0.5 and not threshold_probability(prob.numpy()).any()
+    # The other direction: one very sure fold outweighs two unsure ones.
+    members = [EnsembleMember(ConstantLogit(logit(p)), UNIT_NORM) for p in (0.99, 0.4, 0.45)]
+    prob = ensemble_probability(members, images).numpy()
+    np.testing.assert_allclose(prob, (0.99 + 0.4 + 0.45) / 3, rtol=1e-5)
+    assert threshold_probability(prob).all()
+
+
+def test_each_member_uses_its_own_normalisation_and_channels():
+    images = torch.tensor([0.2, 0.5, 0.8, 1.0]).view(1, 1, 2, 2)
+    members = [
+        EnsembleMember(Intensity(), {"mean": 0.5, "std": 0.25}, in_channels=1),
+        EnsembleMember(Intensity(), {"mean": 0.1, "std": 0.5}, in_channels=3),
+    ]
+    prob = ensemble_probability(members, images).numpy().ravel()
+    expected = [(sig((v - 0.5) / 0.25) + sig((v - 0.1) / 0.5)) / 2 for v in (0.2, 0.5, 0.8, 1.0)]
+    np.testing.assert_allclose(prob, expected, rtol=1e-5)
+
+
+def test_tta_flips_the_probability_back():
+    torch.manual_seed(0)
+    images = torch.rand(1, 1, 4, 6)
+    member = EnsembleMember(Ramp(), UNIT_NORM)
+    x = images[0, 0].numpy().astype(np.float64)
+    ramp = np.linspace(-1.0, 1.0, 6)
+    plain = 1 / (1 + np.exp(-(4 * x - 2 + ramp)))
+    # f(flip(x)) at column j sees x[W-1-j] with ramp[j]; flipped back, column j has x[j] with ramp[W-1-j].
+    flipped_back = 1 / (1 + np.exp(-(4 * x - 2 + ramp[::-1])))
+    np.testing.assert_allclose(ensemble_probability([member], images)[0, 0].numpy(), plain, rtol=1e-5)
+    got = ensemble_probability([member], images, tta=True)[0, 0].numpy()
+    np.testing.assert_allclose(got, (plain + flipped_back) / 2, rtol=1e-5)
+    assert not np.allclose(got, plain, atol=1e-3)
+
+
+def test_threshold_and_overlay():
+    prob = np.array([[0.2, 0.5], [0.7, 0.49]], np.float32)
+    np.testing.assert_array_equal(threshold_probability(prob), [[0, 255], [255, 0]])
+    image = np.full((3000, 1500), 30000, np.uint16)
+    pred = np.zeros((3000, 1500), np.uint8)
+    pred[1000:2000, 500:1000] = 255
+    ref = np.zeros_like(pred)
+    ref[200:400, 200:400] = 255
+    rgb = overlay_image(image, pred, ref)
+    assert rgb.shape == (1024, 512, 3) and rgb.dtype == np.uint8
+    # Predicted contour red, reference green, elsewhere the grey image (30000 >> 8 = 117).
+    scale = 1024 / 3000
+
+    def box(colour):
+        ys, xs = np.nonzero((rgb == colour).all(axis=-1))
+        return ys.min(), xs.min(), ys.max(), xs.max()
+
+    expected_pred = (1000 * scale, 500 * scale, 2000 * scale, 1000 * scale)
+    expected_ref = (200 * scale, 200 * scale, 400 * scale, 400 * scale)
+    np.testing.assert_allclose(box((255, 40, 40)), expected_pred, atol=2.5)
+    np.testing.assert_allclose(box((40, 255, 40)), expected_ref, atol=2.5)
+    assert (rgb[500, 250] == 117).all() and (rgb[900, 100] == 117).all()
+
+
+# --------------------------------------------------------------------------- DICOM inputs
+
+
+def write_mg(path, pixels: np.ndarray, laterality: str = "L") -> Dataset:
+    """A minimal MONOCHROME2 MG file with a linear window over the 12-bit range."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality = "MG"
+    ds.PatientID = "P7"
+    ds.ImageLaterality = laterality
+    ds.ViewPosition = "CC"
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.WindowCenter, ds.WindowWidth = 2048, 4096
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return ds
+
+
+def phantom(height: int, width: int, chest: str, disc: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A breast (half-ellipse against the chest wall, value 1000) with a bright disc (3000)."""
+    yy, xx = np.mgrid[:height, :width]
+    x0 = 0 if chest == "left" else width - 1
+    breast = ((yy - height / 2) / (height * 0.45)) ** 2 + ((xx - x0) / (width * 0.8)) ** 2 <= 1
+    cy, cx, r = disc
+    mass = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+    pixels = np.where(breast, 1000, 0)
+    pixels[mass] = 3000
+    return pixels, mass
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.logical_and(a, b).sum() / np.logical_or(a, b).sum())
+
+
+@pytest.mark.parametrize("shape,chest,disc", [((300, 170), "left", (90, 50, 22)), ((150, 260), "right", (100, 200, 18))])
+def test_dicom_prediction_lands_on_the_original_grid(tmp_path, shape, chest, disc):
+    from mammoseg.predict import load_item, _write_outputs
+
+    pixels, mass = phantom(*shape, chest, disc)
+    write_mg(tmp_path / "mg.dcm", pixels, "L" if chest == "left" else "R")
+    (item,), errors = collect_inputs([tmp_path / "mg.dcm"])
+    assert not errors and item.kind == "dicom"
+    loaded = load_item(item, size=96)
+    assert loaded.model_input.shape == (96, 96) and loaded.display.shape == shape
+    # The 'model': windowed intensity above 0.5 (the disc is ~0.73, the breast ~0.24).
+    member = EnsembleMember(Intensity(level=0.5, gain=40.0), UNIT_NORM)
+    x = torch.from_numpy(loaded.model_input.astype(np.float32) / 65535.0)[None, None]
+    prob = ensemble_probability([member], x)[0, 0].numpy()
+    row = _write_outputs(loaded, prob, tmp_path / "pred", 0.5, save_prob=True, dicom_seg=False)
+    assert row["grid"] == "original" and (row["height"], row["width"]) == shape
+    mask = read_png(tmp_path / "pred" / "masks" / "mg.png")
+    assert mask.shape == shape and set(np.unique(mask)) <= {0, 255}
+    assert iou(mask > 0, mass) > 0.9
+    # Every predicted pixel within 2 px of the disc, every pixel 2 px inside it predicted.
+    import cv2
+
+    kernel = np.ones((5, 5), np.uint8)
+    near = cv2.dilate(mass.astype(np.uint8), kernel) > 0
+    core = cv2.erode(mass.astype(np.uint8), kernel) > 0
+    assert not (mask > 0)[~near].any() and (mask > 0)[core].all()
+    assert read_png(tmp_path / "pred" / "prob" / "mg.png").dtype == np.uint16
+
+
+# --------------------------------------------------------------------------- the command, end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run folder with two random-weight ResNet22-UNet folds at 64 px."""
+    from mammoseg.checkpoint import save_checkpoint
+    from mammoseg.models import build_model
+
+    run = tmp_path_factory.mktemp("run")
+    for fold, mean in ((0, 0.3), (1, 0.4)):
+        torch.manual_seed(fold)
+        model = build_model("resnet22", "unet")
+        spec = {"encoder": "resnet22", "decoder": "unet", "in_channels": 1, "dropout": 0.2}
+        save_checkpoint(
+            run / f"fold{fold}" / "best.pt", model, spec, {"mean": mean, "std": 0.2}, {"name": "test"},
+            image_size=64, fold=fold, epoch=1, val_loss=0.5,
+        )
+    return run
+
+
+def _prepared(tmp_path, n: int = 3) -> tuple:
+    data = tmp_path / "prepared"
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        image = rng.integers(0, 65535, (64, 64), dtype=np.uint16)
+        mask = np.zeros((64, 64), np.uint8)
+        mask[10 + i : 30, 20:40] = 255
+        write_png(data / "images" / f"img{i}.png", image)
+        write_png(data / "masks" / f"img{i}.png", mask)
+        row = {c: "" for c in MANIFEST_COLUMNS}
+        row.update(
+            id=f"img{i}", patient_id=f"p{i}", image=f"images/img{i}.png", mask=f"masks/img{i}.png",
+            split="holdout" if i else "train", orig_height=64, orig_width=64, has_mass=1, size=64,
+        )
+        rows.append(row)
+    write_bytes_atomic(data / "images" / "broken.png", b"not a png")
+    row = dict(rows[0], id="broken", patient_id="pb", image="images/broken.png", mask="", split="holdout")
+    rows.append(row)
+    write_csv_atomic(data / "manifest.csv", rows, MANIFEST_COLUMNS)
+    return data, rows
+
+
+def test_predict_command_on_prepared_folder(tmp_path, tiny_run):
+    from mammoseg.checkpoint import load_fold_model
+    from mammoseg.cli import main
+
+    data, rows = _prepared(tmp_path)
+    out = tmp_path / "pred"
+    with pytest.warns(UserWarning, match="broken.png"):
+        rc = main(["predict", "--device", "cpu", "--run", str(tiny_run), "--input", str(data), "--out", str(out), "--save-prob", "--batch-size", "2"])
+    assert rc == 0
+    preds = read_csv(out / "predictions.csv")
+    assert [r["id"] for r in preds] == ["img0", "img1", "img2"]
+    assert all(r["grid"] == "prepared" and r["height"] == "64" and r["mask"] == f"masks/{r['id']}.png" for r in preds)
+    errors = read_csv(out / "errors.csv")
+    assert len(errors) == 1 and errors[0]["input"].endswith("broken.png")
+
+    # Known answer, computed here: the mean of the two folds' sigmoid outputs, each with its norm.
+    models = [load_fold_model(p) for p in sorted(tiny_run.glob("fold*/best.pt"))]
+    for r in preds:
+        image = read_png(data / "images" / f"{r['id']}.png").astype(np.float32) / 65535.0
+        x = torch.from_numpy(image)[None, None]
+        with torch.no_grad():
+            probs = [torch.sigmoid(m(((x - c["norm"]["mean"]) / c["norm"]["std"])))[0, 0].numpy() for m, c in models]
+        expected = np.mean(probs, axis=0)
+        got_prob = read_png(out / "prob" / f"{r['id']}.png").astype(np.float64) / 65535.0
+        np.testing.assert_allclose(got_prob, expected, atol=1e-4)
+        mask = read_png(out / "masks" / f"{r['id']}.png")
+        sure = np.abs(expected - 0.5) > 1e-4
+        np.testing.assert_array_equal(mask[sure], np.where(expected[sure] >= 0.5, 255, 0))
+        overlay = read_png(out / "overlays" / f"{r['id']}.png")  # read_png gives grey; check it exists
+        assert overlay.shape == (64, 64)
+
+    # A second run into the same folder is refused, then allowed with --overwrite; --split filters.
+    assert main(["predict", "--device", "cpu", "--run", str(tiny_run), "--input", str(data), "--out", str(out)]) == 2
+    with pytest.warns(UserWarning):
+        assert main(["predict", "--device", "cpu", "--run", str(tiny_run), "--input", str(data), "--out", str(out), "--overwrite", "--split", "holdout"]) == 0
+    assert [r["id"] for r in read_csv(out / "predictions.csv")] == ["img1", "img2"]
+    assert not (out / "prob").exists()
+
+
+def test_predict_without_checkpoints_is_a_clear_error(tmp_path, capsys):
+    from mammoseg.cli import main
+
+    (tmp_path / "run" / "fold0").mkdir(parents=True)
+    assert main(["predict", "--run", str(tmp_path / "run"), "--input", str(tmp_path), "--out", str(tmp_path / "p")]) == 2
+    assert "no fold*/best.pt" in capsys.readouterr().err
+
+
+def test_predict_command_on_dicom_with_seg(tmp_path, tiny_run):
+    pytest.importorskip("highdicom")
+    from mammoseg.cli import main
+
+    src = tmp_path / "dicoms"
+    src.mkdir()
+    pixels, _ = phantom(120, 90, "left", (40, 30, 10))
+    ds = write_mg(src / "a.dcm", pixels)
+    (src / "b.dcm").write_bytes(b"garbage, not DICOM")
+    out = tmp_path / "pred"
+    with pytest.warns(UserWarning, match="b.dcm"):
+        rc = main(["predict", "--device", "cpu", "--run", str(tiny_run), "--input", str(src), "--out", str(out), "--dicom-seg"])
+    assert rc == 0
+    (row,) = read_csv(out / "predictions.csv")
+    assert (row["id"], row["grid"], row["height"], row["width"]) == ("a", "original", "120", "90")
+    mask = read_png(out / "masks" / "a.png")
+    seg = pydicom.dcmread(out / "seg" / "a.dcm")
+    np.testing.assert_array_equal(seg.pixel_array.astype(bool), mask > 0)
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
+    assert [e["input"].endswith("b.dcm") for e in read_csv(out / "errors.csv")] == [True]
+
+
+def test_collect_inputs_kinds_ids_and_errors(tmp_path):
+    data, _ = _prepared(tmp_path)
+    # A source folder whose manifest.csv is not a prepared one is searched for DICOMs instead.
+    src = tmp_path / "src"
+    (src / "x").mkdir(parents=True)
+    (src / "manifest.csv").write_text("image,mask,patient_id\n")
+    pixels, _ = phantom(80, 60, "left", (30, 20, 8))
+    write_mg(src / "a.dcm", pixels)
+    write_mg(src / "x" / "a.dcm", pixels)
+    (src / "notes.txt").write_text("not an image")
+    (tmp_path / "empty").mkdir()
+    items, errors = collect_inputs([data, src, tmp_path / "missing.dcm", tmp_path / "empty"], split="holdout")
+    assert [(i.id, i.kind) for i in items] == [
+        ("img1", "prepared"), ("img2", "prepared"), ("broken", "prepared"), ("a", "dicom"), ("a_2", "dicom")
+    ]
+    assert [e["reason"] for e in errors] == ["no such file or folder", "folder has no manifest.csv and no DICOM files"]
+    with pytest.raises(ValueError, match="unknown split"):
+        collect_inputs([data], split="test")

@@ -1,0 +1,123 @@
+"""Report: Table 2 values, the paper's figures beside them, Figure 2 case choice, files produced."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mammoseg.io import read_csv, read_png, write_csv_atomic, write_png, write_text_atomic
+from mammoseg.manifest import MANIFEST_COLUMNS
+from mammoseg.report import pick_cases, weights_label, write_report
+
+LOG_COLUMNS = ("epoch", "phase", "lr", "train_loss", "val_loss", "val_dice", "seconds")
+
+
+def make_data(root, ids):
+    rows = []
+    for i, id_ in enumerate(ids):
+        image = np.full((64, 64), 1000 * (i + 1), np.uint16)
+        mask = np.zeros((64, 64), np.uint8)
+        mask[20:40, 20:40] = 255
+        write_png(root / "images" / f"{id_}.png", image)
+        write_png(root / "masks" / f"{id_}.png", mask)
+        row = {c: "" for c in MANIFEST_COLUMNS}
+        row.update(id=id_, patient_id=f"p{i}", image=f"images/{id_}.png", mask=f"masks/{id_}.png", split="holdout")
+        rows.append(row)
+    write_csv_atomic(root / "manifest.csv", rows, MANIFEST_COLUMNS)
+
+
+def make_run(root, encoder, decoder, weights, dices, ids, folds=2, with_pred=True):
+    """A hand-made run: config.yaml, fold logs, eval/{summary.json, per_image.csv}, holdout_pred masks."""
+    root.mkdir(parents=True)
+    weights_yaml = "null" if weights is None else weights
+    write_text_atomic(
+        root / "config.yaml",
+        f"name: paper\nmodel:\n  encoder: {encoder}\n  decoder: {decoder}\n  encoder_weights: {weights_yaml}\n",
+    )
+    for k in range(folds):
+        rows = [
+            {"epoch": e, "phase": "combo" if e <= 2 else "focal_tversky", "lr": 1e-4,
+             "train_loss": 1.0 / e, "val_loss": 1.1 / e + 0.01 * k, "val_dice": 0.2 * e, "seconds": 1.0}
+            for e in range(1, 5)
+        ]
+        write_csv_atomic(root / f"fold{k}" / "log.csv", rows, LOG_COLUMNS)
+    dices = np.asarray(dices, float)
+    ious = dices / (2 - dices)
+    per_image = [{"id": i, "patient_id": "p", "dice": d, "iou": j} for i, d, j in zip(ids, dices, ious)]
+    write_csv_atomic(root / "eval" / "per_image.csv", per_image, ("id", "patient_id", "dice", "iou"))
+    summary = {
+        "n": len(ids), "dice_mean": float(dices.mean()), "dice_sd": float(dices.std(ddof=1)),
+        "iou_mean": float(ious.mean()), "iou_sd": float(ious.std(ddof=1)), "dice_median": float(np.median(dices)),
+        "dice_ci95": [0.1, 0.9], "split": "holdout", "grid": "prepared",
+    }
+    write_text_atomic(root / "eval" / "summary.json", json.dumps(summary))
+    if with_pred:
+        for id_ in ids:
+            pred = np.zeros((64, 64), np.uint8)
+            pred[25:45, 25:45] = 255
+            write_png(root / "holdout_pred" / "masks" / f"{id_}.png", pred)
+    return summary
+
+
+def test_pick_cases_best_median_worst():
+    rows = [{"id": f"c{i}", "dice": str(d)} for i, d in enumerate([0.5, 0.9, 0.1, 0.7, 0.3])]
+    picked = pick_cases(rows)
+    assert [(label, r["id"]) for label, r in picked] == [("best", "c1"), ("median", "c0"), ("worst", "c2")]
+    assert [r["id"] for _, r in pick_cases(rows[:1])] == ["c0"]
+    assert pick_cases([]) == []
+
+
+def test_weights_label():
+    assert weights_label("imagenet") == "ImageNet"
+    assert weights_label("gmic:/w/sample_model_1.p") == "GMIC"
+    assert weights_label("/w/sample_model_3.p") == "GMIC"
+    assert weights_label(None) == "none (random init)"
+    assert weights_label("/w/my.pt") == "custom (my.pt)"
+
+
+def test_report_files_and_table_values(tmp_path):
+    ids = ["a", "b", "c", "d"]
+    data = tmp_path / "prepared"
+    make_data(data, ids)
+    s1 = make_run(tmp_path / "r34", "resnet34", "unet", "imagenet", [0.9, 0.8, 0.4, 0.6], ids)
+    s2 = make_run(tmp_path / "r22", "resnet22", "fpn", None, [0.5, 0.7, 0.2, 0.3], ids, with_pred=False)
+    out = tmp_path / "report"
+    from mammoseg.cli import main
+
+    rc = main(["report", str(tmp_path / "r34"), str(tmp_path / "r22"), "--out", str(out), "--data", str(data)])
+    assert rc == 0
+    for name in ("report.md", "table2.md", "table2.csv", "figure2_r34.png", "learning_curves_r34.png", "learning_curves_r22.png"):
+        assert (out / name).is_file(), name
+    assert not (out / "figure2_r22.png").exists()  # no predictions for r22: skipped with a note
+
+    rows = read_csv(out / "table2.csv")
+    ours = [r for r in rows if r["source"] == "this run"]
+    assert [(r["model"], r["pretrained_weights"], r["dataset"]) for r in ours] == [
+        ("ResNet34-UNet", "ImageNet", "prepared"), ("ResNet22-FPN", "none (random init)", "prepared")
+    ]
+    assert float(ours[0]["dcs_mean"]) == pytest.approx(0.675) and float(ours[0]["dcs_sd"]) == pytest.approx(s1["dice_sd"])
+    assert float(ours[1]["iou_mean"]) == pytest.approx(s2["iou_mean"])
+    assert float(ours[0]["paper_dcs_oudsm"]) == 0.7677 and float(ours[1]["paper_dcs_inbreast"]) == 0.8050
+    paper = {(r["dataset"], r["model"]): r for r in rows if r["source"] != "this run"}
+    assert len(paper) == 8
+    assert paper[("INbreast", "ResNet22-UNet")]["dcs_sd"] == "0.1091"
+    assert paper[("OUDSM", "ResNet22-FPN")]["dcs_sd"] == ""  # SD not published in DESIGN.md: left empty
+
+    md = (out / "report.md").read_text()
+    assert "| prepared | ResNet34-UNet | ImageNet | 4 | 0.6750 ± " in md
+    assert "| OUDSM | ResNet34-UNet | ImageNet | 0.7677 ± 0.2134 |" in md
+    assert "| OUDSM | ResNet22-UNet | GMIC | 0.7189 |" in md
+    assert "](figure2_r34.png)" in md and "](learning_curves_r22.png)" in md
+    assert "Figure 2 skipped" in md
+    fig = read_png(out / "figure2_r34.png")
+    assert fig.shape[0] > fig.shape[1] * 0.5  # three case rows
+
+
+def test_report_needs_a_run_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        write_report([tmp_path], tmp_path / "out")
+    make_run(tmp_path / "r", "resnet22", "unet", None, [0.5, 0.6], ["a", "b"], with_pred=False)
+    with pytest.raises(ValueError, match="one per run"):
+        write_report([tmp_path / "r"], tmp_path / "out", evals=[tmp_path, tmp_path])

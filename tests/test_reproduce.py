@@ -1,0 +1,98 @@
+"""reproduce: model choice, the paper's weights per encoder, and a tiny resumable end-to-end run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mammoseg.io import read_csv, write_csv_atomic, write_png
+from mammoseg.manifest import MANIFEST_COLUMNS
+from mammoseg.reproduce import PAPER_MODELS, encoder_weights_for, model_config, reproduce, select_models
+
+
+def test_select_models():
+    assert select_models(None) == list(PAPER_MODELS)
+    assert select_models(["ResNet22-UNet", "resnet34_fpn,resnet22-unet"]) == [
+        ("resnet22-unet", "resnet22", "unet"), ("resnet34-fpn", "resnet34", "fpn")
+    ]
+    with pytest.raises(ValueError, match="unknown model 'vgg16-unet'"):
+        select_models(["vgg16-unet"])
+
+
+def test_weights_follow_the_paper(tmp_path):
+    imagenet = tmp_path / "resnet34-b627a593.pth"
+    gmic = tmp_path / "sample_model_1.p"
+    imagenet.write_bytes(b"x")
+    gmic.write_bytes(b"x")
+    assert encoder_weights_for("resnet34", str(imagenet), str(gmic)) == (str(imagenet), "ImageNet")
+    assert encoder_weights_for("resnet22", str(imagenet), str(gmic)) == (f"gmic:{gmic}", "GMIC")
+    assert encoder_weights_for("resnet34", None, str(gmic)) == (None, "none (random init)")
+    assert encoder_weights_for("resnet22", str(imagenet), None) == (None, "none (random init)")
+    assert encoder_weights_for("resnet34", "imagenet", None) == ("imagenet", "ImageNet")
+    with pytest.raises(FileNotFoundError, match="gmic-weights"):
+        encoder_weights_for("resnet22", None, str(tmp_path / "missing.p"))
+
+
+def test_model_config_keeps_the_rest():
+    from mammoseg.config import load_config
+
+    base = load_config("paper", ["batch_size=4"])
+    cfg = model_config(base, "resnet22", "fpn", None)
+    assert (cfg.model.encoder, cfg.model.decoder, cfg.model.encoder_weights) == ("resnet22", "fpn", None)
+    assert cfg.batch_size == 4 and cfg.model.dropout == base.model.dropout
+    assert base.model.encoder == "resnet34"  # the base is not changed
+
+
+def test_model_overrides_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="--models"):
+        reproduce(tmp_path, tmp_path / "out", overrides=["model.encoder=resnet22"])
+
+
+def _prepared(root, n_patients=6, size=64):
+    """A hand-made prepared folder: one bright square mass per image, 2 holdout patients."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for p in range(n_patients):
+        for v in range(2):
+            id_ = f"p{p}_{v}"
+            image = rng.integers(5000, 15000, (size, size)).astype(np.uint16)
+            mask = np.zeros((size, size), np.uint8)
+            y, x = rng.integers(8, size - 28, 2)
+            mask[y : y + 20, x : x + 20] = 255
+            image[mask > 0] = 50000
+            write_png(root / "images" / f"{id_}.png", image)
+            write_png(root / "masks" / f"{id_}.png", mask)
+            row = {c: "" for c in MANIFEST_COLUMNS}
+            row.update(id=id_, patient_id=f"p{p}", image=f"images/{id_}.png", mask=f"masks/{id_}.png",
+                       split="holdout" if p < 2 else "train", orig_height=size, orig_width=size, laterality="L",
+                       view="CC", source="test", has_mass=1, chest_side="left", pad_top=0, pad_bottom=0,
+                       pad_left=0, pad_right=0, size=size)
+            rows.append(row)
+    write_csv_atomic(root / "manifest.csv", rows, MANIFEST_COLUMNS)
+
+
+def test_tiny_reproduce_runs_and_resumes(tmp_path):
+    pytest.importorskip("mammoseg.evaluate")
+    data, out = tmp_path / "prepared", tmp_path / "exp"
+    _prepared(data)
+    overrides = ["n_folds=2", "epochs.combo=1", "epochs.focal_tversky=0", "batch_size=4", "crop_size=64",
+                 "freeze_encoder_epochs=0", "num_workers=0", "norm_samples=4", "lr_milestones=[]"]
+    messages: list[str] = []
+    report = reproduce(data, out, models=["resnet22-unet"], overrides=overrides, device="cpu",
+                       progress=False, echo=messages.append)
+    assert report == out / "report" / "report.md" and report.is_file()
+    assert any("no --gmic-weights" in m for m in messages)
+    run = out / "resnet22-unet"
+    assert sorted(p.parent.name for p in run.glob("fold*/best.pt")) == ["fold0", "fold1"]
+    preds = read_csv(run / "holdout_pred" / "predictions.csv")
+    assert sorted(r["id"] for r in preds) == ["p0_0", "p0_1", "p1_0", "p1_1"]
+    assert (run / "eval" / "summary.json").is_file()
+    table = read_csv(out / "report" / "table2.csv")
+    assert (table[0]["model"], table[0]["pretrained_weights"]) == ("ResNet22-UNet", "none (random init)")
+
+    stamps = {p: p.stat().st_mtime_ns for p in [run / "fold0" / "best.pt", run / "holdout_pred" / "predictions.csv",
+                                               run / "eval" / "summary.json"]}
+    messages.clear()
+    reproduce(data, out, models=["resnet22-unet"], overrides=overrides, device="cpu", progress=False, echo=messages.append)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing redone
+    assert any("up to date; skipped" in m for m in messages)
