@@ -69,7 +69,7 @@ def bench_model(encoder: str, decoder: str, crop: int, batch: int, steps: int, d
     from mammoseg.losses import focal_tversky_loss
     from mammoseg.models import build_model
     from mammoseg.schedule import build_optimiser
-    from mammoseg.train import choose_precision
+    from mammoseg.train import choose_precision, optimisation_step
 
     cfg = ExperimentConfig()
     model = build_model(encoder, decoder).to(device).train()
@@ -84,19 +84,7 @@ def bench_model(encoder: str, decoder: str, crop: int, batch: int, steps: int, d
 
     def step() -> None:
         x = normalise_batch(images, norm, model.in_channels)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with precision.autocast(device):
-            logits = model(x)
-        loss = focal_tversky_loss(logits, masks)
-        opt.zero_grad(set_to_none=True)
-        if precision.scaler is not None:
-            precision.scaler.scale(loss).backward()
-            precision.scaler.step(opt)
-            precision.scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        optimisation_step(model, x, masks, focal_tversky_loss, opt, precision, device, channels_last)
 
     for _ in range(2):  # warm-up (kernel selection, allocator)
         step()

@@ -168,8 +168,10 @@ class ShardSampler(Sampler):
 
 
 def worker_init(worker_id: int) -> None:
-    """DataLoader worker set-up: one OpenCV/torch thread per worker (the workers are the parallelism)."""
-    import cv2
+    """DataLoader worker set-up: one torch thread per worker (the workers are the parallelism).
 
-    cv2.setNumThreads(1)
+    OpenCV's thread count is inherited from the parent, which `train` sets to 1 before it
+    forks workers: changing it inside a forked child whose parent had a running OpenCV
+    thread pool can deadlock the child.
+    """
     torch.set_num_threads(1)

@@ -60,6 +60,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run every stage into `out_dir`; returns the holdout evaluation summary plus `report`."""
     from mammoseg.config import load_config
+    from mammoseg.io import remove_entries
     from mammoseg.prepare import prepare_dataset
     from mammoseg.report import write_report
     from mammoseg.reproduce import run_model
@@ -68,9 +69,7 @@ def run_demo(
         raise ValueError(f"--patients {patients}: the demo needs at least 5 patients (train folds and a holdout)")
     out = Path(out_dir)
     if overwrite:
-        for name in OUTPUTS:
-            if (out / name).is_dir():
-                shutil.rmtree(out / name)
+        remove_entries(out, OUTPUTS)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 

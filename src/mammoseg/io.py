@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a 2-D uint8 or uint16 array as a lossless PNG, atomically."""
-    if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"{path}: expected a 2-D uint8/uint16 array, got {array.dtype} {array.shape}")
+    """Write a grey (H, W) uint8/uint16 or an RGB (H, W, 3) uint8 array as a lossless PNG, atomically."""
+    if array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)  # OpenCV writes BGR
+    elif array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{path}: expected (H, W) uint8/uint16 or (H, W, 3) uint8, got {array.dtype} {array.shape}")
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(array))
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
@@ -67,6 +70,32 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
             image = image[:, :, :3]
         image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     return image
+
+
+def remove_entries(folder: str | os.PathLike, names: Iterable[str]) -> None:
+    """Delete the named files and folders inside `folder`: what one stage writes, nothing else."""
+    for name in names:
+        target = Path(folder) / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+
+
+def prepare_output_dir(out: str | os.PathLike, owned: Iterable[str], overwrite: bool, what: str) -> None:
+    """Create `out`, or clear the entries a stage owns in it when `overwrite`; refuse otherwise.
+
+    A non-empty folder is never written into without being asked, and `--overwrite` removes
+    only `owned` entries, so files a user keeps beside the outputs survive.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out}: {what} folder is not empty; choose another folder or pass --overwrite")
+        remove_entries(out, owned)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def write_csv_atomic(

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from mammoseg.io import read_png, write_bytes_atomic, write_csv_atomic, write_png, write_text_atomic
+from mammoseg.io import prepare_output_dir, read_png, write_csv_atomic, write_png, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -319,29 +318,6 @@ def overlay_image(
     return rgb
 
 
-def write_rgb_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    """Write an RGB uint8 image as PNG, atomically."""
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    write_bytes_atomic(path, buf.tobytes())
-
-
-def _prepare_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out}: prediction folder is not empty; use --overwrite to replace it")
-        for name in OUTPUT_ENTRIES:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def resolve_device(device: str | None) -> torch.device:
     """`cuda` when available unless told otherwise; a clear error for an unusable choice."""
     if device is None:
@@ -392,7 +368,7 @@ def _write_outputs(
     write_png(out / "masks" / f"{item.id}.png", mask)
     if save_prob:
         write_png(out / "prob" / f"{item.id}.png", np.round(np.clip(prob, 0.0, 1.0) * 65535).astype(np.uint16))
-    write_rgb_png(out / "overlays" / f"{item.id}.png", overlay_image(loaded.display, mask, loaded.reference))
+    write_png(out / "overlays" / f"{item.id}.png", overlay_image(loaded.display, mask, loaded.reference))
     if dicom_seg and loaded.dataset is not None:
         from mammoseg.dicom_seg import write_dicom_seg
 
@@ -446,7 +422,7 @@ def predict(
     dev = resolve_device(device)
     members, size = load_ensemble(run_dir, dev)
     items, errors = collect_inputs(inputs, split=split)
-    _prepare_out_dir(out, overwrite)
+    prepare_output_dir(out, OUTPUT_ENTRIES, overwrite, "prediction")
     if dicom_seg and any(i.kind == "prepared" for i in items):
         log.warning("--dicom-seg: DICOM Segmentations are written for DICOM inputs only, not prepared images")
 

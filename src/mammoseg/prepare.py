@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mammoseg.io import read_png, write_csv_atomic, write_png, write_text_atomic
+from mammoseg.io import read_png, remove_entries, write_csv_atomic, write_png, write_text_atomic
 from mammoseg.manifest import MANIFEST_COLUMNS, SPLITS, check_patients_disjoint
 from mammoseg.sources import Record, iter_records
 
@@ -299,12 +298,7 @@ def _open_output(out: Path, settings: dict[str, Any], overwrite: bool) -> bool:
             except (ValueError, AttributeError):
                 previous = None
         if overwrite:
-            for name in OUTPUTS:
-                target = out / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
+            remove_entries(out, OUTPUTS)
         elif previous == settings:
             return True
         elif previous is not None:

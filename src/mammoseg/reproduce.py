@@ -148,14 +148,8 @@ def run_model(
     dataset: str | None = None,
 ) -> StageResult:
     """Train (resuming), predict the holdout and evaluate one model; the unit reproduce and demo share."""
-    import cv2
-
     from mammoseg.train import run_cross_validation
 
-    # Training forks DataLoader workers, which set OpenCV's thread count; a fork taken while
-    # this process has an OpenCV thread pool running (from synthesis, prepare or predict)
-    # can deadlock the child in that call. With one OpenCV thread here there is no pool.
-    cv2.setNumThreads(1)
     echo(f"[{name}] train {cfg.n_folds} folds ({cfg.model.encoder}-{cfg.model.decoder}, weights: {weights_label}) -> {run_dir}")
     run_cross_validation(cfg, data_dir, run_dir, resume=True, device=device, progress=progress)
     write_run_info(run_dir, data_dir, weights_label, name, dataset)

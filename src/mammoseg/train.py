@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -180,6 +181,11 @@ def plot_learning_curve(path: Path, history: Sequence[Mapping[str, Any]], title:
 def _loader(dataset, sampler, batch_size: int, cfg: ExperimentConfig, device: torch.device,
             drop_last: bool = False, persistent: bool = True) -> DataLoader:
     workers = cfg.num_workers
+    if workers > 0:
+        # Forked workers inherit this process's OpenCV thread pool in a broken state; with
+        # one OpenCV thread there is no pool to inherit (a fork taken while the pool runs,
+        # e.g. after prepare or predict in the same process, can deadlock the worker).
+        cv2.setNumThreads(1)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -424,19 +430,7 @@ def train_fold(
             images = images.to(device, non_blocking=True)
             masks = masks.to(device, non_blocking=True)
             x = normalise_batch(images, norm, in_channels)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with precision.autocast(device):
-                logits = net(x)
-            loss = loss_fn(logits, masks)
-            optimiser.zero_grad(set_to_none=True)
-            if precision.scaler is not None:
-                precision.scaler.scale(loss).backward()
-                precision.scaler.step(optimiser)
-                precision.scaler.update()
-            else:
-                loss.backward()
-                optimiser.step()
+            loss = optimisation_step(net, x, masks, loss_fn, optimiser, precision, device, channels_last)
             bs = images.shape[0]
             loss_sum += float(loss.detach()) * bs
             n_seen += bs
@@ -491,6 +485,33 @@ def train_fold(
     if writer is not None:
         writer.close()
     return FoldResult(fold, int(best["epoch"]), float(best["val_loss"]), float(best["val_dice"]))
+
+
+def optimisation_step(
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    masks: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimiser: torch.optim.Optimizer,
+    precision: Precision,
+    device: torch.device,
+    channels_last: bool,
+) -> torch.Tensor:
+    """One forward + backward + optimiser step on a normalised batch; returns the loss."""
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with precision.autocast(device):
+        logits = net(x)
+    loss = loss_fn(logits, masks)
+    optimiser.zero_grad(set_to_none=True)
+    if precision.scaler is not None:
+        precision.scaler.scale(loss).backward()
+        precision.scaler.step(optimiser)
+        precision.scaler.update()
+    else:
+        loss.backward()
+        optimiser.step()
+    return loss
 
 
 @torch.no_grad()

@@ -12,14 +12,13 @@ import json
 import logging
 import os
 import plistlib
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from mammoseg.io import write_bytes_atomic, write_csv_atomic, write_png, write_text_atomic
+from mammoseg.io import prepare_output_dir, write_bytes_atomic, write_csv_atomic, write_png, write_text_atomic
 from mammoseg.sources import FORMATS
 from mammoseg.sources.synthetic.dicom_writer import (
     SECONDARY_CAPTURE,
@@ -128,18 +127,7 @@ def write_synthetic_dataset(
     shape = (int(shape[0]), int(shape[1]))
     if min(shape) < 64:
         raise ValueError(f"--shape must be at least 64x64, got {shape[0]}x{shape[1]}")
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out}: folder is not empty; choose another --out or pass --overwrite")
-        for name in _OWNED_ENTRIES:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out, _OWNED_ENTRIES, overwrite, "synthetic data")
 
     plans = plan_dataset(patients, fmt, shape, seed)
     writer = {"manifest": _ManifestWriter, "inbreast": _INbreastWriter, "cbis-ddsm": _CbisWriter}[fmt](
