@@ -8,50 +8,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import (
-    ExplicitVRLittleEndian,
-    JPEG2000Lossless,
-    RLELossless,
-    generate_uid,
-)
+from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from mammoseg.dicom import DicomReadError, Mammogram, read_mammogram
 
-MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
+from dicom_factory import mg_dataset, save_dataset
+
 MAX = 65535
 
 
-def make_dataset(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12, **attrs) -> FileDataset:
+def make_dataset(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12, **attrs) -> Dataset:
     """A minimal MG image: 16 bits allocated, `bits` stored, explicit VR little endian."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MG_FOR_PRESENTATION
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = MG_FOR_PRESENTATION
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MG"
-    ds.PatientID = "P001"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    signed = bool(pixels.min() < 0)
-    ds.PixelRepresentation = 1 if signed else 0
-    ds.PixelData = pixels.astype(np.int16 if signed else np.uint16).tobytes()
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    return ds
+    return mg_dataset(pixels, photometric, bits_stored=bits, **{"PatientID": "P001", **attrs})
 
 
-def save(ds: FileDataset, tmp_path: Path, name: str = "img.dcm") -> Path:
-    path = tmp_path / name
-    ds.save_as(path, enforce_file_format=True)
-    return path
+def save(ds: Dataset, tmp_path: Path, name: str = "img.dcm") -> Path:
+    return save_dataset(ds, tmp_path / name)
 
 
 def ramp(rows: int = 4, lo: int = 0, hi: int = 4095) -> np.ndarray:

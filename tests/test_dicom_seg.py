@@ -5,39 +5,24 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
 pytest.importorskip("highdicom")
 
 from mammoseg.dicom_seg import build_dicom_seg, write_dicom_seg  # noqa: E402
 
-MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
+from dicom_factory import mg_dataset  # noqa: E402
 
 
 def make_mg(rows: int = 70, cols: int = 45, anonymised: bool = True) -> Dataset:
     """A small MG image header + pixels; `anonymised` drops the Type 2 patient/study attributes."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = MG_FOR_PRESENTATION
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = MG_FOR_PRESENTATION
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.Modality = "MG"
-    ds.PatientID = "P001"
-    ds.ImageLaterality = "R"
-    ds.Rows, ds.Columns = rows, cols
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (np.arange(rows * cols, dtype=np.uint16) % 4096).tobytes()
-    if not anonymised:
-        ds.PatientName = "Doe^Jane"
-        ds.StudyDate = "20200101"
-    return ds
+    pixels = (np.arange(rows * cols, dtype=np.uint16) % 4096).reshape(rows, cols)
+    extra = {} if anonymised else {"PatientName": "Doe^Jane", "StudyDate": "20200101"}
+    return mg_dataset(
+        pixels, bits_stored=12, StudyInstanceUID=generate_uid(), SeriesInstanceUID=generate_uid(),
+        PatientID="P001", ImageLaterality="R", **extra,
+    )
 
 
 def test_round_trip_mask_label_algorithm_and_reference(tmp_path):

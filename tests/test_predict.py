@@ -8,8 +8,8 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from torch import nn
 
 from mammoseg.io import read_csv, read_png, write_bytes_atomic, write_csv_atomic, write_png
@@ -21,6 +21,8 @@ from mammoseg.predict import (
     overlay_image,
     threshold_probability,
 )
+
+from dicom_factory import mg_dataset, save_dataset
 
 UNIT_NORM = {"mean": 0.0, "std": 1.0}
 
@@ -136,26 +138,12 @@ def test_threshold_and_overlay():
 
 def write_mg(path, pixels: np.ndarray, laterality: str = "L") -> Dataset:
     """A minimal MONOCHROME2 MG file with a linear window over the 12-bit range."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality = "MG"
-    ds.PatientID = "P7"
-    ds.ImageLaterality = laterality
-    ds.ViewPosition = "CC"
-    ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.WindowCenter, ds.WindowWidth = 2048, 4096
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    ds = mg_dataset(
+        pixels, bits_stored=12, StudyInstanceUID=generate_uid(), SeriesInstanceUID=generate_uid(),
+        PatientID="P7", ImageLaterality=laterality, ViewPosition="CC",
+        PresentationIntentType="FOR PRESENTATION", WindowCenter=2048, WindowWidth=4096,
+    )
+    save_dataset(ds, path)
     return ds
 
 

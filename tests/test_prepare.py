@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mammoseg.cli import main
 from mammoseg.geometry import PadResize
 from mammoseg.io import read_csv, read_png, write_png
 from mammoseg.manifest import MANIFEST_COLUMNS, check_patients_disjoint, load_manifest
 from mammoseg.prepare import JOURNAL_FILE, prepare_dataset, split_holdout
+
+from dicom_factory import write_mg
 
 SIZE = 32
 
@@ -92,34 +92,12 @@ def test_prepared_folder_contents_exact(tmp_path):
     assert not read_png(out / rows[1]["mask"]).any()
 
 
-def _dicom(path: Path, pixels: np.ndarray, **extra) -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MG"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    for key, value in extra.items():
-        setattr(ds, key, value)
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def test_dicom_input_metadata_and_patient_fallback(tmp_path):
     src = tmp_path / "src"
     pixels = np.full((40, 60), 100, np.uint16)
     pixels[:, 40:] = 3000  # chest wall on the right
-    path = _dicom(
-        src / "scan.dcm", pixels, PatientID="DCM-7", PixelSpacing=[0.07, 0.085],
+    path = write_mg(
+        src / "scan.dcm", pixels, bits_stored=12, PatientID="DCM-7", PixelSpacing=[0.07, 0.085],
         WindowCenter=2048, WindowWidth=4096, ImageLaterality="R", ViewPosition="MLO",
     )
     (src / "list.csv").write_text("image,mask,patient_id\nscan.dcm,,\n")

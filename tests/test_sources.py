@@ -7,42 +7,18 @@ import plistlib
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mammoseg.io import write_png
-from mammoseg.sources import NoMask, PngMask, PolygonMask, Record, iter_records
+from mammoseg.sources import NoMask, PngMask, PolygonMask, iter_records
 from mammoseg.sources.inbreast import parse_point, read_mass_polygons
+
+from dicom_factory import write_mg
 
 
 def write_dicom(path: Path, pixels: np.ndarray, patient_id: str = "P", **extra) -> Path:
     """A minimal MG DICOM holding `pixels` (uint8 or uint16) as MONOCHROME2."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MG"
-    ds.PatientID = patient_id
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    bits = 8 if pixels.dtype == np.uint8 else 16
-    ds.BitsAllocated = bits
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    ds.PixelRepresentation = 0
-    for key, value in extra.items():
-        setattr(ds, key, value)
-    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_mg(path, pixels, PatientID=patient_id, **extra)
 
 
 # --------------------------------------------------------------------------- manifest

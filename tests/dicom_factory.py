@@ -1,0 +1,93 @@
+"""Small mammography DICOMs for the tests: one builder instead of one per test file.
+
+`mg_dataset` gives a single-frame MG For Presentation image in Explicit VR Little Endian
+holding `pixels` exactly; `write_mg` saves one as a DICOM file. Anything else a test needs
+(PatientID, laterality, windows, Study/Series UIDs...) is passed as a keyword named after the
+DICOM keyword; it is set last, so it can also override what the builder set, and `None`
+removes the attribute. Imported as `from dicom_factory import ...` (tests/ is on sys.path
+under pytest's default rootdir-based import mode, tests/ having no __init__.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
+
+
+def mg_dataset(
+    pixels: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    **attributes: Any,
+) -> Dataset:
+    """A minimal MG image (with file meta) holding `pixels`, one sample per pixel.
+
+    uint8 pixels are stored in 8 bits allocated; any other integer array in 16, signed
+    (Pixel Representation 1) only if it has a negative value. `bits_stored` defaults to the
+    bits allocated; High Bit is one less. Values must fit `bits_stored`.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 2 or pixels.dtype.kind not in "iu":
+        raise ValueError(f"pixels must be a 2-D integer array, got {pixels.dtype} {pixels.shape}")
+    signed = bool(pixels.size and pixels.min() < 0)
+    allocated = 8 if pixels.dtype == np.uint8 else 16
+    stored = allocated if bits_stored is None else bits_stored
+    if not 1 <= stored <= allocated:
+        raise ValueError(f"bits_stored {stored} does not fit {allocated} bits allocated")
+    lo, hi = (-(1 << (stored - 1)), (1 << (stored - 1)) - 1) if signed else (0, (1 << stored) - 1)
+    if pixels.size and (pixels.min() < lo or pixels.max() > hi):
+        raise ValueError(f"pixel values {pixels.min()}..{pixels.max()} do not fit {stored} bits stored")
+    dtype = np.uint8 if allocated == 8 else np.int16 if signed else np.uint16
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MG_FOR_PRESENTATION
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = MG_FOR_PRESENTATION
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MG"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = allocated
+    ds.BitsStored = stored
+    ds.HighBit = stored - 1
+    ds.PixelRepresentation = 1 if signed else 0
+    ds.PixelData = np.ascontiguousarray(pixels, dtype=dtype).tobytes()
+    for keyword, value in attributes.items():
+        if tag_for_keyword(keyword) is None:
+            raise ValueError(f"{keyword!r} is not a DICOM keyword")
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    return ds
+
+
+def save_dataset(ds: Dataset, path: str | Path) -> Path:
+    """Write `ds` as a DICOM file (preamble and file meta), creating the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_mg(
+    path: str | Path,
+    pixels: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    **attributes: Any,
+) -> Path:
+    """`mg_dataset(pixels, photometric, bits_stored, **attributes)` saved at `path`."""
+    return save_dataset(mg_dataset(pixels, photometric, bits_stored, **attributes), path)
