@@ -72,7 +72,6 @@ def _prepared(root, n_patients=6, size=64):
 
 
 def test_tiny_reproduce_runs_and_resumes(tmp_path):
-    pytest.importorskip("mammoseg.evaluate")
     data, out = tmp_path / "prepared", tmp_path / "exp"
     _prepared(data)
     overrides = ["n_folds=2", "epochs.combo=1", "epochs.focal_tversky=0", "batch_size=4", "crop_size=64",
