@@ -48,7 +48,7 @@ def env_dist_info() -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local)
 
 
-def resolve_device(requested: str | None, info: DistInfo) -> torch.device:
+def resolve_device(requested: str | None, info: DistInfo = DistInfo()) -> torch.device:
     """`cpu`, `cuda` (this process's local GPU under DDP) or None/`auto` (CUDA if available)."""
     if requested in (None, "auto"):
         requested = "cuda" if torch.cuda.is_available() else "cpu"

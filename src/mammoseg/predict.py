@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 
+from mammoseg.distributed import resolve_device
 from mammoseg.io import prepare_output_dir, read_png, write_csv_atomic, write_png, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -316,16 +317,6 @@ def overlay_image(
         contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(rgb, contours, -1, colour, thickness)
     return rgb
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """`cuda` when available unless told otherwise; a clear error for an unusable choice."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available here")
-    return dev
 
 
 def _batches(items: Sequence[InputItem], batch_size: int) -> Iterator[list[InputItem]]:
