@@ -13,33 +13,28 @@ value, a range is sampled uniformly; pixel amounts (translation) scale with
 ``image_size / 512``; "brightness/contrast 30–100" is an intensity factor of 30–100 %;
 "Gaussian noise 0.5" is a standard deviation of 0.5 % of full scale.
 
-Reproducibility: the returned ``A.Compose`` draws from its own random state, seeded by
-``seed``. A copy of it lives in every DataLoader worker, so reseed it per sample with
-:func:`reseed` (and :func:`sample_seed`) to make the augmentation of a sample depend only
-on (seed, epoch, index) — independent of the number of workers and of resuming. Do not
-use albumentations' ``Compose.set_random_seed`` for this: in 2.0.8 it gives every child
-transform its own generator seeded with the *same* number, so all the p = 0.5 decisions
-of a freshly seeded pipeline come out equal (all rows applied, or none).
+Reproducibility: the returned ``A.Compose`` draws from its own random state. A copy of it
+lives in every DataLoader worker, so `mammoseg.dataset` reseeds it per sample with
+``mammoseg.seeding.seed_transform`` from a seed that depends only on (seed, epoch, index):
+the augmentation of a sample is then independent of the number of workers and of resuming.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import random
 from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
 
+from mammoseg.seeding import seed_transform
+
 __all__ = [
     "FloatMedianBlur",
     "build_eval_transform",
     "build_train_transform",
     "describe_train_transform",
-    "reseed",
-    "sample_seed",
 ]
 
 #: Probability of every Table 1 row (the random crop is always applied).
@@ -168,33 +163,13 @@ def build_train_transform(
     transforms.append(_Finalise())
     compose = A.Compose(transforms)
     if seed is not None:
-        reseed(compose, seed)
+        seed_transform(compose, seed)
     return compose
 
 
 def build_eval_transform() -> A.Compose:
     """No augmentation at validation or inference: an identity transform."""
     return A.Compose([A.NoOp(p=1.0)])
-
-
-def reseed(transform: A.BaseCompose, seed: int) -> None:
-    """Reset `transform` (and every child) to ONE numpy and ONE Python generator seeded by `seed`.
-
-    Sharing one generator keeps the Table 1 rows independent of each other; see the module
-    docstring for why ``Compose.set_random_seed`` must not be used per sample.
-    """
-    transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 32-bit seed that depends only on (seed, epoch, index), for per-sample reseeding.
-
-    Use in a Dataset: ``reseed(transform, sample_seed(seed, epoch, i))`` before
-    ``transform(image=..., mask=...)``; the result is then identical whatever the number of
-    DataLoader workers and whether training was resumed.
-    """
-    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "little")
 
 
 def describe_train_transform(crop_size: int = 448, image_size: int = 512) -> list[dict[str, Any]]:

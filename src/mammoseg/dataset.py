@@ -13,7 +13,6 @@ same augmented sample in any worker, in any order, after any resume.
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,27 +22,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from mammoseg.io import read_png
+from mammoseg.seeding import derive_seed, seed_transform
 
 Transform = Callable[..., Mapping[str, Any]]
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (seed, fold, epoch, index, ...), well mixed by SeedSequence."""
-    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
-    return int(state.view(np.uint64)[0]) >> 1
-
-
-def seed_transform(transform: Any, seed: int) -> None:
-    """Reset the random state of an albumentations-style transform (or, failing that, the global RNGs)."""
-    if hasattr(transform, "set_random_state"):
-        transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
-    elif hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(seed)
-    else:
-        # A plain callable: it can only draw from the global generators.
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
-        torch.manual_seed(seed)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -19,10 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import yaml
+from matplotlib.figure import Figure
 
-from mammoseg.io import atomic_path, read_csv, read_png, write_csv_atomic, write_text_atomic
+from mammoseg.io import read_csv, read_png, write_csv_atomic, write_text_atomic
+from mammoseg.plots import plot_learning_curves, save_figure
+from mammoseg.run_layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -231,14 +235,6 @@ def table2_markdown(runs: Sequence[RunInfo]) -> str:
 # --------------------------------------------------------------------------- figures
 
 
-def _savefig(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
-
 def pick_cases(per_image: Sequence[Mapping[str, str]], n: int = 3) -> list[tuple[str, dict[str, str]]]:
     """(label, row) for the best, median and worst image by Dice (fewer if fewer images)."""
     rows = [dict(r) for r in per_image if r.get("dice") not in (None, "", "nan")]
@@ -269,12 +265,6 @@ def _tint(image: np.ndarray, mask: np.ndarray | None, colour: tuple[float, float
 
 def figure2(run: RunInfo, path: Path, n_cases: int = 3) -> Path | None:
     """Figure-2-style panel: rows = cases, columns = image, reference, prediction."""
-    import cv2
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if run.eval_dir is None or not (run.eval_dir / "per_image.csv").is_file():
         run.notes.append("Figure 2 skipped: no per_image.csv")
         return None
@@ -302,7 +292,8 @@ def figure2(run: RunInfo, path: Path, n_cases: int = 3) -> Path | None:
     if not panels:
         run.notes.append("Figure 2 skipped: no usable cases")
         return None
-    fig, axes = plt.subplots(len(panels), 3, figsize=(9, 3.1 * len(panels)), squeeze=False)
+    fig = Figure(figsize=(9, 3.1 * len(panels)))
+    axes = fig.subplots(len(panels), 3, squeeze=False)
     for i, (label, row, image, ref, pred) in enumerate(panels):
         shown = [
             (_tint(image, None, (0, 0, 0)), f"{row['id']} ({label})"),
@@ -314,55 +305,18 @@ def figure2(run: RunInfo, path: Path, n_cases: int = 3) -> Path | None:
             ax.set_title(title, fontsize=9)
             ax.axis("off")
     fig.suptitle(f"{run.model} ({run.weights}) — {run.label}", fontsize=10)
-    _savefig(fig, path)
+    save_figure(fig, path)
     return path
 
 
 def learning_curves(run: RunInfo, path: Path) -> Path | None:
     """Loss (train and validation) and validation Dice per epoch for every fold of a run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def fold_number(p: Path) -> int:
-        digits = re.sub(r"\D", "", p.parent.name)
-        return int(digits) if digits else 10**9
-
-    logs = sorted(run.run_dir.glob("fold*/log.csv"), key=fold_number)
-    if not logs:
+    folds = RunLayout(run.run_dir).fold_logs()
+    if not folds:
         run.notes.append("learning curves skipped: no fold*/log.csv")
         return None
-    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(11, 4))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    phase_changes: set[float] = set()
-    for k, log_path in enumerate(logs):
-        rows = read_csv(log_path)
-        if not rows:
-            continue
-
-        def col(name: str) -> np.ndarray:
-            return np.array([float(r[name]) if r.get(name) not in (None, "") else np.nan for r in rows])
-
-        epochs = col("epoch")
-        c = colours[k % len(colours)]
-        name = log_path.parent.name
-        ax_loss.plot(epochs, col("train_loss"), color=c, ls="--", lw=1, label=f"{name} train")
-        ax_loss.plot(epochs, col("val_loss"), color=c, lw=1.5, label=f"{name} val")
-        ax_dice.plot(epochs, col("val_dice"), color=c, lw=1.5, label=name)
-        phases = [r.get("phase", "") for r in rows]
-        for i in range(1, len(phases)):
-            if phases[i] != phases[i - 1]:
-                phase_changes.add(0.5 * (epochs[i - 1] + epochs[i]))
-    for x in sorted(phase_changes):
-        for ax in (ax_loss, ax_dice):
-            ax.axvline(x, color="grey", ls=":", lw=1)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss (dotted line: loss phase change)")
-    ax_dice.set(xlabel="epoch", ylabel="validation Dice", title="validation Dice", ylim=(0, 1))
-    ax_loss.legend(fontsize=7, ncol=2)
-    ax_dice.legend(fontsize=7)
-    fig.suptitle(f"{run.model} ({run.weights}) — {run.label}", fontsize=10)
-    _savefig(fig, path)
+    curves = [(f.dir.name, read_csv(f.log)) for f in folds]
+    plot_learning_curves(path, curves, f"{run.model} ({run.weights}) — {run.label}")
     return path
 
 

@@ -1,0 +1,66 @@
+"""Figures shared by training and the report: learning curves, and saving a figure atomically.
+
+Uses matplotlib's object API (`Figure` with the Agg canvas), never `pyplot`, so importing
+mammoseg does not change the backend of a notebook or script that uses it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from mammoseg.io import atomic_path
+
+#: One fold's epoch log: rows with epoch, phase, train_loss, val_loss, val_dice (numbers or CSV strings).
+LogRows = Sequence[Mapping[str, Any]]
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Write `fig` as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+
+
+def _column(rows: LogRows, name: str) -> list[float]:
+    out = []
+    for row in rows:
+        value = row.get(name)
+        out.append(math.nan if value in (None, "") else float(value))
+    return out
+
+
+def _phase_changes(rows: LogRows, epochs: list[float]) -> set[float]:
+    phases = [row.get("phase", "") for row in rows]
+    return {0.5 * (epochs[i - 1] + epochs[i]) for i in range(1, len(phases)) if phases[i] != phases[i - 1]}
+
+
+def plot_learning_curves(path: str | os.PathLike, curves: Sequence[tuple[str, LogRows]], title: str) -> None:
+    """Train/validation loss and validation Dice per epoch, one colour per fold; the loss-phase
+    change (combo → Focal Tversky) as a dotted line. `curves` is [(fold name, log rows)]."""
+    fig = Figure(figsize=(11, 4))
+    ax_loss, ax_dice = fig.subplots(1, 2)
+    changes: set[float] = set()
+    for k, (name, rows) in enumerate(curves):
+        if not rows:
+            continue
+        colour = f"C{k % 10}"
+        epochs = _column(rows, "epoch")
+        ax_loss.plot(epochs, _column(rows, "train_loss"), color=colour, ls="--", lw=1, marker="o", ms=2,
+                     label=f"{name} train")
+        ax_loss.plot(epochs, _column(rows, "val_loss"), color=colour, lw=1.5, marker="o", ms=2, label=f"{name} val")
+        ax_dice.plot(epochs, _column(rows, "val_dice"), color=colour, lw=1.5, marker="o", ms=2, label=name)
+        changes |= _phase_changes(rows, epochs)
+    for x in sorted(changes):
+        for ax in (ax_loss, ax_dice):
+            ax.axvline(x, color="grey", ls=":", lw=1)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss (dotted line: combo → Focal Tversky)")
+    ax_dice.set(xlabel="epoch", ylabel="validation Dice (threshold 0.5)", title="validation Dice", ylim=(0, 1))
+    for ax in (ax_loss, ax_dice):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2 if ax is ax_loss else 1)
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
