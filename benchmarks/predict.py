@@ -44,7 +44,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from mammoseg.predict import load_ensemble, predict
+    from mammoseg.inference.ensemble import load_ensemble
+    from mammoseg.predict import predict
     from mammoseg.sources.synthetic import write_synthetic_dataset
 
     h, w = (int(v) for v in args.shape.lower().split("x"))

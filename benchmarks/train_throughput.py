@@ -47,12 +47,12 @@ def bench_loader(data: Path, rows, crop: int, size: int, batch: int, workers: in
     from mammoseg.augment import build_train_transform
     from mammoseg.config import ExperimentConfig
     from mammoseg.dataset import PreparedDataset, SeededSampler
-    from mammoseg.train import _loader
+    from mammoseg.training.data import make_loader
 
     ds = PreparedDataset(data, rows, build_train_transform(crop, size))
     base = torch.utils.data.RandomSampler(range(len(ds)), replacement=True, num_samples=batch * (steps + 2))
     cfg = ExperimentConfig(num_workers=workers)
-    loader = _loader(ds, SeededSampler(base, seed=0), batch, cfg, torch.device("cpu"), persistent=False)
+    loader = make_loader(ds, SeededSampler(base, seed=0), batch, cfg, torch.device("cpu"), persistent=False)
     it = iter(loader)
     next(it)  # start the workers, first batch
     next(it)
@@ -64,12 +64,11 @@ def bench_loader(data: Path, rows, crop: int, size: int, batch: int, workers: in
 
 
 def bench_model(encoder: str, decoder: str, crop: int, batch: int, steps: int, device: torch.device) -> float:
-    from mammoseg.checkpoint import normalise_batch
     from mammoseg.config import ExperimentConfig
     from mammoseg.losses import focal_tversky_loss
     from mammoseg.models import build_model
     from mammoseg.schedule import build_optimiser
-    from mammoseg.train import choose_precision, optimisation_step
+    from mammoseg.training.engine import BatchPipeline, choose_precision, optimisation_step
 
     cfg = ExperimentConfig()
     model = build_model(encoder, decoder).to(device).train()
@@ -77,14 +76,14 @@ def bench_model(encoder: str, decoder: str, crop: int, batch: int, steps: int, d
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt, _ = build_optimiser(cfg, model.parameters())
-    precision = choose_precision(cfg, device)
-    images = torch.rand(batch, 1, crop, crop, device=device)
-    masks = (torch.rand(batch, 1, crop, crop, device=device) > 0.9).float()
-    norm = {"mean": 0.3, "std": 0.2}
+    pipeline = BatchPipeline(device, {"mean": 0.3, "std": 0.2}, model.in_channels, choose_precision(cfg, device),
+                             channels_last)
+    images = torch.rand(batch, 1, crop, crop)
+    masks = (torch.rand(batch, 1, crop, crop) > 0.9).float()
 
     def step() -> None:
-        x = normalise_batch(images, norm, model.in_channels)
-        optimisation_step(model, x, masks, focal_tversky_loss, opt, precision, device, channels_last)
+        x, m = pipeline.to_device(images, masks)
+        optimisation_step(model, x, m, focal_tversky_loss, opt, pipeline)
 
     for _ in range(2):  # warm-up (kernel selection, allocator)
         step()

@@ -6,32 +6,13 @@ import os
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from mammoseg.io import write_csv_atomic, write_png
-from mammoseg.manifest import MANIFEST_COLUMNS
+from prepared_factory import make_prepared
 
 WORLD = 2
-
-
-def _make_prepared(out: Path, n: int = 7, size: int = 64) -> list[dict[str, str]]:
-    rng = np.random.default_rng(1)
-    rows = []
-    for i in range(n):
-        image = (rng.random((size, size)) * 65535).astype(np.uint16)
-        mask = np.zeros((size, size), np.uint8)
-        mask[20:30 + i, 20:40] = 255
-        write_png(out / "images" / f"{i}.png", image)
-        write_png(out / "masks" / f"{i}.png", mask)
-        row = dict.fromkeys(MANIFEST_COLUMNS, "")
-        row.update(id=str(i), patient_id=f"P{i}", image=f"images/{i}.png", mask=f"masks/{i}.png",
-                   split="train", has_mass=1, size=size)
-        rows.append(row)
-    write_csv_atomic(out / "manifest.csv", rows, MANIFEST_COLUMNS)
-    return rows
 
 
 def _free_port() -> int:
@@ -47,7 +28,7 @@ def _worker(rank: int, port: int, data: str, out: str) -> None:
     from mammoseg.config import load_config
     from mammoseg.distributed import env_dist_info, init_distributed, shutdown_distributed
     from mammoseg.manifest import load_manifest
-    from mammoseg.train import train_fold
+    from mammoseg.training.fold import train_fold
 
     info = env_dist_info()
     device = torch.device("cpu")
@@ -84,7 +65,7 @@ def _worker(rank: int, port: int, data: str, out: str) -> None:
 @pytest.mark.timeout(300)
 def test_two_gloo_processes_agree_after_each_step(tmp_path):
     data, out = tmp_path / "data", tmp_path / "run"
-    _make_prepared(data)
+    make_prepared(data, n_patients=7, per_patient=1, holdout_patients=0)
     mp.spawn(_worker, args=(_free_port(), str(data), str(out)), nprocs=WORLD, join=True)
 
     r0 = torch.load(out / "rank0.pt", weights_only=True)

@@ -8,8 +8,9 @@ import pytest
 
 from mammoseg.cli import main
 from mammoseg.evaluate import evaluate_predictions
-from mammoseg.io import write_csv_atomic, write_png
-from mammoseg.manifest import MANIFEST_COLUMNS
+from mammoseg.io import write_png
+
+from prepared_factory import Case, write_prepared
 
 S = 32  # prepared size
 # Original grid of every image: 64 rows × 32 columns, chest wall on the left, padded on the right
@@ -37,19 +38,12 @@ CASES = {
 
 def make_folders(tmp_path, cases=CASES):
     data, pred = tmp_path / "prepared", tmp_path / "pred"
-    rows = []
+    prepared = []
     for image_id, (split, patient, ref, pr) in cases.items():
-        write_png(data / "images" / f"{image_id}.png", np.full((S, S), 1000, np.uint16))
-        write_png(data / "masks" / f"{image_id}.png", ref)
         if pr is not None:
             write_png(pred / "masks" / f"{image_id}.png", pr)
-        row = {c: "" for c in MANIFEST_COLUMNS}
-        row.update(PLAN)
-        row.update(id=image_id, patient_id=patient, image=f"images/{image_id}.png", mask=f"masks/{image_id}.png",
-                   split=split, laterality="L", view="CC", source="test", has_mass=int(ref.any()),
-                   chest_side="left", src_image=f"/src/{image_id}.dcm")
-        rows.append(row)
-    write_csv_atomic(data / "manifest.csv", rows, MANIFEST_COLUMNS)
+        prepared.append(Case(image_id, patient, np.full((S, S), 1000, np.uint16), ref, split, dict(PLAN)))
+    write_prepared(data, prepared)
     (pred / "masks").mkdir(parents=True, exist_ok=True)
     return data, pred
 

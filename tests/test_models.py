@@ -111,8 +111,8 @@ def test_encoder_feature_shapes_and_declared_channels():
     # ResNet22: 512 -conv/2-> 256 -pool(3,2,0)-> 127, then stride-2 3×3 convs: 64, 32, 16, 8
     assert [tuple(f.shape[1:]) for f in feats22] == [(16, 127, 127), (32, 64, 64), (64, 32, 32), (128, 16, 16), (256, 8, 8)]
     assert [tuple(f.shape[1:]) for f in feats34] == [(64, 256, 256), (64, 128, 128), (128, 64, 64), (256, 32, 32), (512, 16, 16)]
-    assert ResNet22Encoder.out_channels == (16, 32, 64, 128, 256) and ResNet22Encoder.strides == (4, 8, 16, 32, 64)
-    assert ResNet34Encoder.out_channels == (64, 64, 128, 256, 512) and ResNet34Encoder.strides == (2, 4, 8, 16, 32)
+    assert ResNet22Encoder.out_channels == (16, 32, 64, 128, 256)
+    assert ResNet34Encoder.out_channels == (64, 64, 128, 256, 512)
     # final features of ResNet22 are after final_bn + ReLU
     assert feats22[-1].min() >= 0
 
@@ -197,17 +197,17 @@ def test_unknown_names_list_the_known_ones():
 def test_registry_adds_a_decoder_with_one_entry():
     @register_decoder("tiny-test-head")
     class TinyHead(nn.Module):
-        def __init__(self, encoder_channels, encoder_strides, dropout=0.2):
+        def __init__(self, encoder_channels, dropout=0.2):
             super().__init__()
             self.conv = nn.Conv2d(encoder_channels[-1], 1, 1)
-            self.strides = encoder_strides
+            self.channels = tuple(encoder_channels)
 
         def forward(self, features, size):
             return F.interpolate(self.conv(features[-1]), size=tuple(size), mode="bilinear")
 
     try:
         model = build_model("resnet22", "tiny-test-head").eval()
-        assert model.decoder.strides == (4, 8, 16, 32, 64)
+        assert model.decoder.channels == (16, 32, 64, 128, 256)
         assert count_parameters(model.decoder) == 256 + 1
         with torch.no_grad():
             assert model(torch.randn(1, 1, 70, 90)).shape == (1, 1, 70, 90)

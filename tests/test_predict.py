@@ -12,17 +12,13 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from torch import nn
 
-from mammoseg.io import read_csv, read_png, write_bytes_atomic, write_csv_atomic, write_png
-from mammoseg.manifest import MANIFEST_COLUMNS
-from mammoseg.predict import (
-    EnsembleMember,
-    collect_inputs,
-    ensemble_probability,
-    overlay_image,
-    threshold_probability,
-)
+from mammoseg.inference.ensemble import EnsembleMember, ensemble_probability, threshold_probability
+from mammoseg.inference.inputs import collect_inputs, load_item
+from mammoseg.inference.outputs import overlay_image, write_outputs
+from mammoseg.io import read_csv, read_png, write_bytes_atomic
 
 from dicom_factory import mg_dataset, save_dataset
+from prepared_factory import Case, write_prepared
 
 UNIT_NORM = {"mean": 0.0, "std": 1.0}
 
@@ -165,8 +161,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.parametrize("shape,chest,disc", [((300, 170), "left", (90, 50, 22)), ((150, 260), "right", (100, 200, 18))])
 def test_dicom_prediction_lands_on_the_original_grid(tmp_path, shape, chest, disc):
-    from mammoseg.predict import load_item, _write_outputs
-
     pixels, mass = phantom(*shape, chest, disc)
     write_mg(tmp_path / "mg.dcm", pixels, "L" if chest == "left" else "R")
     (item,), errors = collect_inputs([tmp_path / "mg.dcm"])
@@ -177,7 +171,7 @@ def test_dicom_prediction_lands_on_the_original_grid(tmp_path, shape, chest, dis
     member = EnsembleMember(Intensity(level=0.5, gain=40.0), UNIT_NORM)
     x = torch.from_numpy(loaded.model_input.astype(np.float32) / 65535.0)[None, None]
     prob = ensemble_probability([member], x)[0, 0].numpy()
-    row = _write_outputs(loaded, prob, tmp_path / "pred", 0.5, save_prob=True, dicom_seg=False)
+    row = write_outputs(loaded, prob, tmp_path / "pred", 0.5, save_prob=True, dicom_seg=False)
     assert row["grid"] == "original" and (row["height"], row["width"]) == shape
     mask = read_png(tmp_path / "pred" / "masks" / "mg.png")
     assert mask.shape == shape and set(np.unique(mask)) <= {0, 255}
@@ -216,23 +210,15 @@ def tiny_run(tmp_path_factory):
 def _prepared(tmp_path, n: int = 3) -> tuple:
     data = tmp_path / "prepared"
     rng = np.random.default_rng(0)
-    rows = []
+    cases = []
     for i in range(n):
-        image = rng.integers(0, 65535, (64, 64), dtype=np.uint16)
         mask = np.zeros((64, 64), np.uint8)
         mask[10 + i : 30, 20:40] = 255
-        write_png(data / "images" / f"img{i}.png", image)
-        write_png(data / "masks" / f"img{i}.png", mask)
-        row = {c: "" for c in MANIFEST_COLUMNS}
-        row.update(
-            id=f"img{i}", patient_id=f"p{i}", image=f"images/img{i}.png", mask=f"masks/img{i}.png",
-            split="holdout" if i else "train", orig_height=64, orig_width=64, has_mass=1, size=64,
-        )
-        rows.append(row)
+        image = rng.integers(0, 65535, (64, 64), dtype=np.uint16)
+        cases.append(Case(f"img{i}", f"p{i}", image, mask, "holdout" if i else "train"))
+    cases.append(Case("broken", "pb", np.zeros((64, 64), np.uint16), split="holdout", columns={"mask": ""}))
+    rows = write_prepared(data, cases)
     write_bytes_atomic(data / "images" / "broken.png", b"not a png")
-    row = dict(rows[0], id="broken", patient_id="pb", image="images/broken.png", mask="", split="holdout")
-    rows.append(row)
-    write_csv_atomic(data / "manifest.csv", rows, MANIFEST_COLUMNS)
     return data, rows
 
 
@@ -320,6 +306,26 @@ def test_collect_inputs_kinds_ids_and_errors(tmp_path):
     assert [(i.id, i.kind) for i in items] == [
         ("img1", "prepared"), ("img2", "prepared"), ("broken", "prepared"), ("a", "dicom"), ("a_2", "dicom")
     ]
-    assert [e["reason"] for e in errors] == ["no such file or folder", "folder has no manifest.csv and no DICOM files"]
+    assert [e.reason for e in errors] == ["no such file or folder", "folder has no manifest.csv and no DICOM files"]
     with pytest.raises(ValueError, match="unknown split"):
         collect_inputs([data], split="test")
+
+
+@pytest.mark.parametrize("shape,chest,size", [((300, 170), "left", 96), ((150, 260), "right", 64), ((97, 97), "left", 128)])
+def test_dicom_given_directly_reaches_the_models_exactly_as_after_prepare(tmp_path, shape, chest, size):
+    """One standardisation for prepare and predict: the same DICOM gives a bit-identical model input."""
+    from mammoseg.geometry import PadResize
+    from mammoseg.prepare import prepare_dataset
+
+    pixels, _ = phantom(*shape, chest, (shape[0] // 3, shape[1] // 3, 12))
+    dicom = write_mg(tmp_path / "src" / "mg.dcm", pixels, "L" if chest == "left" else "R")
+    (tmp_path / "src" / "cases.csv").write_text("image,mask,patient_id\nmg.dcm,,P7\n")
+    prepare_dataset("manifest", tmp_path / "src" / "cases.csv", tmp_path / "prep", size=size, holdout=0, progress=False)
+
+    (direct,), _ = collect_inputs([tmp_path / "src" / "mg.dcm"])
+    (prepared,), _ = collect_inputs([tmp_path / "prep"])
+    a, b = load_item(direct, size), load_item(prepared, size)
+    assert a.model_input.dtype == b.model_input.dtype == np.uint16
+    np.testing.assert_array_equal(a.model_input, b.model_input)
+    assert a.plan == PadResize.from_row(prepared.row)
+    assert dicom.SOPInstanceUID == prepared.row["sop_instance_uid"]

@@ -8,24 +8,17 @@ import numpy as np
 import pytest
 
 from mammoseg.io import read_csv, read_png, write_csv_atomic, write_png, write_text_atomic
-from mammoseg.manifest import MANIFEST_COLUMNS
 from mammoseg.report import pick_cases, weights_label, write_report
+from mammoseg.training.state import LOG_COLUMNS
 
-LOG_COLUMNS = ("epoch", "phase", "lr", "train_loss", "val_loss", "val_dice", "seconds")
+from prepared_factory import Case, write_prepared
 
 
 def make_data(root, ids):
-    rows = []
-    for i, id_ in enumerate(ids):
-        image = np.full((64, 64), 1000 * (i + 1), np.uint16)
-        mask = np.zeros((64, 64), np.uint8)
-        mask[20:40, 20:40] = 255
-        write_png(root / "images" / f"{id_}.png", image)
-        write_png(root / "masks" / f"{id_}.png", mask)
-        row = {c: "" for c in MANIFEST_COLUMNS}
-        row.update(id=id_, patient_id=f"p{i}", image=f"images/{id_}.png", mask=f"masks/{id_}.png", split="holdout")
-        rows.append(row)
-    write_csv_atomic(root / "manifest.csv", rows, MANIFEST_COLUMNS)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:40, 20:40] = 255
+    write_prepared(root, [Case(id_, f"p{i}", np.full((64, 64), 1000 * (i + 1), np.uint16), mask, "holdout")
+                          for i, id_ in enumerate(ids)])
 
 
 def make_run(root, encoder, decoder, weights, dices, ids, folds=2, with_pred=True):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from mammoseg.io import read_csv, write_csv_atomic, write_png
-from mammoseg.manifest import MANIFEST_COLUMNS
+from mammoseg.io import read_csv
 from mammoseg.reproduce import PAPER_MODELS, encoder_weights_for, model_config, reproduce, select_models
+
+from prepared_factory import make_prepared
 
 
 def test_select_models():
@@ -48,32 +48,9 @@ def test_model_overrides_are_refused(tmp_path):
         reproduce(tmp_path, tmp_path / "out", overrides=["model.encoder=resnet22"])
 
 
-def _prepared(root, n_patients=6, size=64):
-    """A hand-made prepared folder: one bright square mass per image, 2 holdout patients."""
-    rng = np.random.default_rng(1)
-    rows = []
-    for p in range(n_patients):
-        for v in range(2):
-            id_ = f"p{p}_{v}"
-            image = rng.integers(5000, 15000, (size, size)).astype(np.uint16)
-            mask = np.zeros((size, size), np.uint8)
-            y, x = rng.integers(8, size - 28, 2)
-            mask[y : y + 20, x : x + 20] = 255
-            image[mask > 0] = 50000
-            write_png(root / "images" / f"{id_}.png", image)
-            write_png(root / "masks" / f"{id_}.png", mask)
-            row = {c: "" for c in MANIFEST_COLUMNS}
-            row.update(id=id_, patient_id=f"p{p}", image=f"images/{id_}.png", mask=f"masks/{id_}.png",
-                       split="holdout" if p < 2 else "train", orig_height=size, orig_width=size, laterality="L",
-                       view="CC", source="test", has_mass=1, chest_side="left", pad_top=0, pad_bottom=0,
-                       pad_left=0, pad_right=0, size=size)
-            rows.append(row)
-    write_csv_atomic(root / "manifest.csv", rows, MANIFEST_COLUMNS)
-
-
 def test_tiny_reproduce_runs_and_resumes(tmp_path):
     data, out = tmp_path / "prepared", tmp_path / "exp"
-    _prepared(data)
+    make_prepared(data, n_patients=6, per_patient=2, holdout_patients=2, seed=1)
     overrides = ["n_folds=2", "epochs.combo=1", "epochs.focal_tversky=0", "batch_size=4", "crop_size=64",
                  "freeze_encoder_epochs=0", "num_workers=0", "norm_samples=4", "lr_milestones=[]"]
     messages: list[str] = []

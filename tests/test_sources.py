@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dicom_factory import write_mg
 
 from mammoseg.io import write_png
-from mammoseg.sources import NoMask, PngMask, PolygonMask, iter_records
+from mammoseg.sources import iter_records
 from mammoseg.sources.inbreast import parse_point, read_mass_polygons
-
-from dicom_factory import write_mg
+from mammoseg.sources.records import NoMask, PngMask, PolygonMask
 
 
 def write_dicom(path: Path, pixels: np.ndarray, patient_id: str = "P", **extra) -> Path:

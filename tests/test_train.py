@@ -13,40 +13,15 @@ from mammoseg.checkpoint import load_fold_model, normalise_batch, read_checkpoin
 from mammoseg.config import ExperimentConfig, load_config
 from mammoseg.dataset import PreparedDataset
 from mammoseg.folds import assign_folds, load_or_create_folds
-from mammoseg.io import read_csv, read_png, write_csv_atomic, write_png
-from mammoseg.manifest import MANIFEST_COLUMNS, check_patients_disjoint, load_manifest
+from mammoseg.io import read_csv, read_png, write_png
+from mammoseg.manifest import check_patients_disjoint, load_manifest
 from mammoseg.schedule import encoder_frozen_at, lr_at_epoch, phase_at_epoch
-from mammoseg.train import LOG_COLUMNS, compute_norm_stats, dice_per_image, train_fold
+from mammoseg.training.data import compute_norm_stats
+from mammoseg.training.engine import dice_per_image
+from mammoseg.training.fold import train_fold
+from mammoseg.training.state import LOG_COLUMNS
 
-
-def make_prepared(out: Path, n_patients: int = 5, per_patient: int = 2, size: int = 64, holdout: int = 1) -> Path:
-    """A tiny prepared folder: noisy background, a bright disc 'mass' in 2 of 3 images."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
-    rows = []
-    for p in range(n_patients):
-        for j in range(per_patient):
-            image_id = f"p{p}_{j}"
-            has_mass = (p + j) % 3 != 0
-            image = rng.random((size, size)) * 0.2 + 0.2
-            mask = np.zeros((size, size), np.uint8)
-            if has_mass:
-                cy, cx = rng.integers(16, size - 16, 2)
-                disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= int(rng.integers(5, 10)) ** 2
-                image[disc] += 0.5
-                mask[disc] = 255
-            write_png(out / "images" / f"{image_id}.png", (np.clip(image, 0, 1) * 65535).astype(np.uint16))
-            write_png(out / "masks" / f"{image_id}.png", mask)
-            row = dict.fromkeys(MANIFEST_COLUMNS, "")
-            row.update(id=image_id, patient_id=f"P{p}", image=f"images/{image_id}.png",
-                       mask=f"masks/{image_id}.png", split="holdout" if p < holdout else "train",
-                       orig_height=size, orig_width=size, laterality="L", view="CC", source="test",
-                       has_mass=int(has_mass), chest_side="left", pad_top=0, pad_bottom=0, pad_left=0,
-                       pad_right=0, size=size)
-            rows.append(row)
-    write_csv_atomic(out / "manifest.csv", rows, MANIFEST_COLUMNS)
-    return out
-
+from prepared_factory import make_prepared
 
 TINY = [
     "crop_size=64", "batch_size=2", "num_workers=0", "norm_samples=4", "cache_images=false",
@@ -293,7 +268,7 @@ def test_train_command_end_to_end(tiny_data, tmp_path, caplog):
 
     # the same command again: the finished fold is skipped, nothing rewritten
     mtime = (run / "fold0" / "best.pt").stat().st_mtime_ns
-    with caplog.at_level("INFO", logger="mammoseg.train"):
+    with caplog.at_level("INFO", logger="mammoseg.training"):
         assert main(args) == 0
     assert "already finished" in caplog.text
     assert (run / "fold0" / "best.pt").stat().st_mtime_ns == mtime

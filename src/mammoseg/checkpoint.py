@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from mammoseg.io import save_torch_atomic
+from mammoseg.io import atomic_path
+from mammoseg.models import build_model
 
 #: Marker stored in every checkpoint so that foreign `.pt` files are recognised as such.
 CHECKPOINT_FORMAT = "mammoseg-fold"
@@ -84,7 +85,8 @@ def save_checkpoint(
     for key in ("image_size", "fold", "epoch", "val_loss"):
         ckpt.setdefault(key, None)
     ckpt.update(extra)
-    save_torch_atomic(ckpt, path)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -111,8 +113,6 @@ def load_fold_model(
     path: str | os.PathLike, map_location: Any = "cpu"
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the fold's network from its checkpoint, load the weights strictly, eval mode."""
-    from mammoseg.models import build_model
-
     ckpt = read_checkpoint(path, map_location=map_location)
     spec = dict(ckpt["model_spec"])
     model = build_model(

@@ -12,6 +12,8 @@ import importlib
 import logging
 import sys
 
+from mammoseg import __version__
+
 #: (subcommand, module under mammoseg.commands, one-line help), in pipeline order.
 COMMANDS: list[tuple[str, str, str]] = [
     ("synth", "synth", "write synthetic mammogram phantoms (DICOM + masks)"),
@@ -27,8 +29,6 @@ COMMANDS: list[tuple[str, str, str]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mammoseg import __version__
-
     parser = argparse.ArgumentParser(
         prog="mammoseg",
         description="Breast mass segmentation in mammograms (Isosalo, Mustonen et al., SPIE MI 2022).",

@@ -24,9 +24,10 @@ from typing import Any
 
 import yaml
 
+from mammoseg.io import write_text_atomic
+from mammoseg.models import DECODERS, ENCODERS
+
 PRESETS: tuple[str, ...] = ("paper", "demo")
-ENCODERS: tuple[str, ...] = ("resnet22", "resnet34")
-DECODERS: tuple[str, ...] = ("unet", "fpn")
 AUGMENTATIONS: tuple[str, ...] = ("table1", "geometric")
 
 #: Keys that may differ between the config saved in a run folder and a rerun's config:
@@ -202,16 +203,6 @@ def _from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "", base: An
     return dataclasses.replace(obj, **values)
 
 
-def _known_architectures() -> tuple[list[str], list[str]]:
-    """Encoder and decoder names from the model registry (the paper's four if it is unavailable)."""
-    try:
-        from mammoseg.models import DECODERS as dec
-        from mammoseg.models import ENCODERS as enc
-    except ImportError:
-        return list(ENCODERS), list(DECODERS)
-    return sorted(enc) or list(ENCODERS), sorted(dec) or list(DECODERS)
-
-
 def _check_values(cfg: ExperimentConfig) -> None:
     """Range checks that types alone cannot express; errors name the key."""
 
@@ -219,7 +210,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
         if not ok:
             raise ValueError(f"config key {key!r}: {what}")
 
-    encoders, decoders = _known_architectures()
+    encoders, decoders = sorted(ENCODERS), sorted(DECODERS)
     need(cfg.model.encoder in encoders, "model.encoder", f"expected one of {', '.join(encoders)}, got {cfg.model.encoder!r}")
     need(cfg.model.decoder in decoders, "model.decoder", f"expected one of {', '.join(decoders)}, got {cfg.model.decoder!r}")
     need(cfg.model.in_channels in (None, 1, 3), "model.in_channels", f"must be 1, 3 or null, got {cfg.model.in_channels}")
@@ -330,8 +321,6 @@ def load_config(name_or_path: str | os.PathLike, overrides: Iterable[str] = ()) 
 
 def save_config(cfg: ExperimentConfig, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically."""
-    from mammoseg.io import write_text_atomic
-
     write_text_atomic(path, cfg.to_yaml())
 
 

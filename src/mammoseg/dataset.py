@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+from tqdm import tqdm
 
 from mammoseg.io import read_png
 from mammoseg.seeding import derive_seed, seed_transform
@@ -66,8 +67,6 @@ class PreparedDataset(Dataset):
         self.transform = transform
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
         if cache:
-            from tqdm import tqdm
-
             items = range(len(self.rows))
             if progress:
                 items = tqdm(items, desc="caching images", unit="img", leave=False)

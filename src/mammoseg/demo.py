@@ -17,6 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mammoseg.config import load_config
+from mammoseg.io import remove_entries, write_text_atomic
+from mammoseg.prepare import prepare_dataset
+from mammoseg.report import write_report
+from mammoseg.reproduce import run_model
+from mammoseg.sources.synthetic import write_synthetic_dataset
+
 DEMO_SIZE = 256
 #: Phantom size (height, width) in pixels: mammogram-like aspect, small enough to be quick.
 DEMO_SHAPE = (640, 512)
@@ -27,9 +34,6 @@ OUTPUTS = ("synthetic", "prepared", "run", "report")
 
 
 def _synthesise(out: Path, patients: int, seed: int, echo: Any, progress: bool = True) -> Path:
-    from mammoseg.io import write_text_atomic
-    from mammoseg.sources.synthetic import write_synthetic_dataset
-
     synth = out / "synthetic"
     marker = synth / SYNTH_DONE
     settings = {"patients": patients, "seed": seed, "shape": list(DEMO_SHAPE), "format": "manifest"}
@@ -59,12 +63,6 @@ def run_demo(
     echo: Any = print,
 ) -> dict[str, Any]:
     """Run every stage into `out_dir`; returns the holdout evaluation summary plus `report`."""
-    from mammoseg.config import load_config
-    from mammoseg.io import remove_entries
-    from mammoseg.prepare import prepare_dataset
-    from mammoseg.report import write_report
-    from mammoseg.reproduce import run_model
-
     if patients < 5:
         raise ValueError(f"--patients {patients}: the demo needs at least 5 patients (train folds and a holdout)")
     out = Path(out_dir)

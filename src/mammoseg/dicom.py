@@ -48,6 +48,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut
+from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.processing import apply_voi, apply_windowing
 from pydicom.uid import (
     UID,
@@ -58,9 +59,6 @@ from pydicom.uid import (
 )
 
 from mammoseg.geometry import chest_wall_side
-
-#: Values of Mammogram.window.
-WINDOW_KINDS = ("voi_lut_sequence", "window_linear", "window_linear_exact", "window_sigmoid", "fallback")
 
 #: Percentiles of the breast region's values that bound the fallback window.
 FALLBACK_PERCENTILES = (0.1, 99.9)
@@ -176,8 +174,6 @@ def _plugin_hint(tsyntax: UID) -> str:
 
 
 def _decode_pixels(ds: Dataset, path: Path) -> np.ndarray:
-    from pydicom.pixels.decoders.base import get_decoder
-
     file_meta = getattr(ds, "file_meta", None)
     tsyntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
     if tsyntax is None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from mammoseg.geometry import PadResize, apply_to_mask, invert_mask
 from mammoseg.io import read_png, write_csv_atomic, write_text_atomic
@@ -106,8 +107,6 @@ def evaluate_predictions(
     Returns the summary dict that is written to ``summary.json``. A missing prediction is an
     error unless `allow_missing`, which counts it as an empty prediction (and says so).
     """
-    from tqdm import tqdm
-
     pred_dir, data_dir, out_dir = Path(pred_dir), Path(data_dir), Path(out_dir)
     if not 0.0 < lesion_iou <= 1.0:
         raise ValueError(f"lesion IoU threshold must be in (0, 1], got {lesion_iou}")

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from mammoseg.io import read_csv, write_csv_atomic
 from mammoseg.manifest import check_patients_disjoint
@@ -29,8 +30,6 @@ FOLDS_COLUMNS: tuple[str, ...] = ("id", "patient_id", "fold")
 
 def assign_folds(rows: Sequence[Mapping[str, str]], n_folds: int, seed: int) -> dict[str, int]:
     """image id → fold (0..n_folds-1), grouped by patient, deterministic for a seed."""
-    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
-
     if not rows:
         raise ValueError("no training images to split into folds")
     ids = [r["id"] for r in rows]

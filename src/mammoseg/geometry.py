@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import cv2
 import numpy as np
@@ -176,6 +176,26 @@ def apply_to_mask(mask: np.ndarray, plan: PadResize) -> np.ndarray:
     coverage = _resize(_pad((mask != 0).astype(np.float32), plan), plan.size, cv2.INTER_AREA)
     # A tolerance for float rounding in the area sums: exactly half covered counts as set.
     return np.where(coverage >= 0.5 - 1e-6, 255, 0).astype(np.uint8)
+
+
+class Standardised(NamedTuple):
+    """A new image as the models see it: `image` (uint16 size×size), how it got there (`plan`)
+    and the chest-wall side that decided the padding."""
+
+    image: np.ndarray
+    plan: PadResize
+    chest_side: ChestSide
+
+
+def standardise(pixels: np.ndarray, size: int) -> Standardised:
+    """Windowed uint16 pixels → the prepared image: chest-wall side, pad to square, resize.
+
+    The one definition used by `prepare` (for the prepared folder) and by `predict` (for a
+    DICOM given directly), so both give the models bit-identical input.
+    """
+    side = chest_wall_side(pixels)
+    plan = plan_pad_resize(pixels.shape[0], pixels.shape[1], side, size=size)
+    return Standardised(apply_to_image(pixels, plan), plan, side)
 
 
 def invert_probability(prob: np.ndarray, plan: PadResize) -> np.ndarray:

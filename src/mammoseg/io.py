@@ -72,6 +72,17 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
     return image
 
 
+def as_uint16(image: np.ndarray, where: str | os.PathLike) -> np.ndarray:
+    """A grey image on the 16-bit scale: uint16 unchanged, uint8 × 257 (0..255 → 0..65535 exactly)."""
+    if image.ndim != 2:
+        raise ValueError(f"{where}: expected a grey image, got shape {image.shape}")
+    if image.dtype == np.uint16:
+        return image
+    if image.dtype == np.uint8:
+        return image.astype(np.uint16) * 257
+    raise ValueError(f"{where}: unsupported image type {image.dtype}; expected 8- or 16-bit grey")
+
+
 def remove_entries(folder: str | os.PathLike, names: Iterable[str]) -> None:
     """Delete the named files and folders inside `folder`: what one stage writes, nothing else."""
     for name in names:
@@ -112,10 +123,3 @@ def write_csv_atomic(
 def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8-sig") as fh:
         return list(csv.DictReader(fh))
-
-
-def save_torch_atomic(obj: Any, path: str | os.PathLike) -> None:
-    import torch
-
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)

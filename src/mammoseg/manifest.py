@@ -7,6 +7,7 @@ missing column or a patient on both sides of the split is caught in one place.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from mammoseg.io import read_csv
@@ -36,6 +37,32 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 )
 
 SPLITS = ("train", "holdout")
+
+#: Characters allowed in an image id (it becomes a file name in every output folder).
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_id(text: str) -> str:
+    """A file-name-safe id: runs of other characters become one `_` (the one id rule of every stage)."""
+    cleaned = _UNSAFE_ID.sub("_", text.strip()).strip("._")
+    return cleaned or "image"
+
+
+class UniqueIds:
+    """Hands out safe ids, each once: a repeated one gets `_2`, `_3`, ... Compared
+    case-insensitively, because ids become file names and some file systems fold case."""
+
+    def __init__(self) -> None:
+        self._taken: set[str] = set()
+
+    def take(self, name: str) -> str:
+        base = safe_id(name)
+        candidate, n = base, 1
+        while candidate.lower() in self._taken:
+            n += 1
+            candidate = f"{base}_{n}"
+        self._taken.add(candidate.lower())
+        return candidate
 
 
 def load_manifest(data_dir: str | os.PathLike, split: str | None = None) -> list[dict[str, str]]:

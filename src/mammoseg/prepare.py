@@ -16,18 +16,32 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
-from mammoseg.io import read_png, remove_entries, write_csv_atomic, write_png, write_text_atomic
+from mammoseg.dicom import read_mammogram
+from mammoseg.geometry import apply_to_mask, standardise
+from mammoseg.io import (
+    as_uint16,
+    read_png,
+    remove_entries,
+    write_csv_atomic,
+    write_png,
+    write_text_atomic,
+)
 from mammoseg.manifest import MANIFEST_COLUMNS, SPLITS, check_patients_disjoint
 from mammoseg.sources import Record, iter_records
+from mammoseg.sources.records import normalise_laterality, normalise_view
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +110,7 @@ def read_image(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     with open(path, "rb") as fh:
         head = fh.read(8)
     if head == _PNG_SIGNATURE or path.suffix.lower() in _RASTER_SUFFIXES:
-        pixels = read_png(path)
-        if pixels.dtype == np.uint8:
-            pixels = pixels.astype(np.uint16) * 257  # 0..255 → 0..65535 exactly
-        elif pixels.dtype != np.uint16:
-            raise ValueError(f"{path}: unsupported image type {pixels.dtype}; expected 8- or 16-bit grey")
-        return pixels, {}
-    from mammoseg.dicom import read_mammogram
-
+        return as_uint16(read_png(path), path), {}
     mammogram = read_mammogram(path)
     meta = {
         "patient_id": mammogram.patient_id,
@@ -123,9 +130,6 @@ def _format_spacing(spacing: Sequence[float] | None) -> str:
 
 def prepare_one(record: Record, out: Path, size: int) -> dict[str, Any]:
     """Read, pad, resize and write one record; the manifest row (without `split`)."""
-    from mammoseg import geometry
-    from mammoseg.sources.records import normalise_laterality, normalise_view
-
     if record.problem:
         raise ValueError(record.problem)
     pixels, meta = read_image(record.image)
@@ -134,12 +138,10 @@ def prepare_one(record: Record, out: Path, size: int) -> dict[str, Any]:
     if not patient_id:
         raise ValueError(f"{record.image}: no patient ID (the source gives none and the file has no PatientID)")
     mask = record.load_mask(height, width)
-    chest_side = geometry.chest_wall_side(pixels)
-    plan = geometry.plan_pad_resize(height, width, chest_side, size=size)
-    image_out = geometry.apply_to_image(pixels, plan)
-    mask_out = geometry.apply_to_mask(mask.astype(np.uint8) * 255, plan)
+    standard = standardise(pixels, size)
+    mask_out = apply_to_mask(mask.astype(np.uint8) * 255, standard.plan)
     write_png(out / "masks" / f"{record.id}.png", mask_out)
-    write_png(out / "images" / f"{record.id}.png", image_out)
+    write_png(out / "images" / f"{record.id}.png", standard.image)
     row: dict[str, Any] = {
         "id": record.id,
         "patient_id": patient_id,
@@ -150,12 +152,12 @@ def prepare_one(record: Record, out: Path, size: int) -> dict[str, Any]:
         "view": record.view or normalise_view(str(meta.get("view") or "")),
         "source": record.source,
         "has_mass": int(bool(mask_out.any())),
-        "chest_side": chest_side,
+        "chest_side": standard.chest_side,
         "src_image": str(record.image),
         "pixel_spacing": _format_spacing(meta.get("pixel_spacing")),
         "sop_instance_uid": str(meta.get("sop_instance_uid") or ""),
     }
-    row.update(plan.to_row())
+    row.update(standard.plan.to_row())
     return row
 
 
@@ -171,8 +173,6 @@ def _run_one(record: Record, out: Path, size: int) -> tuple[Record, dict[str, An
 
 
 def _init_worker() -> None:
-    import cv2
-
     cv2.setNumThreads(1)  # the processes are the parallelism; avoid oversubscribing cores
 
 
@@ -181,9 +181,6 @@ def _results(records: Sequence[Record], out: Path, size: int, workers: int) -> I
         for record in records:
             yield _run_one(record, out, size)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     # "spawn": workers start clean, whatever threads (torch, OpenMP) the parent has running.
     # (As with any spawned pool, a script calling this needs an `if __name__ == "__main__":` guard.)
     context = multiprocessing.get_context("spawn")
@@ -348,6 +345,60 @@ def _end_journal_line(path: Path) -> None:
 # --------------------------------------------------------------------------- the stage
 
 
+def _sort_out(records: Sequence[Record], done: Mapping[str, dict[str, Any]]) -> tuple[dict, list, list[Record]]:
+    """(entries resumed from the journal, errors found while listing, records still to prepare)."""
+    entries: dict[str, dict[str, Any]] = {}
+    errors: list[dict[str, str]] = []
+    todo: list[Record] = []
+    for record in records:
+        if record.id in done:
+            entries[record.id] = done[record.id]
+        elif record.problem:
+            errors.append({"source_path": str(record.image), "id": record.id, "reason": record.problem})
+        else:
+            todo.append(record)
+    return entries, errors, todo
+
+
+def _prepare_records(todo: Sequence[Record], out: Path, size: int, workers: int, progress: bool,
+                     entries: dict[str, dict[str, Any]], errors: list[dict[str, str]]) -> None:
+    """Prepare `todo` (in `workers` processes), journalling each finished image as it lands."""
+    _end_journal_line(out / JOURNAL_FILE)
+    with open(out / JOURNAL_FILE, "a", encoding="utf-8") as journal, tqdm(
+        total=len(todo), desc="prepare", unit="img", disable=not progress or not todo
+    ) as bar:
+        for record, row, reason in _results(todo, out, size, workers):
+            if row is None:
+                errors.append({"source_path": str(record.image), "id": record.id, "reason": reason})
+                log.warning("%s", reason)
+            else:
+                entry = {"row": row, "split": record.split}
+                journal.write(json.dumps(entry) + "\n")
+                journal.flush()
+                entries[record.id] = entry
+            bar.update(1)
+
+
+def _summary(out: Path, rows: Sequence[Mapping[str, Any]], n_resumed: int, n_errors: int, strict: bool,
+             notes: list[str]) -> PrepareSummary:
+    train = [r for r in rows if r["split"] == "train"]
+    held = [r for r in rows if r["split"] == "holdout"]
+    return PrepareSummary(
+        out=out,
+        n_images=len(rows),
+        n_with_mass=sum(int(r["has_mass"]) for r in rows),
+        n_patients=len({r["patient_id"] for r in rows}),
+        n_train=len(train),
+        n_holdout=len(held),
+        n_train_patients=len({r["patient_id"] for r in train}),
+        n_holdout_patients=len({r["patient_id"] for r in held}),
+        n_resumed=n_resumed,
+        n_errors=n_errors,
+        strict=strict,
+        notes=notes,
+    )
+
+
 def prepare_dataset(
     fmt: str,
     src: str | os.PathLike,
@@ -381,35 +432,9 @@ def prepare_dataset(
     resumed = _open_output(out, settings, overwrite)
     done = _read_journal(out) if resumed else {}
 
-    errors: list[dict[str, str]] = []
-    entries: dict[str, dict[str, Any]] = {}
-    todo: list[Record] = []
-    for record in records:
-        if record.id in done:
-            entries[record.id] = done[record.id]
-        elif record.problem:
-            errors.append({"source_path": str(record.image), "id": record.id, "reason": record.problem})
-        else:
-            todo.append(record)
+    entries, errors, todo = _sort_out(records, done)
     n_resumed = len(entries)
-
-    from tqdm import tqdm
-
-    _end_journal_line(out / JOURNAL_FILE)
-    with open(out / JOURNAL_FILE, "a", encoding="utf-8") as journal, tqdm(
-        total=len(todo), desc="prepare", unit="img", disable=not progress or not todo
-    ) as bar:
-        for record, row, reason in _results(todo, out, size, workers):
-            if row is None:
-                errors.append({"source_path": str(record.image), "id": record.id, "reason": reason})
-                log.warning("%s", reason)
-            else:
-                entry = {"row": row, "split": record.split}
-                journal.write(json.dumps(entry) + "\n")
-                journal.flush()
-                entries[record.id] = entry
-            bar.update(1)
-
+    _prepare_records(todo, out, size, workers, progress, entries, errors)
     # Records keep the source's order, so the folder does not depend on `workers`.
     order = {record.id: i for i, record in enumerate(records)}
     rows = [dict(entries[i]["row"]) for i in sorted(entries, key=order.__getitem__)]
@@ -419,20 +444,4 @@ def prepare_dataset(
     check_patients_disjoint(rows, "split", where=str(out / "manifest.csv"))
     write_csv_atomic(out / "manifest.csv", [{c: row.get(c, "") for c in MANIFEST_COLUMNS} for row in rows], MANIFEST_COLUMNS)
     write_csv_atomic(out / "errors.csv", errors, ERROR_COLUMNS)
-
-    train = [r for r in rows if r["split"] == "train"]
-    held = [r for r in rows if r["split"] == "holdout"]
-    return PrepareSummary(
-        out=out,
-        n_images=len(rows),
-        n_with_mass=sum(int(r["has_mass"]) for r in rows),
-        n_patients=len({r["patient_id"] for r in rows}),
-        n_train=len(train),
-        n_holdout=len(held),
-        n_train_patients=len({r["patient_id"] for r in train}),
-        n_holdout_patients=len({r["patient_id"] for r in held}),
-        n_resumed=n_resumed,
-        n_errors=len(errors),
-        strict=strict,
-        notes=notes,
-    )
+    return _summary(out, rows, n_resumed, len(errors), strict, notes)

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,17 +24,13 @@ import yaml
 from matplotlib.figure import Figure
 
 from mammoseg.io import read_csv, read_png, write_csv_atomic, write_text_atomic
+from mammoseg.manifest import UniqueIds
+from mammoseg.models import display_name
 from mammoseg.plots import plot_learning_curves, save_figure
 from mammoseg.run_layout import RunLayout
 
 log = logging.getLogger(__name__)
 
-MODEL_NAMES = {
-    ("resnet34", "unet"): "ResNet34-UNet",
-    ("resnet22", "unet"): "ResNet22-UNet",
-    ("resnet34", "fpn"): "ResNet34-FPN",
-    ("resnet22", "fpn"): "ResNet22-FPN",
-}
 RANDOM_INIT = "none (random init)"
 
 #: The paper's Table 2 (DESIGN.md §1): (dataset, model, weights, DCS mean, DCS SD or None).
@@ -76,11 +71,6 @@ class RunInfo:
 # --------------------------------------------------------------------------- reading runs
 
 
-def model_name(encoder: str, decoder: str) -> str:
-    """The paper's name of an encoder/decoder pair, e.g. ResNet22-UNet."""
-    return MODEL_NAMES.get((encoder, decoder), f"{encoder}-{decoder}")
-
-
 def weights_label(encoder_weights: Any) -> str:
     """How the table names a config's `model.encoder_weights`."""
     if encoder_weights in (None, "", "none", "None", "null"):
@@ -93,10 +83,10 @@ def weights_label(encoder_weights: Any) -> str:
     return f"custom ({Path(text.split(':', 1)[-1]).name})"
 
 
-def read_run_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.yaml"
+def read_run_config(layout: RunLayout) -> dict[str, Any]:
+    path = layout.config
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no config.yaml; is {run_dir} a run folder made by `mammoseg train`?")
+        raise FileNotFoundError(f"{path}: no config.yaml; is {layout.root} a run folder made by `mammoseg train`?")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -106,17 +96,13 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     return data
 
 
-def _run_metadata(run_dir: Path) -> dict[str, Any]:
-    """Extra facts a run may record beside config.yaml (e.g. its data folder), merged."""
-    meta: dict[str, Any] = {}
-    for path in sorted(run_dir.glob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict):
-            meta.update({k: v for k, v in data.items() if k not in meta})
-    return meta
+def _run_info(layout: RunLayout) -> dict[str, Any]:
+    """Facts reproduce/demo record beside config.yaml (data folder, dataset and weights names)."""
+    try:
+        data = json.loads(layout.run_info.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _first_dir(*candidates: Any) -> Path | None:
@@ -134,18 +120,19 @@ def load_run(
 ) -> RunInfo:
     """Collect a run's model, weights, evaluation summary and the folders Figure 2 needs."""
     run = Path(run_dir)
-    config = read_run_config(run)
+    layout = RunLayout(run)
+    config = read_run_config(layout)
     model_cfg = config.get("model") or {}
-    meta = _run_metadata(run)
+    meta = _run_info(layout)
     info = RunInfo(
         run_dir=run,
         label=run.name or str(run),
-        model=model_name(str(model_cfg.get("encoder", "?")), str(model_cfg.get("decoder", "?"))),
+        model=display_name(str(model_cfg.get("encoder", "?")), str(model_cfg.get("decoder", "?"))),
         # reproduce/demo record the weights' name (a local ImageNet file is still "ImageNet").
         weights=str(meta.get("weights_label") or weights_label(model_cfg.get("encoder_weights"))),
         dataset="",
     )
-    edir = Path(eval_dir) if eval_dir is not None else run / "eval"
+    edir = Path(eval_dir) if eval_dir is not None else layout.eval
     summary_path = edir / "summary.json"
     if summary_path.is_file():
         try:
@@ -159,7 +146,7 @@ def load_run(
     info.data_dir = _first_dir(
         data_dir, summary.get("data_dir"), meta.get("data_dir"), config.get("data_dir")
     )
-    info.pred_dir = _first_dir(pred_dir, summary.get("pred_dir"), run / "holdout_pred", run / "pred")
+    info.pred_dir = _first_dir(pred_dir, summary.get("pred_dir"), layout.holdout_pred)
     dataset = summary.get("dataset") or meta.get("dataset")
     if not dataset and info.data_dir is not None:
         dataset = info.data_dir.resolve().name
@@ -323,14 +310,6 @@ def learning_curves(run: RunInfo, path: Path) -> Path | None:
 # --------------------------------------------------------------------------- the report
 
 
-def _unique_labels(runs: Sequence[RunInfo]) -> None:
-    seen: dict[str, int] = {}
-    for r in runs:
-        base = re.sub(r"[^A-Za-z0-9._-]+", "_", r.label) or "run"
-        seen[base] = seen.get(base, 0) + 1
-        r.label = base if seen[base] == 1 else f"{base}_{seen[base]}"
-
-
 def write_report(
     runs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -355,7 +334,9 @@ def write_report(
         load_run(r, evals[i] if evals else None, data_dir, preds[i] if preds else None)
         for i, r in enumerate(runs)
     ]
-    _unique_labels(infos)
+    labels = UniqueIds()  # labels become file names
+    for info in infos:
+        info.label = labels.take(info.label)
     write_csv_atomic(out / "table2.csv", table2_rows(infos), TABLE_COLUMNS)
     table_md = table2_markdown(infos)
     write_text_atomic(out / "table2.md", "# Table 2\n\n" + table_md)

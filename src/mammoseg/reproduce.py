@@ -1,7 +1,7 @@
 """The paper's whole experiment in one call: four models × k folds → holdout ensemble → Table 2.
 
 For each model (ResNet34-UNet, ResNet22-UNet, ResNet34-FPN, ResNet22-FPN) on one prepared
-folder: patient-grouped cross-validation (`mammoseg.train.run_cross_validation`), fold-ensemble
+folder: patient-grouped cross-validation (`mammoseg.training.run_cross_validation`), fold-ensemble
 prediction of the holdout split, evaluation, then one report over all four.
 
 Pretrained weights follow the paper: both ResNet34 models start from ImageNet weights,
@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mammoseg.config import load_config
+from mammoseg.evaluate import evaluate_predictions
+from mammoseg.inference.outputs import prediction_complete
 from mammoseg.io import write_text_atomic
+from mammoseg.manifest import load_manifest
+from mammoseg.predict import predict
+from mammoseg.report import write_report
+from mammoseg.run_layout import RunLayout
+from mammoseg.training import run_cross_validation
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +44,6 @@ PAPER_MODELS: tuple[tuple[str, str, str], ...] = (
     ("resnet34-fpn", "resnet34", "fpn"),
     ("resnet22-fpn", "resnet22", "fpn"),
 )
-#: Which pretrained weights each encoder gets in the paper.
-PAPER_WEIGHTS = {"resnet34": "ImageNet", "resnet22": "GMIC"}
-#: Written into each run folder: facts the report needs that config.yaml does not hold.
-RUN_INFO_FILE = "reproduce.json"
 #: Config keys reproduce sets itself (from --models and the weights options).
 _MODEL_KEYS = ("model.encoder", "model.decoder", "model.encoder_weights")
 
@@ -111,10 +115,7 @@ def predict_and_evaluate(
     echo: Any = print,
 ) -> dict[str, Any]:
     """Holdout prediction with the fold ensemble, then evaluation; each skipped when up to date."""
-    from mammoseg.evaluate import evaluate_predictions
-    from mammoseg.predict import find_checkpoints, predict, prediction_complete
-
-    checkpoints = find_checkpoints(run_dir)
+    checkpoints = RunLayout(run_dir).best_checkpoints()
     if prediction_complete(pred_dir) and _newer(pred_dir / "predictions.csv", checkpoints):
         echo(f"  predict: {pred_dir} is up to date; skipped")
     else:
@@ -133,7 +134,7 @@ def write_run_info(run_dir: Path, data_dir: Path, weights_label: str, name: str,
     """Record the data folder, the dataset's and the weights' names beside config.yaml, for `report`."""
     info = {"model": name, "data_dir": str(data_dir.resolve()), "dataset": dataset or data_dir.resolve().name,
             "weights_label": weights_label}
-    write_text_atomic(run_dir / RUN_INFO_FILE, json.dumps(info, indent=2) + "\n")
+    write_text_atomic(RunLayout(run_dir).run_info, json.dumps(info, indent=2) + "\n")
 
 
 def run_model(
@@ -148,12 +149,11 @@ def run_model(
     dataset: str | None = None,
 ) -> StageResult:
     """Train (resuming), predict the holdout and evaluate one model; the unit reproduce and demo share."""
-    from mammoseg.train import run_cross_validation
-
     echo(f"[{name}] train {cfg.n_folds} folds ({cfg.model.encoder}-{cfg.model.decoder}, weights: {weights_label}) -> {run_dir}")
     run_cross_validation(cfg, data_dir, run_dir, resume=True, device=device, progress=progress)
     write_run_info(run_dir, data_dir, weights_label, name, dataset)
-    result = StageResult(name, run_dir, run_dir / "holdout_pred", run_dir / "eval")
+    layout = RunLayout(run_dir)
+    result = StageResult(name, run_dir, layout.holdout_pred, layout.eval)
     result.summary = predict_and_evaluate(run_dir, data_dir, result.pred_dir, result.eval_dir,
                                           device=device, progress=progress, echo=echo)
     dice = result.summary.get("dice_mean")
@@ -176,10 +176,6 @@ def reproduce(
     echo: Any = print,
 ) -> Path:
     """Run the paper's experiment on a prepared folder; returns the path of report.md."""
-    from mammoseg.config import load_config
-    from mammoseg.manifest import load_manifest
-    from mammoseg.report import write_report
-
     data, out = Path(data_dir), Path(out_dir)
     clash = [o for o in overrides if o.split("=", 1)[0].strip() in _MODEL_KEYS]
     if clash:

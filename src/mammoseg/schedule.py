@@ -18,8 +18,7 @@ from collections.abc import Callable
 import torch
 
 from mammoseg.config import ExperimentConfig
-
-PHASES: tuple[str, ...] = ("combo", "focal_tversky")
+from mammoseg.losses import combo_loss, focal_tversky_loss
 
 
 def phase_at_epoch(cfg: ExperimentConfig, epoch: int) -> str:
@@ -46,8 +45,6 @@ def encoder_frozen_at(cfg: ExperimentConfig, epoch: int) -> bool:
 
 def loss_for_phase(cfg: ExperimentConfig, phase: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The loss function of a phase, with the config's parameters bound."""
-    from mammoseg.losses import combo_loss, focal_tversky_loss
-
     lc = cfg.loss
     if phase == "combo":
         return lambda logits, target: combo_loss(logits, target, weight=lc.combo_weight, eps=lc.eps)

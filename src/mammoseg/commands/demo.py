@@ -10,11 +10,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mammoseg.demo import DEMO_PATIENTS  # light module: no heavy imports at its top
-
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for every stage's output")
-    parser.add_argument("--patients", type=int, default=DEMO_PATIENTS, metavar="N",
-                        help=f"phantom patients to synthesise (default {DEMO_PATIENTS})")
+    parser.add_argument("--patients", type=int, default=None, metavar="N",
+                        help="phantom patients to synthesise (default: the demo's own number, 40)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed for phantoms, split and training")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--overwrite", action="store_true", help="start again, removing the demo's earlier outputs")
@@ -23,5 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mammoseg.demo import run_demo
 
-    run_demo(args.out, patients=args.patients, seed=args.seed, overwrite=args.overwrite, device=args.device)
+    patients = {} if args.patients is None else {"patients": args.patients}
+    run_demo(args.out, **patients, seed=args.seed, overwrite=args.overwrite, device=args.device)
     return 0

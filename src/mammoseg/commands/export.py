@@ -29,11 +29,12 @@ def run(args: argparse.Namespace) -> int:
 
     from mammoseg.checkpoint import load_fold_model
     from mammoseg.models.export import export_onnx, onnx_max_abs_diff
+    from mammoseg.run_layout import RunLayout
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: already exists (use --overwrite to replace it)")
-    ckpt_path = Path(args.run) / f"fold{args.fold}" / "best.pt"
+    ckpt_path = RunLayout(args.run).fold(args.fold).best
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"{ckpt_path}: no such checkpoint (is --run a training run with fold {args.fold}?)")
     model, ckpt = load_fold_model(ckpt_path)

@@ -31,13 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mammoseg.config import load_config
     from mammoseg.distributed import shutdown_distributed
-    from mammoseg.train import parse_folds, run_cross_validation
+    from mammoseg.training import run_cross_validation
+    from mammoseg.training.cross_validation import select_folds
 
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     cfg = load_config(args.config, overrides)
-    folds = parse_folds(args.folds, cfg.n_folds)
+    folds = select_folds(args.folds, cfg.n_folds)
     try:
         run_cross_validation(cfg, args.data, args.out, folds=folds, resume=args.resume,
                              device=args.device, overwrite=args.overwrite, progress=not args.no_progress)

@@ -15,7 +15,14 @@ from torch import nn
 from mammoseg.models import decoders as _decoders  # noqa: F401
 from mammoseg.models import encoders as _encoders  # noqa: F401
 from mammoseg.models.model import SegmentationModel
-from mammoseg.models.registry import DECODERS, ENCODERS, lookup, register_decoder, register_encoder
+from mammoseg.models.registry import (
+    DECODERS,
+    ENCODERS,
+    lookup,
+    register_decoder,
+    register_encoder,
+)
+from mammoseg.models.weights import load_encoder_weights
 
 __all__ = [
     "DECODERS",
@@ -23,6 +30,7 @@ __all__ = [
     "SegmentationModel",
     "build_model",
     "count_parameters",
+    "display_name",
     "register_decoder",
     "register_encoder",
 ]
@@ -48,12 +56,19 @@ def build_model(
     channels = int(in_channels) if in_channels is not None else encoder_cls.default_in_channels
     enc = encoder_cls(in_channels=channels)
     if encoder_weights is not None:
-        from mammoseg.models.weights import load_encoder_weights
-
         load_encoder_weights(enc, encoder_weights)
-    dec = decoder_cls(enc.out_channels, enc.strides, dropout=float(dropout))
+    dec = decoder_cls(enc.out_channels, dropout=float(dropout))
     spec = {"encoder": encoder, "decoder": decoder, "in_channels": channels, "dropout": float(dropout)}
     return SegmentationModel(enc, dec, spec)
+
+
+def display_name(encoder: str, decoder: str) -> str:
+    """How the paper names an encoder/decoder pair, e.g. `ResNet22-UNet`."""
+    parts = []
+    for table, name in ((ENCODERS, encoder), (DECODERS, decoder)):
+        cls = table.get(name)
+        parts.append(getattr(cls, "display_name", "") or name)
+    return "-".join(parts)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -12,7 +12,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mammoseg.models.layers import ConvBlock, SegmentationHead, init_weights, resize_like
+from mammoseg.models.layers import (
+    ConvBlock,
+    SegmentationHead,
+    init_weights,
+    resize_like,
+)
 from mammoseg.models.registry import register_decoder
 
 
@@ -38,10 +43,11 @@ class DecoderBlock(nn.Module):
 class UNetDecoder(nn.Module):
     """U-Net with width w: center (maxpool 2×2 of c5) 8w, then d5..d1 = 8w, 8w, 2w, 2w, w."""
 
+    display_name = "UNet"
+
     def __init__(
         self,
         encoder_channels: Sequence[int],
-        encoder_strides: Sequence[int] | None = None,
         dropout: float = 0.2,
         width: int = 32,
     ) -> None:
@@ -75,10 +81,11 @@ class UNetDecoder(nn.Module):
 class FPNDecoder(nn.Module):
     """Feature pyramid on c2..c5 (c1 unused), per-level segmentation branches, concat, head."""
 
+    display_name = "FPN"
+
     def __init__(
         self,
         encoder_channels: Sequence[int],
-        encoder_strides: Sequence[int] | None = None,
         dropout: float = 0.2,
         pyramid: int = 256,
         segmentation: int = 128,

@@ -1,7 +1,8 @@
 """The paper's two encoders: ResNet34 (torchvision layout) and ResNet22 (GMIC's global network).
 
 Each encoder returns five feature maps, shallow → deep, and declares their channel counts
-(`out_channels`) and nominal strides (`strides`) so decoders can be built from them alone.
+(`out_channels`) so decoders can be built from them alone. Nominal strides: ResNet34
+2, 4, 8, 16, 32; ResNet22 4, 8, 16, 32, 64 (DESIGN.md §2).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ class Encoder(nn.Module):
 
     #: registry name, also used to pick the pretrained-weight layouts that apply
     name: str = ""
+    #: how tables and figures name it (the paper's spelling)
+    display_name: str = ""
     #: input channels when `build_model` is given none
     default_in_channels: int = 3
     out_channels: tuple[int, ...] = ()
-    strides: tuple[int, ...] = ()
     #: state-dict key of the first convolution, adapted when a checkpoint has other input channels
     input_conv_key: str = ""
 
@@ -67,9 +69,9 @@ class ResNet34Encoder(Encoder):
     """ResNet34 without avgpool/fc; parameter names equal torchvision's so its checkpoint loads."""
 
     name = "resnet34"
+    display_name = "ResNet34"
     default_in_channels = 3
     out_channels = (64, 64, 128, 256, 512)
-    strides = (2, 4, 8, 16, 32)
     input_conv_key = "conv1.weight"
     blocks = (3, 4, 6, 3)
 
@@ -135,9 +137,9 @@ class ResNet22Encoder(Encoder):
     """
 
     name = "resnet22"
+    display_name = "ResNet22"
     default_in_channels = 1
     out_channels = (16, 32, 64, 128, 256)
-    strides = (4, 8, 16, 32, 64)
     input_conv_key = "stem.weight"
 
     def __init__(self, in_channels: int = 1) -> None:

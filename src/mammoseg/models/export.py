@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -83,8 +84,7 @@ def onnx_max_abs_diff(
 
     Needs onnxruntime. Use a size other than the export sample to check the dynamic axes.
     """
-    import numpy as np
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional extra: mammoseg[onnx]
 
     net = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
     generator = torch.Generator().manual_seed(seed)

@@ -12,7 +12,7 @@ T = TypeVar("T")
 
 #: encoder name -> callable(in_channels: int) -> encoder module
 ENCODERS: dict[str, Callable] = {}
-#: decoder name -> callable(encoder_channels, encoder_strides, dropout=...) -> decoder module
+#: decoder name -> callable(encoder_channels, dropout=...) -> decoder module
 DECODERS: dict[str, Callable] = {}
 
 

@@ -10,33 +10,25 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 
-from mammoseg.sources.records import (
-    MaskSpec,
-    NoMask,
-    PngMask,
-    PolygonMask,
-    Record,
-    RoiDicomMask,
-    safe_id,
-)
+from mammoseg.manifest import UniqueIds
+from mammoseg.sources.cbis_ddsm import iter_cbis_records
+from mammoseg.sources.inbreast import iter_inbreast_records
+from mammoseg.sources.manifest import iter_manifest_records
+from mammoseg.sources.records import Record
 
-__all__ = [
-    "FORMATS",
-    "MaskSpec",
-    "NoMask",
-    "PngMask",
-    "PolygonMask",
-    "Record",
-    "RoiDicomMask",
-    "iter_records",
-    "safe_id",
-]
+__all__ = ["FORMATS", "Record", "iter_records"]
 
 log = logging.getLogger(__name__)
 
-#: The `--format` values of `mammoseg prepare`.
-FORMATS: tuple[str, ...] = ("manifest", "inbreast", "cbis-ddsm")
+#: `--format` of `mammoseg prepare` → the reader of that layout.
+READERS = {
+    "manifest": iter_manifest_records,
+    "inbreast": iter_inbreast_records,
+    "cbis-ddsm": iter_cbis_records,
+}
+FORMATS: tuple[str, ...] = tuple(READERS)
 
 
 def iter_records(fmt: str, src: str | os.PathLike, **options) -> Iterator[Record]:
@@ -46,33 +38,17 @@ def iter_records(fmt: str, src: str | os.PathLike, **options) -> Iterator[Record
     cbis-ddsm `csv=[...]`, `keep_official_split=False`. An option the format does not
     take is an error, so a misspelt or misplaced command-line flag is not silently ignored.
     """
-    if fmt == "manifest":
-        from mammoseg.sources.manifest import iter_manifest_records as reader
-    elif fmt == "inbreast":
-        from mammoseg.sources.inbreast import iter_inbreast_records as reader
-    elif fmt in ("cbis-ddsm", "cbis_ddsm", "cbis"):
-        from mammoseg.sources.cbis_ddsm import iter_cbis_records as reader
-    else:
+    reader = READERS.get(fmt)
+    if reader is None:
         raise ValueError(f"unknown source format {fmt!r}; expected one of {', '.join(FORMATS)}")
     try:
         records = reader(src, **options)
     except TypeError as exc:
         raise ValueError(f"--format {fmt}: unsupported option(s) {sorted(options)} ({exc})") from exc
-    seen: set[str] = set()
+    ids = UniqueIds()
     for record in records:
-        # Compared case-insensitively: ids become file names, and some file systems fold case.
-        if record.id.lower() in seen:
-            base, n = record.id, 2
-            while f"{base}_{n}".lower() in seen:
-                n += 1
-            new_id = f"{base}_{n}"
-            log.warning("%s: id %r is used twice; this image gets id %r", record.image, base, new_id)
-            record = _replace_id(record, new_id)
-        seen.add(record.id.lower())
+        unique = ids.take(record.id)
+        if unique != record.id:
+            log.warning("%s: id %r is used twice; this image gets id %r", record.image, record.id, unique)
+            record = replace(record, id=unique)
         yield record
-
-
-def _replace_id(record: Record, new_id: str) -> Record:
-    from dataclasses import replace
-
-    return replace(record, id=new_id)

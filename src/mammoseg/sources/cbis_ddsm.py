@@ -17,8 +17,16 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import pydicom
+
 from mammoseg.io import read_csv
-from mammoseg.sources.records import Record, RoiDicomMask, normalise_laterality, normalise_view, safe_id
+from mammoseg.manifest import safe_id
+from mammoseg.sources.records import (
+    Record,
+    RoiDicomMask,
+    normalise_laterality,
+    normalise_view,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +116,6 @@ def _pick_full_image(tree: _Tree, value: str) -> tuple[Path | None, str]:
     if len(files) == 1:
         return files[0], ""
     # Several files: the full mammogram is the largest one.
-    import pydicom
-
     def area(path: Path) -> int:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)

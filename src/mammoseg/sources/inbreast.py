@@ -15,13 +15,13 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from mammoseg.manifest import safe_id
 from mammoseg.sources.records import (
     NoMask,
     PolygonMask,
     Record,
     normalise_laterality,
     normalise_view,
-    safe_id,
 )
 
 _POINT = re.compile(r"^\s*\(?\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\)?\s*$")

@@ -13,17 +13,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from mammoseg.io import read_csv
+from mammoseg.manifest import safe_id
 from mammoseg.sources.records import (
     NoMask,
     PngMask,
     Record,
     normalise_laterality,
     normalise_view,
-    safe_id,
 )
 
 REQUIRED_COLUMNS = ("image", "mask", "patient_id")
-OPTIONAL_COLUMNS = ("view", "laterality", "id")
 
 
 def find_manifest_csvs(src: str | os.PathLike, csv: Sequence[str | os.PathLike] = ()) -> list[Path]:

@@ -8,20 +8,14 @@ and `prepare` can hand records to worker processes.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
+import pydicom
 
-#: Characters allowed in an image id (it becomes a file name in the prepared folder).
-_UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_id(text: str) -> str:
-    """A file-name-safe id: runs of other characters become one `_`."""
-    cleaned = _UNSAFE_ID.sub("_", text.strip()).strip("._")
-    return cleaned or "image"
+from mammoseg.io import read_png
 
 
 @dataclass(frozen=True)
@@ -39,8 +33,6 @@ class PngMask:
     path: Path
 
     def load(self, height: int, width: int) -> np.ndarray:
-        from mammoseg.io import read_png
-
         mask = read_png(self.path)
         if mask.shape != (height, width):
             raise ValueError(
@@ -58,8 +50,6 @@ class PolygonMask:
     origin: Path | None = None  # the annotation file, for error messages
 
     def load(self, height: int, width: int) -> np.ndarray:
-        import cv2
-
         canvas = np.zeros((height, width), dtype=np.uint8)
         if self.polygons:
             # Vertices are rounded to the nearest pixel centre; fillPoly fills the
@@ -90,8 +80,6 @@ class RoiDicomMask:
 
 
 def _dicom_size(path: Path) -> tuple[int, int] | None:
-    import pydicom
-
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         return int(ds.Rows), int(ds.Columns)
@@ -100,8 +88,6 @@ def _dicom_size(path: Path) -> tuple[int, int] | None:
 
 
 def _read_roi_pixels(path: Path) -> np.ndarray:
-    import pydicom
-
     try:
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array

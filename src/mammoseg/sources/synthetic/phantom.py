@@ -38,7 +38,7 @@ _GLAND = 0.24  # extra density of fibroglandular tissue over fat
 _GLAND_SOFTNESS = 1.0  # width of the fat/gland transition (in SDs of the texture field)
 # Mass conspicuity. Tuned so a ResNet22-UNet learns the masses at 256 px but not trivially:
 # with (0.06, 0.12) / 0.85 / softness 0.8 / gland 0.22 a quick 160-image run reached only
-# ~0.66 holdout Dice on mass images; these values reached ~0.86 (see the B1 report).
+# ~0.66 holdout Dice on mass images; these values reached ~0.86 in the same quick run.
 _CONTRAST = (0.09, 0.15)  # density a mass adds over the (smoothed) tissue it sits in
 _HOMOGENISE = 0.9  # how far a mass's interior is smoothed: masses are more uniform than tissue
 _PECTORAL = 0.56  # density of the pectoral muscle

@@ -1,0 +1,173 @@
+"""What `predict` reads: prepared folders (rows of their manifest) and DICOM files or folders.
+
+`collect_inputs` expands the command line into `InputItem`s with unique, file-name-safe ids
+(`mammoseg.manifest.UniqueIds`, the rule every stage uses); `load_item` turns one into model
+input. A DICOM given directly is windowed and standardised by the same functions `prepare`
+uses (`mammoseg.dicom.read_mammogram`, `mammoseg.geometry.standardise`), so it reaches the
+models bit-identical to its prepared image. `prefetched` reads the next batch in a thread
+while the current one runs through the models.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from mammoseg.dicom import read_mammogram
+from mammoseg.geometry import PadResize, standardise
+from mammoseg.io import as_uint16, read_png
+from mammoseg.manifest import MANIFEST_COLUMNS, UniqueIds, load_manifest
+
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+SPLIT_CHOICES = (None, "all", "train", "holdout")
+
+
+@dataclass
+class InputItem:
+    """One image to predict: a prepared-folder row or a DICOM file."""
+
+    id: str
+    input: str
+    kind: str  # "prepared" or "dicom"
+    row: dict[str, str] | None = None
+    data_dir: Path | None = None
+
+
+@dataclass
+class LoadedItem:
+    """An input read and ready: the model's input, the image on the output grid, and what
+    maps a prediction back onto it."""
+
+    item: InputItem
+    model_input: np.ndarray  # uint16, size × size
+    display: np.ndarray  # uint16 image on the output grid
+    plan: PadResize | None = None  # DICOM inputs: how the original was standardised
+    reference: np.ndarray | None = None  # uint8 0/255 on the output grid, when known
+    dataset: Dataset | None = None  # DICOM header, for DICOM SEG
+
+
+@dataclass
+class InputError:
+    """An input that could not be used, and why (a row of errors.csv)."""
+
+    input: str
+    reason: str
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A DICOM suffix, or the 'DICM' marker of a Part 10 file at byte 128."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def is_prepared_folder(path: Path) -> bool:
+    """A folder with a manifest.csv in the prepared layout (not, e.g., a source CSV of DICOMs)."""
+    manifest = path / "manifest.csv"
+    if not manifest.is_file():
+        return False
+    with open(manifest, newline="", encoding="utf-8-sig") as fh:
+        header = next(csv.reader(fh), [])
+    return all(c in header for c in MANIFEST_COLUMNS)
+
+
+def _dicom_files(folder: Path) -> list[Path]:
+    """DICOM files under `folder`, hidden entries skipped, in path order."""
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts) and is_dicom_file(p)
+    )
+
+
+def collect_inputs(inputs: Sequence[str | os.PathLike], split: str | None = None) -> tuple[list[InputItem], list[InputError]]:
+    """Expand prepared folders, DICOM folders and DICOM files into items with unique ids.
+
+    `split` (`train`, `holdout`, `all`/None) selects rows of prepared folders only.
+    Inputs that do not exist or hold nothing usable come back as errors.
+    """
+    if split not in SPLIT_CHOICES:
+        raise ValueError(f"unknown split {split!r}; expected holdout, train or all")
+    items: list[InputItem] = []
+    errors: list[InputError] = []
+    ids = UniqueIds()
+    for raw in inputs:
+        path = Path(raw)
+        if not path.exists():
+            errors.append(InputError(str(path), "no such file or folder"))
+        elif path.is_dir() and is_prepared_folder(path):
+            for row in load_manifest(path, split=None if split in (None, "all") else split):
+                items.append(InputItem(ids.take(row["id"]), str(path / row["image"]), "prepared", row, path))
+        elif path.is_dir():
+            files = _dicom_files(path)
+            if not files:
+                errors.append(InputError(str(path), "folder has no manifest.csv and no DICOM files"))
+            items.extend(InputItem(ids.take(p.stem), str(p), "dicom") for p in files)
+        else:
+            items.append(InputItem(ids.take(path.stem), str(path), "dicom"))
+    return items, errors
+
+
+def _load_prepared(item: InputItem, size: int) -> LoadedItem:
+    image = as_uint16(read_png(item.input), item.input)
+    reference = None
+    mask_rel = (item.row or {}).get("mask", "")
+    if mask_rel and item.data_dir is not None and (item.data_dir / mask_rel).is_file():
+        reference = read_png(item.data_dir / mask_rel)
+        if reference.shape != image.shape:
+            raise ValueError(f"{item.data_dir / mask_rel}: mask shape {reference.shape} != image shape {image.shape}")
+        reference = np.where(reference > 0, 255, 0).astype(np.uint8)
+    model_input = image
+    if image.shape != (size, size):  # prepared at another size than the run was trained at
+        if image.shape[0] != image.shape[1]:
+            raise ValueError(f"{item.input}: prepared image is not square ({image.shape})")
+        model_input = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return LoadedItem(item, model_input, image, reference=reference)
+
+
+def load_item(item: InputItem, size: int, want_dataset: bool = False) -> LoadedItem:
+    """Read one input and turn it into the model's size × size uint16 input."""
+    if item.kind == "prepared":
+        return _load_prepared(item, size)
+    mammogram = read_mammogram(item.input)
+    standard = standardise(mammogram.pixels, size)
+    dataset = pydicom.dcmread(item.input, stop_before_pixels=True) if want_dataset else None
+    return LoadedItem(item, standard.image, mammogram.pixels, plan=standard.plan, dataset=dataset)
+
+
+def _load_batch(items: Sequence[InputItem], size: int, want_dataset: bool) -> tuple[list[LoadedItem], list[InputError]]:
+    loaded, errors = [], []
+    for item in items:
+        try:
+            loaded.append(load_item(item, size, want_dataset=want_dataset and item.kind == "dicom"))
+        except Exception as exc:  # one broken input must not stop the others
+            errors.append(InputError(item.input, f"{type(exc).__name__}: {exc}"))
+    return loaded, errors
+
+
+def prefetched(
+    items: Sequence[InputItem], size: int, batch_size: int, want_dataset: bool = False
+) -> Iterator[tuple[list[LoadedItem], list[InputError], int]]:
+    """(loaded items, load errors, items in the batch) per batch; the next batch is read in a
+    thread while the caller works on the current one."""
+    batches = [list(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_load_batch, batches[0], size, want_dataset) if batches else None
+        for index, batch in enumerate(batches):
+            loaded, errors = pending.result()  # type: ignore[union-attr]
+            if index + 1 < len(batches):
+                pending = pool.submit(_load_batch, batches[index + 1], size, want_dataset)
+            yield loaded, errors, len(batch)

@@ -1,0 +1,106 @@
+"""The prediction folder (docs/architecture.md): masks, probabilities, overlays, DICOM SEG, CSVs.
+
+A DICOM input's probability is mapped back onto its original pixel grid *before*
+thresholding, so the mask matches the source image pixel for pixel (and a DICOM
+Segmentation can reference it); a prepared input's mask stays on the prepared grid.
+`predictions.csv` is written last: its presence marks a finished prediction folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from mammoseg.dicom_seg import write_dicom_seg
+from mammoseg.geometry import invert_probability
+from mammoseg.inference.ensemble import threshold_probability
+from mammoseg.inference.inputs import InputError, LoadedItem
+from mammoseg.io import read_csv, write_csv_atomic, write_png, write_text_atomic
+
+PREDICTIONS_COLUMNS = ("id", "input", "mask", "height", "width", "grid")
+ERRORS_COLUMNS = ("input", "reason")
+SUMMARY_FILE = "predict.json"
+#: Folders and files `predict` owns inside a prediction folder (cleared by `overwrite=True`).
+OUTPUT_ENTRIES = ("masks", "prob", "overlays", "seg", "predictions.csv", "errors.csv", SUMMARY_FILE)
+#: Overlays of large originals are shrunk so their longer side is at most this.
+OVERLAY_MAX_SIDE = 1024
+#: Overlay colours (RGB): predicted contour, reference contour.
+PRED_COLOUR = (255, 40, 40)
+REF_COLOUR = (40, 255, 40)
+
+
+def overlay_image(
+    image: np.ndarray, pred: np.ndarray, reference: np.ndarray | None = None, max_side: int = OVERLAY_MAX_SIDE
+) -> np.ndarray:
+    """RGB uint8 picture: the image (8-bit) with the predicted and reference contours drawn.
+
+    Large images are shrunk to `max_side` first so the overlay is quick to look at.
+    """
+    grey = (image >> 8).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
+    h, w = grey.shape
+    scale = min(1.0, max_side / max(h, w))
+    if scale < 1.0:
+        new = (max(1, round(w * scale)), max(1, round(h * scale)))
+        grey = cv2.resize(grey, new, interpolation=cv2.INTER_AREA)
+        pred = cv2.resize(pred, new, interpolation=cv2.INTER_NEAREST)
+        if reference is not None:
+            reference = cv2.resize(reference, new, interpolation=cv2.INTER_NEAREST)
+    rgb = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
+    thickness = max(1, round(max(rgb.shape[:2]) / 400))
+    for mask, colour in ((reference, REF_COLOUR), (pred, PRED_COLOUR)):
+        if mask is not None:
+            contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(rgb, contours, -1, colour, thickness)
+    return rgb
+
+
+def output_probability(loaded: LoadedItem, prob_model: np.ndarray) -> tuple[np.ndarray, str]:
+    """The probability on the input's own grid, and that grid's name (`original` or `prepared`)."""
+    if loaded.plan is not None:
+        prob, grid = invert_probability(prob_model, loaded.plan), "original"
+    else:
+        prob, grid = prob_model, "prepared"
+        if prob.shape != loaded.display.shape:
+            prob = cv2.resize(prob, loaded.display.shape[::-1], interpolation=cv2.INTER_LINEAR)
+    if prob.shape != loaded.display.shape:
+        raise ValueError(f"{loaded.item.input}: probability shape {prob.shape} != image shape {loaded.display.shape}")
+    return prob, grid
+
+
+def write_outputs(
+    loaded: LoadedItem, prob_model: np.ndarray, out: Path, threshold: float, save_prob: bool, dicom_seg: bool
+) -> dict[str, Any]:
+    """Write one input's mask, overlay (and probability, SEG); its predictions.csv row."""
+    item = loaded.item
+    prob, grid = output_probability(loaded, prob_model)
+    mask = threshold_probability(prob, threshold)
+    write_png(out / "masks" / f"{item.id}.png", mask)
+    if save_prob:
+        write_png(out / "prob" / f"{item.id}.png", np.round(np.clip(prob, 0.0, 1.0) * 65535).astype(np.uint16))
+    write_png(out / "overlays" / f"{item.id}.png", overlay_image(loaded.display, mask, loaded.reference))
+    if dicom_seg and loaded.dataset is not None:
+        write_dicom_seg(mask > 0, loaded.dataset, out / "seg" / f"{item.id}.dcm")
+    return {"id": item.id, "input": item.input, "mask": f"masks/{item.id}.png",
+            "height": mask.shape[0], "width": mask.shape[1], "grid": grid}
+
+
+def finish_folder(out: Path, rows: Sequence[Mapping[str, Any]], errors: Sequence[InputError], summary: Mapping[str, Any]) -> None:
+    """errors.csv, predict.json, then predictions.csv (last: it marks the folder finished)."""
+    write_csv_atomic(out / "errors.csv", [asdict(e) for e in errors], ERRORS_COLUMNS)
+    write_text_atomic(out / SUMMARY_FILE, json.dumps(dict(summary), indent=2) + "\n")
+    write_csv_atomic(out / "predictions.csv", rows, PREDICTIONS_COLUMNS)
+
+
+def prediction_complete(out_dir: str | os.PathLike) -> bool:
+    """True when a prediction folder was finished (predictions.csv exists and its masks do)."""
+    out = Path(out_dir)
+    if not (out / "predictions.csv").is_file() or not (out / SUMMARY_FILE).is_file():
+        return False
+    return all((out / r["mask"]).is_file() for r in read_csv(out / "predictions.csv"))

@@ -1,0 +1,157 @@
+"""The fold driver: patient-grouped k-fold training over the `train` split into a run folder.
+
+Run-folder policy: a run folder belongs to one config (`config.yaml`); a rerun with the same
+config continues it (finished folds are skipped), a different config is refused unless
+`overwrite`. Folds are assigned once (`folds.csv`) and reused. Under torchrun every process
+calls `run_cross_validation`; rank 0 writes the files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import yaml
+
+from mammoseg.checkpoint import read_checkpoint
+from mammoseg.config import (
+    RUNTIME_KEYS,
+    ExperimentConfig,
+    config_differences,
+    config_from_dict,
+    save_config,
+)
+from mammoseg.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_object,
+    env_dist_info,
+    init_distributed,
+    resolve_device,
+)
+from mammoseg.folds import load_or_create_folds
+from mammoseg.manifest import load_manifest
+from mammoseg.run_layout import RunLayout
+from mammoseg.training.fold import FoldResult, train_fold
+from mammoseg.training.state import fold_finished
+
+log = logging.getLogger(__name__)
+
+
+def select_folds(folds: str | Sequence[int] | None, n_folds: int) -> list[int]:
+    """The folds to train: `"0,2"` or [0, 2] (checked against n_folds); None/"" → all of them."""
+    if folds is None or (isinstance(folds, str) and not folds.strip()):
+        return list(range(n_folds))
+    if isinstance(folds, str):
+        try:
+            folds = [int(p) for p in folds.split(",") if p.strip()]
+        except ValueError:
+            raise ValueError(f"--folds {folds!r}: expected comma-separated fold numbers, e.g. 0,2") from None
+    chosen = sorted(set(int(f) for f in folds))
+    bad = [f for f in chosen if not 0 <= f < n_folds]
+    if bad:
+        raise ValueError(f"--folds: fold(s) {bad} outside 0..{n_folds - 1} (n_folds={n_folds})")
+    return chosen
+
+
+def _saved_config(layout: RunLayout, overwrite: bool) -> dict | None:
+    """The config a run folder was made with (None if it has none); unreadable → refused."""
+    if not layout.config.is_file():
+        return None
+    try:
+        saved = yaml.safe_load(layout.config.read_text(encoding="utf-8")) or {}
+        config_from_dict(saved, label=str(layout.config))
+    except (ValueError, yaml.YAMLError) as exc:
+        if not overwrite:
+            raise ValueError(f"{layout.config}: unreadable run config ({exc}); use --overwrite to replace the run") from exc
+        return {}
+    return saved
+
+
+def open_run_folder(cfg: ExperimentConfig, layout: RunLayout, overwrite: bool, main: bool) -> None:
+    """Refuse a run folder holding a different config (unless overwrite); write config.yaml."""
+    saved = _saved_config(layout, overwrite)
+    start_fresh = False
+    if saved is not None:
+        diffs = [d for d in config_differences(saved, cfg.to_dict()) if d not in RUNTIME_KEYS]
+        if diffs and not overwrite:
+            raise FileExistsError(
+                f"{layout.root}: already holds a run with a different config (differs in {', '.join(diffs)}); "
+                "use --overwrite to replace it, or choose another --out")
+        start_fresh = overwrite
+    elif layout.folds_csv.exists() or layout.folds():
+        if not overwrite:
+            raise FileExistsError(f"{layout.root}: holds run files but no config.yaml; use --overwrite to replace them")
+        start_fresh = True
+    if main:
+        layout.root.mkdir(parents=True, exist_ok=True)
+        if start_fresh:
+            layout.folds_csv.unlink(missing_ok=True)
+            for fold in layout.folds():
+                shutil.rmtree(fold.dir)
+            log.info("%s: --overwrite: previous run outputs removed", layout.root)
+        save_config(cfg, layout.config)
+    barrier()
+
+
+def _train_or_skip(cfg: ExperimentConfig, layout: RunLayout, k: int, rows: list[dict[str, str]], fold_of: dict[str, int],
+                   data_dir: Path, device: torch.device, info: DistInfo, resume: bool, progress: bool) -> FoldResult:
+    files = layout.fold(k)
+    if fold_finished(files, cfg.total_epochs):
+        if info.is_main:
+            log.info("fold %d: already finished (%s); skipping", k, files.best)
+        ck = read_checkpoint(files.best)
+        return FoldResult(k, int(ck["epoch"]), float(ck["val_loss"]), float(ck.get("val_dice", float("nan"))), skipped=True)
+    if not resume and files.last.exists() and info.is_main:
+        log.warning("fold %d: %s holds an unfinished fold; starting it again (use --resume to continue it)", k, files.dir)
+        for path in files.training_outputs:
+            path.unlink(missing_ok=True)
+    barrier()
+    train_rows = [r for r in rows if fold_of[r["id"]] != k]
+    val_rows = [r for r in rows if fold_of[r["id"]] == k]
+    if info.is_main:
+        log.info("fold %d: %d training / %d validation images (%d / %d patients)", k, len(train_rows), len(val_rows),
+                 len({r["patient_id"] for r in train_rows}), len({r["patient_id"] for r in val_rows}))
+    return train_fold(cfg, data_dir, train_rows, val_rows, files.dir, k, device, info, resume=resume, progress=progress)
+
+
+def run_cross_validation(
+    config: ExperimentConfig,
+    data_dir: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    folds: Sequence[int] | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[FoldResult]:
+    """Patient-grouped k-fold training over the `train` split of `data_dir` into `run_dir`.
+
+    Finished folds are skipped, so rerunning the same command continues a run; `resume`
+    also continues an interrupted fold from its `last.pt` (without it, an unfinished fold
+    starts again from epoch 1).
+    """
+    cfg, data_dir, layout = config, Path(data_dir), RunLayout(run_dir)
+    info = env_dist_info()
+    dev = resolve_device(device, info)
+    init_distributed(info, dev)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    rows = load_manifest(data_dir, split="train")
+    if not rows:
+        raise ValueError(f"{data_dir / 'manifest.csv'}: no images in the train split")
+    chosen = select_folds(folds, cfg.n_folds)
+    open_run_folder(cfg, layout, overwrite, info.is_main)
+    fold_of = load_or_create_folds(layout.folds_csv, rows, cfg.n_folds, cfg.seed) if info.is_main else None
+    fold_of = broadcast_object(fold_of)
+    assert isinstance(fold_of, dict)
+    results = [_train_or_skip(cfg, layout, k, rows, fold_of, data_dir, dev, info, resume, progress) for k in chosen]
+    if info.is_main:
+        for r in results:
+            log.info("fold %d: best epoch %d, val loss %.4f, val Dice %.4f%s", r.fold, r.best_epoch,
+                     r.best_val_loss, r.best_val_dice, " (already done)" if r.skipped else "")
+    return results
