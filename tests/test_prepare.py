@@ -163,7 +163,13 @@ def test_refuses_to_overwrite_unless_asked(tmp_path, capsys):
     (out / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not empty"):
         prepare_dataset("manifest", src, out, size=SIZE, progress=False)
+    # --overwrite acts only in a folder prepare wrote: a user's folder is refused all the same
+    with pytest.raises(FileExistsError, match="never deletes"):
+        prepare_dataset("manifest", src, out, size=SIZE, overwrite=True, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    out = tmp_path / "prepared"
+    prepare_dataset("manifest", src, out, size=SIZE, progress=False)
+    (out / "notes.txt").write_text("mine")  # a user's file beside the outputs survives --overwrite
     prepare_dataset("manifest", src, out, size=SIZE, overwrite=True, progress=False)
     assert (out / "notes.txt").read_text() == "mine" and len(load_manifest(out)) == 2
     with pytest.raises(FileExistsError, match="size"):

@@ -380,6 +380,12 @@ def test_refuses_non_empty_folder_and_overwrite_replaces_own_files(tmp_path):
     (out / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="not empty"):
         write_synthetic_dataset(out, patients=1, shape=(96, 80), progress=False)
+    with pytest.raises(FileExistsError, match="never deletes"):  # --overwrite only in a folder synth wrote
+        write_synthetic_dataset(out, patients=1, shape=(96, 80), progress=False, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    out = tmp_path / "synth"
+    write_synthetic_dataset(out, patients=1, shape=(96, 80), progress=False)
+    (out / "notes.txt").write_text("keep me")
     write_synthetic_dataset(out, patients=1, shape=(96, 80), progress=False, overwrite=True)
     assert (out / "manifest.csv").is_file()
     write_synthetic_dataset(out, patients=1, fmt="inbreast", shape=(96, 80), progress=False, overwrite=True)

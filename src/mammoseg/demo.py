@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from mammoseg.config import load_config
-from mammoseg.io import remove_entries, write_text_atomic
+from mammoseg.folders import open_output_folder
+from mammoseg.io import write_text_atomic
 from mammoseg.prepare import prepare_dataset
 from mammoseg.report import write_report
 from mammoseg.reproduce import run_model
@@ -45,10 +45,9 @@ def _synthesise(out: Path, patients: int, seed: int, echo: Any, progress: bool =
         raise FileExistsError(
             f"{synth}: holds phantoms made with other settings ({done}); use --overwrite or another --out"
         )
-    if synth.exists():
-        shutil.rmtree(synth)  # an interrupted synthesis: start it again
     echo(f"[1/5] synthesise: {patients} phantom patients ({DEMO_SHAPE[0]}x{DEMO_SHAPE[1]} DICOMs) -> {synth}")
-    write_synthetic_dataset(synth, patients, "manifest", DEMO_SHAPE, seed, progress=progress)
+    # An interrupted synthesis starts again; `synth` itself refuses a folder it did not write.
+    write_synthetic_dataset(synth, patients, "manifest", DEMO_SHAPE, seed, overwrite=synth.exists(), progress=progress)
     write_text_atomic(marker, json.dumps(settings) + "\n")
     return synth
 
@@ -62,35 +61,36 @@ def run_demo(
     progress: bool = True,
     echo: Any = print,
 ) -> dict[str, Any]:
-    """Run every stage into `out_dir`; returns the holdout evaluation summary plus `report`."""
+    """Run every stage into `out_dir`; returns the holdout evaluation summary plus `report`.
+
+    A rerun continues where an interrupted one stopped; `overwrite` starts again, removing only
+    what the demo wrote (OUT must be a folder the demo made, or new).
+    """
     if patients < 5:
         raise ValueError(f"--patients {patients}: the demo needs at least 5 patients (train folds and a holdout)")
     out = Path(out_dir)
-    if overwrite:
-        remove_entries(out, OUTPUTS)
-    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-
-    synth = _synthesise(out, patients, seed, echo, progress)
-
-    prepared = out / "prepared"
-    echo(f"[2/5] prepare: {synth} -> {prepared} ({DEMO_SIZE} px)")
-    prepare_dataset("manifest", synth, prepared, size=DEMO_SIZE, holdout=0.2, seed=seed,
-                    workers=min(2, os.cpu_count() or 1), progress=progress)
-
-    cfg = load_config("demo", [f"seed={seed}"])
-    echo("[3/5] train, [4/5] predict the holdout and evaluate:")
-    result = run_model(cfg, "demo", prepared, out / "run", "none (random init)",
-                       device=device, progress=progress, echo=echo, dataset="synthetic phantoms")
-
-    echo(f"[5/5] report -> {out / 'report'}")
-    report = write_report([result.run_dir], out / "report", data_dir=prepared)
-    summary = dict(result.summary or {})
-    summary["report"] = str(report)
+    with open_output_folder(out, "demo", owned=OUTPUTS, overwrite=overwrite, resume=True):
+        summary = _run_stages(out, patients, seed, device, progress, echo)
     minutes = (time.perf_counter() - start) / 60
     echo("")
-    echo(f"report: {report}")
+    echo(f"report: {summary['report']}")
     if summary.get("dice_mean") is not None:
         echo(f"holdout mean Dice: {float(summary['dice_mean']):.4f} ± {float(summary.get('dice_sd') or 0):.4f} "
              f"over {summary.get('n')} images ({minutes:.1f} min)")
     return summary
+
+
+def _run_stages(out: Path, patients: int, seed: int, device: str | None, progress: bool, echo: Any) -> dict[str, Any]:
+    synth = _synthesise(out, patients, seed, echo, progress)
+    prepared = out / "prepared"
+    echo(f"[2/5] prepare: {synth} -> {prepared} ({DEMO_SIZE} px)")
+    prepare_dataset("manifest", synth, prepared, size=DEMO_SIZE, holdout=0.2, seed=seed,
+                    workers=min(2, os.cpu_count() or 1), progress=progress)
+    cfg = load_config("demo", [f"seed={seed}"])
+    echo("[3/5] train, [4/5] predict the holdout and evaluate:")
+    result = run_model(cfg, "demo", prepared, out / "run", "none (random init)",
+                       device=device, progress=progress, echo=echo, dataset="synthetic phantoms")
+    echo(f"[5/5] report -> {out / 'report'}")
+    report = write_report([result.run_dir], out / "report", data_dir=prepared)
+    return {**(result.summary or {}), "report": str(report)}

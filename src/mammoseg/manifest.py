@@ -34,7 +34,10 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "src_image",
     "pixel_spacing",
     "sop_instance_uid",
+    "presentation_intent",
 )
+#: Columns added after the first release: read as empty when an older manifest lacks them.
+LATER_COLUMNS: tuple[str, ...] = ("presentation_intent",)
 
 SPLITS = ("train", "holdout")
 
@@ -72,15 +75,33 @@ def load_manifest(data_dir: str | os.PathLike, split: str | None = None) -> list
         raise FileNotFoundError(f"{path}: no manifest.csv; is {data_dir} a folder made by `mammoseg prepare`?")
     rows = read_csv(path)
     header = set(rows[0]) if rows else set()
-    missing = [c for c in MANIFEST_COLUMNS if c not in header] if rows else []
+    missing = [c for c in MANIFEST_COLUMNS if c not in header and c not in LATER_COLUMNS] if rows else []
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    for row in rows:
+        for column in LATER_COLUMNS:
+            row.setdefault(column, "")
+    check_ids(rows, str(path))
     check_patients_disjoint(rows, "split", where=str(path))
     if split is not None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         rows = [r for r in rows if r["split"] == split]
     return rows
+
+
+def check_ids(rows: list[dict[str, str]], where: str) -> None:
+    """Every id file-name-safe (`safe_id`) and used once (case-insensitively): ids name the files
+    of every stage, so prepare, predict and evaluate must agree on them exactly."""
+    seen: dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        image_id = row["id"]
+        if safe_id(image_id) != image_id:
+            raise ValueError(f"{where}: line {line}: id {image_id!r} is not file-name safe "
+                             f"(letters, digits, '.', '_', '-'); e.g. {safe_id(image_id)!r}")
+        if image_id.lower() in seen:
+            raise ValueError(f"{where}: line {line}: id {image_id!r} is used twice (also as {seen[image_id.lower()]!r})")
+        seen[image_id.lower()] = image_id
 
 
 def check_patients_disjoint(rows: list[dict[str, str]], group_key: str, where: str = "") -> None:

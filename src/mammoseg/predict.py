@@ -24,7 +24,7 @@ from mammoseg.distributed import resolve_device
 from mammoseg.inference.ensemble import Ensemble, ensemble_probability, load_ensemble
 from mammoseg.inference.inputs import InputError, collect_inputs, prefetched
 from mammoseg.inference.outputs import OUTPUT_ENTRIES, finish_folder, write_outputs
-from mammoseg.io import prepare_output_dir
+from mammoseg.folders import open_output_folder
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,12 @@ def predict(
     out, dev = Path(out_dir), resolve_device(device)
     ensemble = load_ensemble(run_dir, dev)
     items, errors = collect_inputs(inputs, split=split)
-    prepare_output_dir(out, OUTPUT_ENTRIES, overwrite, "prediction")
     if dicom_seg and any(i.kind == "prepared" for i in items):
         log.warning("--dicom-seg: DICOM Segmentations are written for DICOM inputs only, not prepared images")
     rows: list[dict[str, Any]] = []
-    with _all_cores(dev), torch.inference_mode(), tqdm(total=len(items), desc="predict", unit="img", disable=not progress) as bar:
+    folder = open_output_folder(out, "predict", inputs=inputs, owned=OUTPUT_ENTRIES, overwrite=overwrite)
+    with folder, _all_cores(dev), torch.inference_mode(), tqdm(total=len(items), desc="predict", unit="img",
+                                                               disable=not progress) as bar:
         for loaded, load_errors, n in prefetched(items, ensemble.image_size, batch_size, want_dataset=dicom_seg):
             errors += load_errors
             probs = _probabilities(ensemble, loaded, dev, tta) if loaded else []
@@ -95,9 +96,10 @@ def predict(
                 except Exception as exc:  # e.g. an unwritable SEG for an odd header
                     errors.append(InputError(li.item.input, f"{type(exc).__name__}: {exc}"))
             bar.update(n)
-    for err in errors:
-        warnings.warn(f"skipped {err.input}: {err.reason}", stacklevel=2)
-    summary = {"run": str(Path(run_dir)), "checkpoints": ensemble.checkpoints, "image_size": ensemble.image_size,
-               "threshold": threshold, "tta": tta, "n_predicted": len(rows), "n_errors": len(errors), "out_dir": str(out)}
-    finish_folder(out, rows, errors, summary)
+        for err in errors:
+            warnings.warn(f"skipped {err.input}: {err.reason}", stacklevel=2)
+        summary = {"run": str(Path(run_dir)), "checkpoints": ensemble.checkpoints, "image_size": ensemble.image_size,
+                   "threshold": threshold, "tta": tta, "n_predicted": len(rows), "n_errors": len(errors),
+                   "out_dir": str(out)}
+        finish_folder(out, rows, errors, summary)
     return summary

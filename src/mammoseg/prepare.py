@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,17 +29,12 @@ from tqdm import tqdm
 
 from mammoseg.dicom import read_mammogram
 from mammoseg.geometry import apply_to_mask, standardise
-from mammoseg.io import (
-    as_uint16,
-    read_png,
-    remove_entries,
-    write_csv_atomic,
-    write_png,
-    write_text_atomic,
-)
+from mammoseg.folders import OutputFolder, open_output_folder
+from mammoseg.io import as_uint16, read_png, write_csv_atomic, write_png, write_text_atomic
 from mammoseg.manifest import MANIFEST_COLUMNS, SPLITS, check_patients_disjoint
 from mammoseg.sources import Record, iter_records
 from mammoseg.sources.records import normalise_laterality, normalise_view
+from mammoseg.workers import run_tasks
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +61,18 @@ class PrepareSummary:
     n_train_patients: int = 0
     n_holdout_patients: int = 0
     n_resumed: int = 0
+    n_changed: int = 0
     n_errors: int = 0
+    n_worker_died: int = 0
+    n_for_processing: int = 0
     strict: bool = False
     notes: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        """0 on success; 1 when nothing was prepared, or (strict) when any input failed."""
-        if self.n_images == 0 or (self.strict and self.n_errors):
+        """0 on success; 1 when nothing was prepared, when a worker process died on a record, or
+        (strict) when any input failed."""
+        if self.n_images == 0 or self.n_worker_died or (self.strict and self.n_errors):
             return 1
         return 0
 
@@ -88,9 +85,16 @@ class PrepareSummary:
         ]
         if self.n_resumed:
             lines.append(f"  {_n(self.n_resumed, 'image')} already prepared by an earlier run (resumed)")
+        if self.n_changed:
+            lines.append(f"  {_n(self.n_changed, 'image')} prepared again: the source file(s) changed since the earlier run")
+        if self.n_for_processing:
+            lines.append(f"  {_n(self.n_for_processing, 'image')} FOR PROCESSING (raw detector data; the paper used "
+                         "FOR PRESENTATION images): flagged in manifest.csv, column presentation_intent")
         errors = f"  errors: {self.n_errors}"
         if self.n_errors:
             errors += f" (see {self.out / 'errors.csv'})"
+        if self.n_worker_died:
+            errors += f"; {self.n_worker_died} of them because a worker process died"
         lines.append(errors)
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
@@ -118,6 +122,7 @@ def read_image(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         "view": mammogram.view,
         "pixel_spacing": mammogram.pixel_spacing,
         "sop_instance_uid": mammogram.sop_instance_uid,
+        "presentation_intent": mammogram.presentation_intent,
     }
     return mammogram.pixels, meta
 
@@ -156,44 +161,55 @@ def prepare_one(record: Record, out: Path, size: int) -> dict[str, Any]:
         "src_image": str(record.image),
         "pixel_spacing": _format_spacing(meta.get("pixel_spacing")),
         "sop_instance_uid": str(meta.get("sop_instance_uid") or ""),
+        "presentation_intent": str(meta.get("presentation_intent") or ""),
     }
     row.update(standard.plan.to_row())
     return row
 
 
-def _run_one(record: Record, out: Path, size: int) -> tuple[Record, dict[str, Any] | None, str]:
-    """`prepare_one` that never raises: (record, row or None, reason)."""
+def _run_one(task: tuple[Record, Path, int]) -> tuple[dict[str, Any] | None, str]:
+    """`prepare_one` that never raises: (row or None, reason)."""
+    record, out, size = task
     try:
-        return record, prepare_one(record, out, size), ""
+        return prepare_one(record, out, size), ""
     except Exception as exc:  # a broken input must not stop the batch
         reason = str(exc) or type(exc).__name__
         if not isinstance(exc, (ValueError, OSError)):
             reason = f"{type(exc).__name__}: {reason}"
-        return record, None, reason
+        return None, reason
 
 
 def _init_worker() -> None:
     cv2.setNumThreads(1)  # the processes are the parallelism; avoid oversubscribing cores
 
 
-def _results(records: Sequence[Record], out: Path, size: int, workers: int) -> Iterator[tuple]:
+def _results(records: Sequence[Record], out: Path, size: int, workers: int) -> Iterator[tuple[Record, dict | None, str, bool]]:
+    """(record, row or None, reason, whether its worker process died) for every record, as they finish."""
+    tasks = [(record, out, size) for record in records]
     if workers <= 1 or len(records) <= 1:
-        for record in records:
-            yield _run_one(record, out, size)
+        for task in tasks:
+            yield task[0], *_run_one(task), False
         return
-    # "spawn": workers start clean, whatever threads (torch, OpenMP) the parent has running.
-    # (As with any spawned pool, a script calling this needs an `if __name__ == "__main__":` guard.)
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
-    try:
-        futures = {pool.submit(_run_one, record, out, size): record for record in records}
-        for future in as_completed(futures):
-            try:
-                yield future.result()
-            except Exception as exc:  # the worker process itself died (killed, out of memory, crash)
-                yield futures[future], None, f"{futures[future].image}: worker process failed ({type(exc).__name__}: {exc})"
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    # (As with any spawned worker, a script calling this needs an `if __name__ == "__main__":` guard.)
+    for result in run_tasks(_run_one, tasks, workers, initializer=_init_worker):
+        record = records[result.index]
+        if result.worker_died:
+            yield record, None, f"{record.image}: {result.worker_died} while preparing it", True
+        else:
+            yield record, *result.value, False
+
+
+def source_signature(record: Record) -> list[list[Any]]:
+    """[path, size, mtime_ns] of every file an image is made from (image and mask files), so a
+    resumed prepare notices an edited, replaced or moved source."""
+    signature = []
+    for path in record.source_files():
+        try:
+            stat = path.stat()
+            signature.append([str(path), stat.st_size, stat.st_mtime_ns])
+        except OSError:
+            signature.append([str(path), -1, -1])
+    return signature
 
 
 # --------------------------------------------------------------------------- split
@@ -282,38 +298,35 @@ def _settings(fmt: str, src: Path, size: int, options: Mapping[str, Any]) -> dic
     return {"format": fmt, "src": os.path.abspath(src), "size": int(size), "options": opts}
 
 
-def _open_output(out: Path, settings: dict[str, Any], overwrite: bool) -> bool:
-    """Make `out` ready; True when it resumes an earlier run with the same settings."""
+def _input_folders(src: Path, records: Sequence[Record], options: Mapping[str, Any]) -> set[Path]:
+    """The source folder and every folder an input file lies in: the output may not overlap them."""
+    folders = {src if src.is_dir() else src.parent}
+    folders.update(Path(p).parent for p in options.get("csv") or ())
+    for record in records:
+        folders.update(path.parent for path in record.source_files())
+    return folders
+
+
+def _open_output(out: Path, settings: dict[str, Any], inputs: set[Path], overwrite: bool) -> OutputFolder:
+    """Open `out` for prepare; `.continued` when it resumes an earlier run with the same settings."""
+    folder = open_output_folder(out, "prepare", inputs=sorted(inputs), owned=OUTPUTS, overwrite=overwrite, resume=True)
     settings_path = out / SETTINGS_FILE
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        previous = None
-        if settings_path.is_file():
-            try:
-                previous = json.loads(settings_path.read_text(encoding="utf-8")).get("settings")
-            except (ValueError, AttributeError):
-                previous = None
-        if overwrite:
-            remove_entries(out, OUTPUTS)
-        elif previous == settings:
-            return True
-        elif previous is not None:
-            changed = sorted(k for k in settings if previous.get(k) != settings[k])
-            raise FileExistsError(
-                f"{out}: holds a prepared folder made with different settings ({', '.join(changed)}); "
-                "pass --overwrite to replace it or choose another --out"
-            )
-        else:
-            raise FileExistsError(
-                f"{out}: folder is not empty and was not made by this prepare; "
-                "pass --overwrite to replace it or choose another --out"
-            )
+    if folder.continued:
+        try:
+            previous = json.loads(settings_path.read_text(encoding="utf-8")).get("settings")
+        except (OSError, ValueError, AttributeError):
+            previous = None
+        if previous == settings:
+            return folder
+        folder.close()
+        changed = sorted(k for k in settings if (previous or {}).get(k) != settings[k])
+        raise FileExistsError(f"{out}: holds a prepared folder made with different settings ({', '.join(changed)}); "
+                              "pass --overwrite to replace it or choose another --out")
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    write_text_atomic(settings_path, json.dumps({"settings": settings}, indent=2) + "\n")
+    write_text_atomic(settings_path, json.dumps({"settings": settings}, indent=2) + "\n", durable=True)
     (out / JOURNAL_FILE).unlink(missing_ok=True)
-    return False
+    return folder
 
 
 def _read_journal(out: Path) -> dict[str, dict[str, Any]]:
@@ -345,42 +358,49 @@ def _end_journal_line(path: Path) -> None:
 # --------------------------------------------------------------------------- the stage
 
 
-def _sort_out(records: Sequence[Record], done: Mapping[str, dict[str, Any]]) -> tuple[dict, list, list[Record]]:
-    """(entries resumed from the journal, errors found while listing, records still to prepare)."""
+def _sort_out(records: Sequence[Record], done: Mapping[str, dict[str, Any]]) -> tuple[dict, list, list[Record], int]:
+    """(entries resumed from the journal, errors found while listing, records to prepare, how
+    many of those were prepared before but their sources changed since)."""
     entries: dict[str, dict[str, Any]] = {}
     errors: list[dict[str, str]] = []
     todo: list[Record] = []
+    changed = 0
     for record in records:
-        if record.id in done:
-            entries[record.id] = done[record.id]
+        previous = done.get(record.id)
+        if previous is not None and previous.get("sources") == source_signature(record):
+            entries[record.id] = previous
         elif record.problem:
             errors.append({"source_path": str(record.image), "id": record.id, "reason": record.problem})
         else:
+            changed += previous is not None
             todo.append(record)
-    return entries, errors, todo
+    return entries, errors, todo, changed
 
 
 def _prepare_records(todo: Sequence[Record], out: Path, size: int, workers: int, progress: bool,
-                     entries: dict[str, dict[str, Any]], errors: list[dict[str, str]]) -> None:
-    """Prepare `todo` (in `workers` processes), journalling each finished image as it lands."""
+                     entries: dict[str, dict[str, Any]], errors: list[dict[str, str]]) -> int:
+    """Prepare `todo` (in `workers` processes), journalling each finished image as it lands;
+    returns how many records failed because their worker process died."""
+    died = 0
     _end_journal_line(out / JOURNAL_FILE)
     with open(out / JOURNAL_FILE, "a", encoding="utf-8") as journal, tqdm(
         total=len(todo), desc="prepare", unit="img", disable=not progress or not todo
     ) as bar:
-        for record, row, reason in _results(todo, out, size, workers):
+        for record, row, reason, worker_died in _results(todo, out, size, workers):
             if row is None:
                 errors.append({"source_path": str(record.image), "id": record.id, "reason": reason})
                 log.warning("%s", reason)
+                died += worker_died
             else:
-                entry = {"row": row, "split": record.split}
+                entry = {"row": row, "split": record.split, "sources": source_signature(record)}
                 journal.write(json.dumps(entry) + "\n")
                 journal.flush()
                 entries[record.id] = entry
             bar.update(1)
+    return died
 
 
-def _summary(out: Path, rows: Sequence[Mapping[str, Any]], n_resumed: int, n_errors: int, strict: bool,
-             notes: list[str]) -> PrepareSummary:
+def _summary(out: Path, rows: Sequence[Mapping[str, Any]], **counts: Any) -> PrepareSummary:
     train = [r for r in rows if r["split"] == "train"]
     held = [r for r in rows if r["split"] == "holdout"]
     return PrepareSummary(
@@ -392,10 +412,8 @@ def _summary(out: Path, rows: Sequence[Mapping[str, Any]], n_resumed: int, n_err
         n_holdout=len(held),
         n_train_patients=len({r["patient_id"] for r in train}),
         n_holdout_patients=len({r["patient_id"] for r in held}),
-        n_resumed=n_resumed,
-        n_errors=n_errors,
-        strict=strict,
-        notes=notes,
+        n_for_processing=sum(r.get("presentation_intent") == "FOR PROCESSING" for r in rows),
+        **counts,
     )
 
 
@@ -416,7 +434,7 @@ def prepare_dataset(
 
     `source_options` go to `mammoseg.sources.iter_records` (`csv`, `mass_names`,
     `keep_official_split`). Returns a summary; its `exit_code` is non-zero when nothing
-    was prepared, or with `strict` when any input failed.
+    was prepared, when a worker process died, or with `strict` when any input failed.
     """
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
@@ -429,19 +447,20 @@ def prepare_dataset(
         raise FileNotFoundError(f"{src}: no such file or folder")
     records = list(iter_records(fmt, src, **source_options))
     settings = _settings(fmt, src, size, source_options)
-    resumed = _open_output(out, settings, overwrite)
-    done = _read_journal(out) if resumed else {}
-
-    entries, errors, todo = _sort_out(records, done)
-    n_resumed = len(entries)
-    _prepare_records(todo, out, size, workers, progress, entries, errors)
-    # Records keep the source's order, so the folder does not depend on `workers`.
-    order = {record.id: i for i, record in enumerate(records)}
-    rows = [dict(entries[i]["row"]) for i in sorted(entries, key=order.__getitem__)]
-    errors.sort(key=lambda e: order.get(e["id"], len(order)))
-    preassigned = {i: e.get("split", "") for i, e in entries.items() if e.get("split") in SPLITS}
-    notes = assign_splits(rows, preassigned, holdout, seed) if rows else []
-    check_patients_disjoint(rows, "split", where=str(out / "manifest.csv"))
-    write_csv_atomic(out / "manifest.csv", [{c: row.get(c, "") for c in MANIFEST_COLUMNS} for row in rows], MANIFEST_COLUMNS)
-    write_csv_atomic(out / "errors.csv", errors, ERROR_COLUMNS)
-    return _summary(out, rows, n_resumed, len(errors), strict, notes)
+    with _open_output(out, settings, _input_folders(src, records, source_options), overwrite) as folder:
+        done = _read_journal(out) if folder.continued else {}
+        entries, errors, todo, n_changed = _sort_out(records, done)
+        n_resumed = len(entries)
+        n_died = _prepare_records(todo, out, size, workers, progress, entries, errors)
+        # Records keep the source's order, so the folder does not depend on `workers`.
+        order = {record.id: i for i, record in enumerate(records)}
+        rows = [dict(entries[i]["row"]) for i in sorted(entries, key=order.__getitem__)]
+        errors.sort(key=lambda e: order.get(e["id"], len(order)))
+        preassigned = {i: e.get("split", "") for i, e in entries.items() if e.get("split") in SPLITS}
+        notes = assign_splits(rows, preassigned, holdout, seed) if rows else []
+        check_patients_disjoint(rows, "split", where=str(out / "manifest.csv"))
+        write_csv_atomic(out / "manifest.csv", [{c: row.get(c, "") for c in MANIFEST_COLUMNS} for row in rows],
+                         MANIFEST_COLUMNS, durable=True)
+        write_csv_atomic(out / "errors.csv", errors, ERROR_COLUMNS, durable=True)
+    return _summary(out, rows, n_resumed=n_resumed, n_changed=n_changed, n_errors=len(errors), n_worker_died=n_died,
+                    strict=strict, notes=notes)

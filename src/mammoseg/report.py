@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 from matplotlib.figure import Figure
 
+from mammoseg.folders import open_output_folder
 from mammoseg.io import read_csv, read_png, write_csv_atomic, write_text_atomic
 from mammoseg.manifest import UniqueIds
 from mammoseg.models import display_name
@@ -328,12 +329,17 @@ def write_report(
     for name, seq in (("evaluation", evals), ("prediction", preds)):
         if seq is not None and len(seq) != len(runs):
             raise ValueError(f"{len(seq)} {name} folder(s) given for {len(runs)} run(s); give one per run")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     infos = [
         load_run(r, evals[i] if evals else None, data_dir, preds[i] if preds else None)
         for i, r in enumerate(runs)
     ]
+    out = Path(out_dir)
+    inputs = [*runs, *(evals or []), *(preds or []), *([data_dir] if data_dir else [])]
+    with open_output_folder(out, "report", inputs=[p for p in inputs if p], resume=True):
+        return _write_report_files(infos, out, n_cases)
+
+
+def _write_report_files(infos: list[RunInfo], out: Path, n_cases: int) -> Path:
     labels = UniqueIds()  # labels become file names
     for info in infos:
         info.label = labels.take(info.label)

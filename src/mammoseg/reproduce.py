@@ -27,6 +27,7 @@ from typing import Any
 
 from mammoseg.config import load_config
 from mammoseg.evaluate import evaluate_predictions
+from mammoseg.folders import open_output_folder
 from mammoseg.inference.outputs import prediction_complete
 from mammoseg.io import write_text_atomic
 from mammoseg.manifest import load_manifest
@@ -200,9 +201,11 @@ def reproduce(
         weights, label = encoder_weights_for(encoder, imagenet_weights, gmic_weights)
         plans.append((name, model_config(base, encoder, decoder, weights), label))
 
-    results = [
-        run_model(cfg, name, data, out / name, label, device=device, progress=progress, echo=echo)
-        for name, cfg, label in plans
-    ]
-    echo(f"report -> {out / 'report'}")
-    return write_report([r.run_dir for r in results], out / "report", data_dir=data)
+    owned = [name for name, _, _ in PAPER_MODELS] + ["report"]
+    with open_output_folder(out, "reproduce", inputs=[data], owned=owned, resume=True):
+        results = [
+            run_model(cfg, name, data, out / name, label, device=device, progress=progress, echo=echo)
+            for name, cfg, label in plans
+        ]
+        echo(f"report -> {out / 'report'}")
+        return write_report([r.run_dir for r in results], out / "report", data_dir=data)

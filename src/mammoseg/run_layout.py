@@ -10,6 +10,7 @@
     RUN/holdout_pred/          fold-ensemble prediction of the holdout (reproduce, demo)
     RUN/eval/                  its evaluation
     RUN/reproduce.json         facts the report needs beside config.yaml
+    RUN/view/                  the results browser of the holdout evaluation
 
 train, predict, report, reproduce and export all go through `RunLayout`, so renaming a file
 is one edit here.
@@ -52,11 +53,6 @@ class FoldFiles:
     def tensorboard(self) -> Path:
         return self.dir / "tensorboard"
 
-    @property
-    def training_outputs(self) -> tuple[Path, ...]:
-        """What training writes into the fold folder (checkpoints, log, curve)."""
-        return (self.best, self.last, self.log, self.curve)
-
 
 @dataclass(frozen=True)
 class RunLayout:
@@ -86,6 +82,16 @@ class RunLayout:
     @property
     def run_info(self) -> Path:
         return self.root / "reproduce.json"
+
+    @property
+    def view(self) -> Path:
+        return self.root / "view"
+
+    def owned_entries(self) -> tuple[str, ...]:
+        """Every entry a run folder's commands write (names and glob patterns): what
+        `train --overwrite` removes, the models and everything derived from them."""
+        return (self.config.name, self.folds_csv.name, "fold[0-9]*", self.holdout_pred.name, self.eval.name,
+                self.run_info.name, self.view.name)
 
     def fold(self, k: int) -> FoldFiles:
         return FoldFiles(int(k), self.root / f"fold{int(k)}")

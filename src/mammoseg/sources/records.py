@@ -25,12 +25,18 @@ class NoMask:
     def load(self, height: int, width: int) -> np.ndarray:
         return np.zeros((height, width), dtype=bool)
 
+    def files(self) -> tuple[Path, ...]:
+        return ()
+
 
 @dataclass(frozen=True)
 class PngMask:
     """A mask image (PNG or anything OpenCV reads); every non-zero pixel is mass."""
 
     path: Path
+
+    def files(self) -> tuple[Path, ...]:
+        return (self.path,)
 
     def load(self, height: int, width: int) -> np.ndarray:
         mask = read_png(self.path)
@@ -47,7 +53,10 @@ class PolygonMask:
     """Filled polygons in pixel coordinates, each a tuple of (x, y) = (column, row) points."""
 
     polygons: tuple[tuple[tuple[float, float], ...], ...]
-    origin: Path | None = None  # the annotation file, for error messages
+    origin: Path | None = None  # the annotation file the polygons were read from
+
+    def files(self) -> tuple[Path, ...]:
+        return (self.origin,) if self.origin is not None else ()
 
     def load(self, height: int, width: int) -> np.ndarray:
         canvas = np.zeros((height, width), dtype=np.uint8)
@@ -70,6 +79,9 @@ class RoiDicomMask:
 
     groups: tuple[tuple[Path, ...], ...]
     labels: tuple[str, ...] = ()  # the ROI folder per group, for error messages
+
+    def files(self) -> tuple[Path, ...]:
+        return tuple(path for group in self.groups for path in group)
 
     def load(self, height: int, width: int) -> np.ndarray:
         merged = np.zeros((height, width), dtype=bool)
@@ -145,6 +157,10 @@ class Record:
     def load_mask(self, height: int, width: int) -> np.ndarray:
         """The mass mask on the image's original grid, as a bool array of `height` x `width`."""
         return self.mask.load(height, width)
+
+    def source_files(self) -> list[Path]:
+        """Every file this image is made from: the image and its mask or annotation files."""
+        return [self.image, *self.mask.files()]
 
 
 def normalise_laterality(value: str) -> str:

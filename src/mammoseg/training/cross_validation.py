@@ -1,16 +1,18 @@
 """The fold driver: patient-grouped k-fold training over the `train` split into a run folder.
 
 Run-folder policy: a run folder belongs to one config (`config.yaml`); a rerun with the same
-config continues it (finished folds are skipped), a different config is refused unless
-`overwrite`. Folds are assigned once (`folds.csv`) and reused. Under torchrun every process
-calls `run_cross_validation`; rank 0 writes the files.
+config continues it (finished folds are skipped; an unfinished fold only with `resume`), a
+different config is refused unless `overwrite`, which removes the old models and everything
+derived from them (holdout predictions, evaluation, reproduce state, view). Nothing is deleted
+without `overwrite`. Folds are assigned once (`folds.csv`) and reused. Under torchrun every
+process calls `run_cross_validation`; rank 0 locks the folder and writes the files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,24 +20,12 @@ import torch
 import yaml
 
 from mammoseg.checkpoint import read_checkpoint
-from mammoseg.config import (
-    RUNTIME_KEYS,
-    ExperimentConfig,
-    config_differences,
-    config_from_dict,
-    save_config,
-)
-from mammoseg.distributed import (
-    DistInfo,
-    barrier,
-    broadcast_object,
-    env_dist_info,
-    init_distributed,
-    resolve_device,
-)
+from mammoseg.config import RUNTIME_KEYS, ExperimentConfig, config_differences, config_from_dict, save_config
+from mammoseg.distributed import DistInfo, barrier, broadcast_object, env_dist_info, init_distributed, resolve_device
+from mammoseg.folders import OutputFolder, open_output_folder
 from mammoseg.folds import load_or_create_folds
 from mammoseg.manifest import load_manifest
-from mammoseg.run_layout import RunLayout
+from mammoseg.run_layout import FoldFiles, RunLayout
 from mammoseg.training.fold import FoldResult, train_fold
 from mammoseg.training.state import fold_finished
 
@@ -58,7 +48,7 @@ def select_folds(folds: str | Sequence[int] | None, n_folds: int) -> list[int]:
     return chosen
 
 
-def _saved_config(layout: RunLayout, overwrite: bool) -> dict | None:
+def _saved_config(layout: RunLayout) -> dict | None:
     """The config a run folder was made with (None if it has none); unreadable → refused."""
     if not layout.config.is_file():
         return None
@@ -66,36 +56,42 @@ def _saved_config(layout: RunLayout, overwrite: bool) -> dict | None:
         saved = yaml.safe_load(layout.config.read_text(encoding="utf-8")) or {}
         config_from_dict(saved, label=str(layout.config))
     except (ValueError, yaml.YAMLError) as exc:
-        if not overwrite:
-            raise ValueError(f"{layout.config}: unreadable run config ({exc}); use --overwrite to replace the run") from exc
-        return {}
+        raise ValueError(f"{layout.config}: unreadable run config ({exc}); use --overwrite to replace the run") from exc
     return saved
 
 
-def open_run_folder(cfg: ExperimentConfig, layout: RunLayout, overwrite: bool, main: bool) -> None:
-    """Refuse a run folder holding a different config (unless overwrite); write config.yaml."""
-    saved = _saved_config(layout, overwrite)
-    start_fresh = False
-    if saved is not None:
-        diffs = [d for d in config_differences(saved, cfg.to_dict()) if d not in RUNTIME_KEYS]
-        if diffs and not overwrite:
+def open_run_folder(cfg: ExperimentConfig, layout: RunLayout, data_dir: Path, overwrite: bool) -> OutputFolder:
+    """Open (and lock) a run folder for `cfg`: a new one, the same config's (continued), or with
+    `overwrite` an earlier run's, whose models and everything derived from them are removed first."""
+    folder = open_output_folder(layout.root, "train", inputs=[data_dir], owned=layout.owned_entries(),
+                                overwrite=overwrite, resume=True,
+                                hint="pass --overwrite to replace it (this removes its models and predictions)")
+    try:
+        saved = _saved_config(layout) if folder.continued else None
+        diffs = [d for d in config_differences(saved, cfg.to_dict()) if d not in RUNTIME_KEYS] if saved else []
+        if diffs:
             raise FileExistsError(
                 f"{layout.root}: already holds a run with a different config (differs in {', '.join(diffs)}); "
                 "use --overwrite to replace it, or choose another --out")
-        start_fresh = overwrite
-    elif layout.folds_csv.exists() or layout.folds():
-        if not overwrite:
+        if folder.continued and saved is None and (layout.folds_csv.exists() or layout.folds()):
             raise FileExistsError(f"{layout.root}: holds run files but no config.yaml; use --overwrite to replace them")
-        start_fresh = True
-    if main:
-        layout.root.mkdir(parents=True, exist_ok=True)
-        if start_fresh:
-            layout.folds_csv.unlink(missing_ok=True)
-            for fold in layout.folds():
-                shutil.rmtree(fold.dir)
+        if overwrite:
             log.info("%s: --overwrite: previous run outputs removed", layout.root)
         save_config(cfg, layout.config)
-    barrier()
+    except BaseException:
+        folder.close()
+        raise
+    return folder
+
+
+def _refuse_unfinished(files: FoldFiles) -> None:
+    """An unfinished fold is continued only when asked (--resume) and never deleted silently."""
+    try:
+        epoch = read_checkpoint(files.last)["epoch"]
+    except ValueError:
+        epoch = "?"
+    raise FileExistsError(f"{files.dir}: fold {files.fold} is unfinished (last.pt after epoch {epoch}); "
+                          "use --resume to continue it, or --overwrite to start the whole run again")
 
 
 def _train_or_skip(cfg: ExperimentConfig, layout: RunLayout, k: int, rows: list[dict[str, str]], fold_of: dict[str, int],
@@ -106,11 +102,8 @@ def _train_or_skip(cfg: ExperimentConfig, layout: RunLayout, k: int, rows: list[
             log.info("fold %d: already finished (%s); skipping", k, files.best)
         ck = read_checkpoint(files.best)
         return FoldResult(k, int(ck["epoch"]), float(ck["val_loss"]), float(ck.get("val_dice", float("nan"))), skipped=True)
-    if not resume and files.last.exists() and info.is_main:
-        log.warning("fold %d: %s holds an unfinished fold; starting it again (use --resume to continue it)", k, files.dir)
-        for path in files.training_outputs:
-            path.unlink(missing_ok=True)
-    barrier()
+    if not resume and files.last.exists():
+        _refuse_unfinished(files)
     train_rows = [r for r in rows if fold_of[r["id"]] != k]
     val_rows = [r for r in rows if fold_of[r["id"]] == k]
     if info.is_main:
@@ -145,11 +138,13 @@ def run_cross_validation(
     if not rows:
         raise ValueError(f"{data_dir / 'manifest.csv'}: no images in the train split")
     chosen = select_folds(folds, cfg.n_folds)
-    open_run_folder(cfg, layout, overwrite, info.is_main)
-    fold_of = load_or_create_folds(layout.folds_csv, rows, cfg.n_folds, cfg.seed) if info.is_main else None
-    fold_of = broadcast_object(fold_of)
-    assert isinstance(fold_of, dict)
-    results = [_train_or_skip(cfg, layout, k, rows, fold_of, data_dir, dev, info, resume, progress) for k in chosen]
+    folder = open_run_folder(cfg, layout, data_dir, overwrite) if info.is_main else contextlib.nullcontext()
+    with folder:
+        barrier()
+        fold_of = load_or_create_folds(layout.folds_csv, rows, cfg.n_folds, cfg.seed) if info.is_main else None
+        fold_of = broadcast_object(fold_of)
+        assert isinstance(fold_of, dict)
+        results = [_train_or_skip(cfg, layout, k, rows, fold_of, data_dir, dev, info, resume, progress) for k in chosen]
     if info.is_main:
         for r in results:
             log.info("fold %d: best epoch %d, val loss %.4f, val Dice %.4f%s", r.fold, r.best_epoch,

@@ -18,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mammoseg.io import prepare_output_dir, write_bytes_atomic, write_csv_atomic, write_png, write_text_atomic
+from mammoseg.folders import open_output_folder
+from mammoseg.io import write_bytes_atomic, write_csv_atomic, write_png, write_text_atomic
 from mammoseg.sources import FORMATS
 from mammoseg.sources.synthetic.dicom_writer import (
     SECONDARY_CAPTURE,
@@ -127,7 +128,7 @@ def write_synthetic_dataset(
     shape = (int(shape[0]), int(shape[1]))
     if min(shape) < 64:
         raise ValueError(f"--shape must be at least 64x64, got {shape[0]}x{shape[1]}")
-    prepare_output_dir(out, _OWNED_ENTRIES, overwrite, "synthetic data")
+    open_output_folder(out, "synth", owned=_OWNED_ENTRIES, overwrite=overwrite).close()
 
     plans = plan_dataset(patients, fmt, shape, seed)
     writer = {"manifest": _ManifestWriter, "inbreast": _INbreastWriter, "cbis-ddsm": _CbisWriter}[fmt](

@@ -1,0 +1,180 @@
+"""Output folders (DESIGN.md §4b): who wrote them, never over an input, one run at a time.
+
+Every folder a mammoseg command writes carries `.mammoseg.json`, naming the command that
+wrote it. `open_output_folder` is the one door every command goes through:
+
+- it refuses an output folder that is, contains or lies inside an input or source folder
+  (real paths compared), so a typo in `--out` cannot touch the data;
+- a non-empty folder is used only if the same command wrote it: to continue it (when the
+  command resumes) or, with `overwrite`, to delete that command's own entries — never
+  anything else, and never a folder another command or a person wrote;
+- an advisory lock (`.mammoseg.lock`, flock) makes a second concurrent run into the same
+  folder fail at once, saying which process holds it;
+- temp files a killed run left behind are removed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import fnmatch
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from mammoseg import __version__
+from mammoseg.io import remove_stale_temps, write_text_atomic
+
+MARKER = ".mammoseg.json"
+LOCK = ".mammoseg.lock"
+#: Files by which folders written before the marker existed show their command.
+LEGACY_EVIDENCE = {
+    "prepare": ".prepare.json",
+    "predict": "predict.json",
+    "train": "config.yaml",
+    "evaluate": "summary.json",
+}
+
+
+class FolderInUse(RuntimeError):
+    """Another mammoseg run holds the folder's lock."""
+
+
+def written_by(folder: Path) -> str | None:
+    """The mammoseg command that wrote `folder`, from its marker (or a pre-marker state file)."""
+    marker = folder / MARKER
+    if marker.is_file():
+        try:
+            return str(json.loads(marker.read_text(encoding="utf-8"))["command"])
+        except (ValueError, KeyError, TypeError, OSError):
+            return None
+    for command, evidence in LEGACY_EVIDENCE.items():
+        if (folder / evidence).is_file():
+            return command
+    return None
+
+
+def _real(path: str | os.PathLike) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def check_not_overlapping(out: Path, inputs: Iterable[str | os.PathLike], what: str = "input") -> None:
+    """Refuse an output folder that is, contains or lies inside any input (file or folder)."""
+    target = _real(out)
+    for raw in inputs:
+        source = _real(raw)
+        if target == source:
+            relation = "is"
+        elif source.is_relative_to(target):
+            relation = "contains"
+        elif target.is_relative_to(source) and not source.is_file():
+            relation = "lies inside"
+        else:
+            continue
+        raise ValueError(f"{out}: the output folder {relation} the {what} {raw}; choose an --out outside your data "
+                         "(mammoseg never writes into its inputs)")
+
+
+def remove_entries(folder: Path, names: Iterable[str]) -> None:
+    """Delete the named files and folders (glob patterns allowed) inside `folder`, nothing else."""
+    for pattern in names:
+        matches = [folder / n for n in os.listdir(folder) if fnmatch.fnmatchcase(n, pattern)] if folder.is_dir() else []
+        for target in matches:
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+
+
+class FolderLock:
+    """An exclusive, non-blocking flock on `folder/name`, held until `release` (or process exit)."""
+
+    def __init__(self, folder: Path, name: str = LOCK) -> None:
+        self.path = folder / name
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self.fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(self.fd)
+            raise FolderInUse(f"{folder}: in use by another mammoseg run ({holder}); wait for it to finish, "
+                              "or use another output folder") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+                  .encode(), 0)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = -1
+
+
+class OutputFolder:
+    """An output folder opened by `open_output_folder`: its path, whether an earlier run of the
+    same command is continued, and the lock (released by `close` or leaving a `with` block)."""
+
+    def __init__(self, path: Path, command: str, continued: bool, lock: FolderLock | None) -> None:
+        self.path, self.command, self.continued, self.lock = path, command, continued, lock
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> OutputFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _refusal(out: Path, command: str, owner: str | None, hint: str) -> FileExistsError:
+    if owner is None:
+        return FileExistsError(f"{out}: is not empty and was not written by `mammoseg {command}`; choose another "
+                               "--out (mammoseg never deletes or overwrites what it did not write)")
+    if owner != command:
+        return FileExistsError(f"{out}: was written by `mammoseg {owner}`, not `mammoseg {command}`; choose another --out")
+    return FileExistsError(f"{out}: holds an earlier `mammoseg {command}` output; {hint}")
+
+
+def open_output_folder(
+    out: str | os.PathLike,
+    command: str,
+    *,
+    inputs: Sequence[str | os.PathLike] = (),
+    owned: Iterable[str] = (),
+    overwrite: bool = False,
+    resume: bool = False,
+    lock: bool = True,
+    stale: Callable[[Path], bool] | None = None,
+    hint: str = "pass --overwrite to replace it, or choose another --out",
+) -> OutputFolder:
+    """Make `out` ready for `command` (see the module docstring); the caller closes it when done.
+
+    `owned`: the entries (names or glob patterns) `overwrite` deletes. `resume`: a folder the
+    same command wrote is continued rather than refused. `stale`: which leftover temp files
+    to remove (by the file they were going to become; default all).
+    """
+    out = Path(out)
+    check_not_overlapping(out, inputs)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    owner = written_by(out) if out.is_dir() else None
+    occupied = out.is_dir() and any(entry.name not in (MARKER, LOCK) for entry in out.iterdir())
+    if (occupied or owner is not None) and (owner != command or not (overwrite or resume)):
+        raise _refusal(out, command, owner, hint)
+    out.mkdir(parents=True, exist_ok=True)
+    folder_lock = FolderLock(out) if lock else None
+    try:
+        if owner == command and overwrite:
+            remove_entries(out, owned)
+        if owner is None or overwrite:
+            write_text_atomic(out / MARKER, json.dumps({"command": command, "mammoseg": __version__}) + "\n")
+        remove_stale_temps(out, stale)
+    except BaseException:
+        if folder_lock is not None:
+            folder_lock.release()
+        raise
+    return OutputFolder(out, command, owner == command and not overwrite, folder_lock)
