@@ -12,11 +12,18 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
-from mammoseg.dicom import DicomReadError, Mammogram, read_mammogram
+from mammoseg.dicom import DicomReadError, Mammogram
+from mammoseg.dicom import read_mammogram as read_with_limits
+from mammoseg.dicom_checks import ReadLimits
 
 from dicom_factory import mg_dataset, save_dataset
 
 MAX = 65535
+
+
+def read_mammogram(path, window_index=0):
+    """The reader without the aspect cap: these tests window thin ramps (every level once per row)."""
+    return read_with_limits(path, window_index, limits=ReadLimits(max_aspect=float("inf")))
 
 
 def make_dataset(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12, **attrs) -> Dataset:

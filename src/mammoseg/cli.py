@@ -8,11 +8,13 @@ Each subcommand lives in `mammoseg.commands.<name>` as `add_arguments(parser)` a
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
 
 from mammoseg import __version__
+from mammoseg.folders import FolderInUse
 
 #: (subcommand, module under mammoseg.commands, one-line help), in pipeline order.
 COMMANDS: list[tuple[str, str, str]] = [
@@ -44,6 +46,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Failures caused by what the user gave (paths, files, settings): exit status 2.
+BAD_INPUT = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, ValueError, ImportError)
+
+
+def failure_message(exc: BaseException) -> tuple[str, int]:
+    """One line saying what failed and what to do, and the exit status (2 bad input, 1 failed run)."""
+    if isinstance(exc, PermissionError):
+        return f"{exc.filename or exc}: permission denied; check the permissions or choose another folder", 2
+    if isinstance(exc, BAD_INPUT):
+        return str(exc), 2
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"{exc.filename or 'disk'}: no space left on the device; free some space or write elsewhere", 1
+    if isinstance(exc, MemoryError):
+        return "out of memory; use fewer --workers or a smaller batch size", 1
+    if isinstance(exc, (FloatingPointError, FolderInUse)):
+        return str(exc), 1
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"{text} (run with -v for the traceback)", 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -56,12 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        # User errors (bad paths, bad config, refusing to overwrite) get one clear line.
+    except Exception as exc:  # every failure is one line; -v shows the traceback
         if args.verbose:
             raise
-        print(f"mammoseg {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        message, status = failure_message(exc)
+        print(f"mammoseg {args.command}: error: {message}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ from pydicom.uid import (
     RLETransferSyntaxes,
 )
 
+from mammoseg.dicom_checks import HeaderError, ReadLimits, check_header, check_inflated_size
 from mammoseg.geometry import chest_wall_side
 
 #: Percentiles of the breast region's values that bound the fallback window.
@@ -92,18 +93,23 @@ class Mammogram:
     laterality_source: str = ""
 
 
-def read_mammogram(path: str | os.PathLike, window_index: int = 0) -> Mammogram:
+def read_mammogram(path: str | os.PathLike, window_index: int = 0, limits: ReadLimits = ReadLimits()) -> Mammogram:
     """Read one 2-D greyscale mammogram DICOM and window it as DESIGN.md §3 says.
 
     Raises DicomReadError (message: "<path>: <reason>") for anything that is not a
-    usable single-frame greyscale image, including compressed pixel data whose decoder
-    plugin is not installed (the message names the package to install).
+    usable single-frame greyscale mammogram — checked from the header before any pixel is
+    decoded (`mammoseg.dicom_checks`: kind, size `limits`, finite values) — including
+    compressed pixel data whose decoder plugin is not installed (the message names the
+    package to install).
     """
     path = Path(path)
     if isinstance(window_index, bool) or not isinstance(window_index, (int, np.integer)) or window_index < 0:
         raise DicomReadError(f"{path}: window_index must be an int >= 0, got {window_index!r}")
-    ds = _read_dataset(path)
-    _check_image(ds, path)
+    ds = _read_dataset(path, limits)
+    try:
+        check_header(ds, limits)
+    except HeaderError as exc:
+        raise DicomReadError(f"{path}: {exc}") from None
     stored = _decode_pixels(ds, path)
     pixels, window = _window(stored, ds, path, int(window_index))
     laterality, laterality_source = _laterality(ds, pixels)
@@ -124,9 +130,13 @@ def read_mammogram(path: str | os.PathLike, window_index: int = 0) -> Mammogram:
 # --------------------------------------------------------------------------- reading
 
 
-def _read_dataset(path: Path) -> Dataset:
+def _read_dataset(path: Path, limits: ReadLimits) -> Dataset:
     if not path.is_file():
         raise DicomReadError(f"{path}: no such file")
+    try:
+        check_inflated_size(path, limits)
+    except HeaderError as exc:
+        raise DicomReadError(f"{path}: {exc}") from None
     try:
         return pydicom.dcmread(path)
     except InvalidDicomError:
@@ -135,29 +145,6 @@ def _read_dataset(path: Path) -> Dataset:
         ) from None
     except Exception as exc:  # truncated or corrupt files raise many kinds of errors
         raise DicomReadError(f"{path}: could not be read as DICOM ({type(exc).__name__}: {exc})") from exc
-
-
-def _check_image(ds: Dataset, path: Path) -> None:
-    if "PixelData" not in ds:
-        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
-            raise DicomReadError(f"{path}: floating-point pixel data is not supported (integer Pixel Data expected)")
-        raise DicomReadError(f"{path}: no pixel data (not an image object)")
-    frames = ds.get("NumberOfFrames", 1)
-    try:
-        frames = int(frames) if frames not in (None, "") else 1
-    except (TypeError, ValueError):
-        raise DicomReadError(f"{path}: invalid Number of Frames {frames!r}") from None
-    if frames > 1:
-        raise DicomReadError(
-            f"{path}: {frames} frames; a single-frame 2-D mammogram is expected (tomosynthesis is not supported)"
-        )
-    samples = ds.get("SamplesPerPixel", 1)
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-    if samples not in (None, "", 1) or photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise DicomReadError(
-            f"{path}: not a greyscale image (Samples per Pixel {samples}, Photometric Interpretation "
-            f"{photometric or 'missing'}); MONOCHROME1 or MONOCHROME2 is expected"
-        )
 
 
 def _plugin_hint(tsyntax: UID) -> str:
@@ -215,6 +202,7 @@ def _window(stored: np.ndarray, ds: Dataset, path: Path, index: int) -> tuple[np
     else:  # wider integers: one entry per distinct value
         levels, offsets = np.unique(stored, return_inverse=True)
         offsets = offsets.reshape(stored.shape)
+    padding = _padding(ds, levels, path)
     try:
         modality = np.asarray(apply_modality_lut(levels, ds))
     except Exception as exc:
@@ -226,13 +214,31 @@ def _window(stored: np.ndarray, ds: Dataset, path: Path, index: int) -> tuple[np
         scaled, kind = _apply_window(modality, ds, path, index)
     else:
         counts = np.bincount(np.asarray(offsets).ravel(), minlength=levels.size)
+        counts[padding] = 0  # padding is not breast: keep it out of the window's statistics
+        if not counts.any():
+            raise DicomReadError(f"{path}: every pixel is Pixel Padding Value; there is no image")
         scaled, kind = _fallback_window(modality.astype(np.float64), counts, _inverted(ds)), "fallback"
 
     scaled = np.clip(scaled, 0.0, 1.0)
     if _inverted(ds):
         scaled = 1.0 - scaled
     lut = np.rint(scaled * _OUT_MAX).astype(np.uint16)
+    lut[padding] = 0  # padding is background (black), whatever the photometric interpretation
     return lut[offsets], kind
+
+
+def _padding(ds: Dataset, levels: np.ndarray, path: Path) -> np.ndarray:
+    """Which stored levels are padding: Pixel Padding Value, up to Pixel Padding Range Limit."""
+    if ds.get("PixelPaddingValue") in (None, ""):
+        return np.zeros(levels.shape, dtype=bool)
+    try:
+        value = int(ds.PixelPaddingValue)
+        limit = int(ds.PixelPaddingRangeLimit) if ds.get("PixelPaddingRangeLimit") not in (None, "") else value
+    except (TypeError, ValueError) as exc:
+        raise DicomReadError(f"{path}: invalid Pixel Padding Value / Range Limit ({exc})") from None
+    lo, hi = min(value, limit), max(value, limit)
+    wide = levels.astype(np.int64)
+    return (wide >= lo) & (wide <= hi)
 
 
 def _inverted(ds: Dataset) -> bool:
