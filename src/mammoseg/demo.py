@@ -5,7 +5,7 @@ the holdout with the fold ensemble → evaluate → report. Each stage resumes, 
 the same command after an interruption continues where it stopped.
 
 Layout: OUT/synthetic (DICOMs + manifest CSV), OUT/prepared, OUT/run (with holdout_pred/
-and eval/ inside, as `reproduce` lays out a model), OUT/report.
+and eval/ inside, as `reproduce` lays out a model), OUT/report, OUT/view (the results site).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ DEMO_SHAPE = (640, 512)
 DEMO_PATIENTS = 40
 SYNTH_DONE = ".demo-synth.json"
 #: What the demo writes into OUT (and what --overwrite removes).
-OUTPUTS = ("synthetic", "prepared", "run", "report")
+OUTPUTS = ("synthetic", "prepared", "run", "report", "view")
 
 
 def _synthesise(out: Path, patients: int, seed: int, echo: Any, progress: bool = True) -> Path:
@@ -64,6 +64,7 @@ def run_demo(
     from mammoseg.prepare import prepare_dataset
     from mammoseg.report import write_report
     from mammoseg.reproduce import run_model
+    from mammoseg.view import write_view
 
     if patients < 5:
         raise ValueError(f"--patients {patients}: the demo needs at least 5 patients (train folds and a holdout)")
@@ -87,11 +88,13 @@ def run_demo(
 
     echo(f"[5/5] report -> {out / 'report'}")
     report = write_report([result.run_dir], out / "report", data_dir=prepared)
+    view = write_view(result.run_dir, out / "view", data_dir=prepared, overwrite=True, progress=progress)
     summary = dict(result.summary or {})
-    summary["report"] = str(report)
+    summary.update(report=str(report), view=str(view))
     minutes = (time.perf_counter() - start) / 60
     echo("")
     echo(f"report: {report}")
+    echo(f"view:   {view}")
     if summary.get("dice_mean") is not None:
         echo(f"holdout mean Dice: {float(summary['dice_mean']):.4f} ± {float(summary.get('dice_sd') or 0):.4f} "
              f"over {summary.get('n')} images ({minutes:.1f} min)")

@@ -10,7 +10,7 @@ weights option that encoder trains from random initialisation, which is said on 
 console and marked "none (random init)" in the table.
 
 Layout: OUT/<model>/ is the run (config.yaml, folds.csv, fold*/), OUT/<model>/holdout_pred,
-OUT/<model>/eval, OUT/report/. Every stage resumes: training skips finished folds, and
+OUT/<model>/eval, OUT/<model>/view/ (the results site), OUT/report/. Every stage resumes: training skips finished folds, and
 prediction/evaluation are skipped when their outputs are complete and newer than their inputs.
 """
 
@@ -179,6 +179,7 @@ def reproduce(
     from mammoseg.config import load_config
     from mammoseg.manifest import load_manifest
     from mammoseg.report import write_report
+    from mammoseg.view import write_view
 
     data, out = Path(data_dir), Path(out_dir)
     clash = [o for o in overrides if o.split("=", 1)[0].strip() in _MODEL_KEYS]
@@ -209,4 +210,7 @@ def reproduce(
         for name, cfg, label in plans
     ]
     echo(f"report -> {out / 'report'}")
-    return write_report([r.run_dir for r in results], out / "report", data_dir=data)
+    report = write_report([r.run_dir for r in results], out / "report", data_dir=data)
+    for r in results:  # each model's results site, inside its run folder
+        echo(f"view: {write_view(r.run_dir, r.run_dir / 'view', data_dir=data, overwrite=True, progress=progress)}")
+    return report
