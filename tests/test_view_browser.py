@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from chromium import Chromium
 from system_tools import require_tool
-from view_cases import CASES, EXPECTED, make_evaluation
+from view_cases import CASES, EXPECTED, make_evaluation, make_run
 
 from mammoseg.view import write_view
 from mammoseg.view.site import COLUMNS, write_assets, write_data_js
@@ -113,6 +113,20 @@ def test_case_page_keys_toggle_layers_and_walk_the_list(browser, site):
     browser.key("Escape", navigates=True)
     assert browser.evaluate("document.body.dataset.page") == "index"
     assert browser.evaluate(ROW_IDS)[0] == "fn_big"  # back to the list as it was sorted
+    assert browser.errors(mark) == []
+
+
+def test_run_page_shows_learning_curves_and_table2(browser, tmp_path):
+    run, _ = make_run(tmp_path)
+    index = write_view(run, progress=False)
+    mark = len(browser.events)
+    browser.load(index.as_uri())
+    assert browser.evaluate(f"{ROW_IDS}.length") == len(CASES)
+    assert browser.wait_for("document.getElementById('learning-curves').naturalWidth > 0")
+    cells = browser.evaluate("Array.from(document.querySelectorAll('#run table')[0].rows[1].cells).map(c => c.textContent)")
+    assert cells[:4] == ["hand-made", "ResNet22-UNet", "none (random init)", "6"]
+    assert browser.evaluate("document.querySelectorAll('#run table')[1].tBodies[0].rows.length") == 8  # the paper's
+    assert browser.evaluate("document.getElementById('jump').hidden") is False
     assert browser.errors(mark) == []
 
 

@@ -274,7 +274,9 @@ def _tint(image: np.ndarray, mask: np.ndarray | None, colour: tuple[float, float
 
 
 def figure2(run: RunInfo, path: Path, n_cases: int = 3) -> Path | None:
-    """Figure-2-style panel: rows = cases, columns = image, reference, prediction."""
+    """Figure-2-style panel: rows = cases, columns = image, reference, prediction.
+
+    Tints are the Okabe–Ito blue (reference) and orange (prediction) that `mammoseg view` uses."""
     if run.eval_dir is None or not (run.eval_dir / "per_image.csv").is_file():
         run.notes.append("Figure 2 skipped: no per_image.csv")
         return None
@@ -312,8 +314,8 @@ def figure2(run: RunInfo, path: Path, n_cases: int = 3) -> Path | None:
     for i, (label, row, image, ref, pred) in enumerate(panels):
         shown = [
             (_tint(image, None, (0, 0, 0)), f"{row['id']} ({label})"),
-            (_tint(image, ref, (0.1, 0.9, 0.1)), "reference"),
-            (_tint(image, pred, (0.95, 0.15, 0.15)), f"prediction — DCS {float(row['dice']):.3f}"),
+            (_tint(image, ref, (0.0, 0.447, 0.698)), "reference"),
+            (_tint(image, pred, (0.902, 0.624, 0.0)), f"prediction — DCS {float(row['dice']):.3f}"),
         ]
         for ax, (img, title) in zip(axes[i], shown):
             ax.imshow(img)

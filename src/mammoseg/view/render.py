@@ -150,9 +150,18 @@ def contour_layer(mask: np.ndarray, colour: tuple[int, int, int], size: tuple[in
 def probability_layer(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """RGBA: the viridis colour of each probability, opacity growing with it (0 → transparent)."""
     p = np.clip(_resize(prob.astype(np.float32), size, cv2.INTER_LINEAR), 0.0, 1.0)
-    rgba = (colormaps["viridis"](p) * 255).round().astype(np.uint8)
-    rgba[..., 3] = np.round(np.where(p < 0.02, 0.0, 0.25 + 0.6 * p) * 255).astype(np.uint8)
-    return rgba
+    return _PROB_LUT[np.round(p * 255).astype(np.uint8)]
+
+
+def _probability_lut() -> np.ndarray:
+    """256 RGBA entries: viridis, opacity 0 below 0.02, then 0.25 + 0.6·p."""
+    p = np.linspace(0.0, 1.0, 256)
+    lut = np.round(colormaps["viridis"](p) * 255).astype(np.uint8)
+    lut[:, 3] = np.round(np.where(p < 0.02, 0.0, 0.25 + 0.6 * p) * 255).astype(np.uint8)
+    return lut
+
+
+_PROB_LUT = _probability_lut()
 
 
 def write_rgba_png(path: Path, rgba: np.ndarray) -> None:

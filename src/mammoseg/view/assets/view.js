@@ -181,6 +181,7 @@
     var run = DATA.run, box = document.getElementById("run");
     if (!run) return;
     box.hidden = false;
+    document.getElementById("jump").hidden = false;
     box.className = "run";
     box.appendChild(el("h2", {}, "Run: " + run.model + " (" + run.weights + ")"));
     box.appendChild(el("p", {"class": "muted"}, run.run_dir));
@@ -319,81 +320,105 @@
     fact(dl, "view / side", (c.view || "—") + " / " + (c.laterality || "—"));
   }
 
-  function renderCase() {
-    var all = cases(), q = new URLSearchParams(location.search), p = readParams(location.search);
-    var list = select(all, p), id = q.get("id");
+  // The case asked for in the URL, within the list as sorted and filtered there (all cases if filtered out).
+  function locate(all, p, id) {
+    var list = select(all, p);
     var index = list.findIndex(function (c) { return c.id === id; });
     if (index < 0) { list = all; index = all.findIndex(function (c) { return c.id === id; }); }
-    if (index < 0) {
-      document.getElementById("case-title").textContent = "no case " + id + " in this view";
+    return {list: list, index: index, c: index >= 0 ? list[index] : null};
+  }
+
+  function CaseView(where, listQ, shown) {
+    var c = where.c;
+    this.where = where;
+    this.listQ = listQ;
+    this.files = {image: c.img ? c.f + "-image.png" : null, ref: c.ref ? c.f + "-ref.png" : null,
+                  pred: c.f + "-pred.png", prob: c.prob ? c.f + "-prob.png" : null};
+    this.state = {};
+    var self = this, buttons = document.getElementById("layer-buttons");
+    LAYERS.forEach(function (l) {
+      var img = document.getElementById("layer-" + l[0]), b = el("button", {type: "button", id: "button-" + l[0]});
+      var file = self.files[l[0]];
+      b.appendChild(el("kbd", {}, l[1]));
+      b.appendChild(document.createTextNode(" " + l[2] + (file ? "" : " (none)")));
+      if (file) { img.src = "full/" + file; img.width = c.w; img.height = c.h; }
+      else { img.setAttribute("data-missing", "1"); b.disabled = true; }
+      self.state[l[0]] = !!file && shown.indexOf(l[1]) >= 0;
+      b.addEventListener("click", function () { self.toggle(l[0]); });
+      buttons.appendChild(b);
+    });
+  }
+
+  CaseView.prototype.show = function () {
+    var state = this.state;
+    return LAYERS.filter(function (l) { return state[l[0]]; }).map(function (l) { return l[1]; }).join("");
+  };
+
+  CaseView.prototype.link = function (step) {
+    var w = this.where, to = w.list[w.index + step];
+    if (!to) return null;
+    return "case.html?id=" + encodeURIComponent(to.id) + (this.listQ ? "&" + this.listQ : "") + "&show=" + this.show();
+  };
+
+  CaseView.prototype.apply = function () {
+    var state = this.state;
+    LAYERS.forEach(function (l) {
+      document.getElementById("layer-" + l[0]).setAttribute("data-on", state[l[0]] ? "1" : "0");
+      document.getElementById("button-" + l[0]).setAttribute("aria-pressed", state[l[0]] ? "true" : "false");
+    });
+    [["prev", -1], ["next", 1]].forEach(function (pair) {
+      var a = document.getElementById(pair[0]), href = this.link(pair[1]);
+      if (href) a.href = href; else a.removeAttribute("href");
+    }, this);
+    setUrl("id=" + encodeURIComponent(this.where.c.id) + (this.listQ ? "&" + this.listQ : "") + "&show=" + this.show());
+  };
+
+  CaseView.prototype.toggle = function (layer) {
+    if (!this.files[layer]) return;
+    this.state[layer] = !this.state[layer];
+    this.apply();
+  };
+
+  CaseView.prototype.fit = function (on) {
+    var c = this.where.c, stage = document.getElementById("stage");
+    stage.classList.toggle("fit", on);
+    stage.style.width = on ? "min(100%, calc((100vh - 6em) * " + (c.w / c.h) + "))" : c.w + "px";
+  };
+
+  CaseView.prototype.onKey = function (e) {
+    if (e.ctrlKey || e.metaKey || e.altKey || /^(INPUT|SELECT|TEXTAREA)$/.test(e.target.tagName)) return;
+    var key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+    var layer = LAYERS.filter(function (l) { return l[1] === key; })[0];
+    var step = {ArrowRight: 1, ArrowLeft: -1}[key];
+    if (layer) this.toggle(layer[0]);
+    else if (key === "f") this.fit(!document.getElementById("stage").classList.contains("fit"));
+    else if (step && this.link(step)) location.href = this.link(step);
+    else if (key === "Escape") location.href = document.getElementById("back").href;
+    else return;
+    e.preventDefault();
+  };
+
+  function renderCase() {
+    var q = new URLSearchParams(location.search), p = readParams(location.search);
+    var where = locate(cases(), p, q.get("id")), c = where.c, listQ = listQuery(p, false);
+    if (!c) {
+      document.getElementById("case-title").textContent = "no case " + q.get("id") + " in this view";
       return;
     }
-    var c = list[index], listQ = listQuery(p, false);
-    var shown = (q.get("show") === null ? "irpm" : q.get("show")).split("");
     document.title = "mammoseg — " + c.id;
     document.body.setAttribute("data-case-id", c.id);
     document.getElementById("case-title").textContent = c.id + (c.dice === null ? "" : " — Dice " + fmt(c.dice, 3));
-    document.getElementById("position").textContent = (index + 1) + " of " + list.length;
+    document.getElementById("position").textContent = (where.index + 1) + " of " + where.list.length;
     document.getElementById("back").href = "index.html" + (listQ ? "?" + listQ : "");
+    document.getElementById("stage").style.aspectRatio = c.w + " / " + c.h;
+    document.getElementById("size-note").textContent = "Shown at " + c.w + " × " + c.h + " px; layers larger than " +
+      DATA.max_side + " px on their long side are shrunk to it.";
     legend(document.getElementById("legend"));
     renderFacts(c);
-    var stage = document.getElementById("stage");
-    stage.style.aspectRatio = c.w + " / " + c.h;
-    document.getElementById("size-note").textContent = "Shown at " + c.w + " × " + c.h + " px" +
-      (DATA.max_side ? " (layers larger than " + DATA.max_side + " px on their long side are shrunk to it)." : ".");
-    var files = {image: c.img ? c.f + "-image.png" : null, ref: c.ref ? c.f + "-ref.png" : null,
-                 pred: c.f + "-pred.png", prob: c.prob ? c.f + "-prob.png" : null};
-    var buttons = document.getElementById("layer-buttons");
-    var state = {};
-
-    function link(to, layersOn) {
-      return "case.html?id=" + encodeURIComponent(to.id) + (listQ ? "&" + listQ : "") + "&show=" + layersOn;
-    }
-    function showParam() {
-      return LAYERS.filter(function (l) { return state[l[0]]; }).map(function (l) { return l[1]; }).join("");
-    }
-    function apply() {
-      LAYERS.forEach(function (l) {
-        var on = !!state[l[0]];
-        document.getElementById("layer-" + l[0]).setAttribute("data-on", on ? "1" : "0");
-        document.getElementById("button-" + l[0]).setAttribute("aria-pressed", on ? "true" : "false");
-      });
-      var show = showParam();
-      if (index > 0) document.getElementById("prev").href = link(list[index - 1], show);
-      if (index < list.length - 1) document.getElementById("next").href = link(list[index + 1], show);
-      setUrl("id=" + encodeURIComponent(c.id) + (listQ ? "&" + listQ : "") + "&show=" + show);
-    }
-    LAYERS.forEach(function (l) {
-      var img = document.getElementById("layer-" + l[0]), b = el("button", {type: "button", id: "button-" + l[0]});
-      b.appendChild(el("kbd", {}, l[1]));
-      b.appendChild(document.createTextNode(" " + l[2] + (files[l[0]] ? "" : " (none)")));
-      if (files[l[0]]) { img.src = "full/" + files[l[0]]; img.width = c.w; img.height = c.h; }
-      else { img.setAttribute("data-missing", "1"); b.disabled = true; }
-      state[l[0]] = !!files[l[0]] && shown.indexOf(l[1]) >= 0;
-      b.addEventListener("click", function () { if (files[l[0]]) { state[l[0]] = !state[l[0]]; apply(); } });
-      buttons.appendChild(b);
-    });
-    function fit(on) {
-      stage.classList.toggle("fit", on);
-      stage.style.width = on ? "min(100%, calc((100vh - 6em) * " + (c.w / c.h) + "))" : c.w + "px";
-    }
-    fit(true);
-    apply();
-    if (index === 0) document.getElementById("prev").removeAttribute("href");
-    if (index === list.length - 1) document.getElementById("next").removeAttribute("href");
-
-    document.addEventListener("keydown", function (e) {
-      if (e.ctrlKey || e.metaKey || e.altKey || /^(INPUT|SELECT|TEXTAREA)$/.test(e.target.tagName)) return;
-      var key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
-      var layer = LAYERS.filter(function (l) { return l[1] === key; })[0];
-      if (layer && files[layer[0]]) { state[layer[0]] = !state[layer[0]]; apply(); }
-      else if (key === "f") fit(!stage.classList.contains("fit"));
-      else if (key === "ArrowRight" && index < list.length - 1) location.href = link(list[index + 1], showParam());
-      else if (key === "ArrowLeft" && index > 0) location.href = link(list[index - 1], showParam());
-      else if (key === "Escape") location.href = document.getElementById("back").href;
-      else return;
-      e.preventDefault();
-    });
+    var view = new CaseView(where, listQ, (q.get("show") === null ? "irpm" : q.get("show")).split(""));
+    view.fit(true);
+    view.apply();
+    document.addEventListener("keydown", function (e) { view.onKey(e); });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
