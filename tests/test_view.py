@@ -150,3 +150,17 @@ def test_file_names_and_markdown_blocks():
     blocks = markdown_blocks("| A | B |\n| --- | ---: |\n| 1 | 2 |\n\nsome text\n\n| C |\n| - |\n| 3 |\n")
     assert blocks == [{"header": ["A", "B"], "rows": [["1", "2"]]}, {"text": "some text"},
                       {"header": ["C"], "rows": [["3"]]}]
+
+
+def test_prediction_on_the_original_grid_is_shown_on_the_prepared_grid(tmp_path):
+    from test_evaluate import ORIG, make_folders
+    from test_evaluate import rect as rect_on
+
+    ref_prep = rect_on((32, 32), 4, 12, 2, 6)  # 32 px on the 32×32 prepared grid
+    cases = {"o": ("holdout", "p1", ref_prep, rect_on(ORIG, 8, 24, 4, 7))}  # written on the 64×32 original grid
+    data_dir, pred = make_folders(tmp_path, cases)
+    write_view(pred, tmp_path / "site", data_dir=data_dir, progress=False)
+    case = load_data(tmp_path / "site")["cases"]["o"]
+    # as `evaluate` scores it on the prepared grid: the 3 original columns cover prepared column 2 and half of 3
+    assert (case["w"], case["h"], case["pred_area"], case["ref_area"]) == (32, 32, 16, 32)
+    assert case["dice"] == pytest.approx(2 * 16 / (32 + 16), abs=1e-12)
