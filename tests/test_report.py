@@ -21,8 +21,10 @@ def make_data(root, ids):
                           for i, id_ in enumerate(ids)])
 
 
-def make_run(root, encoder, decoder, weights, dices, ids, folds=2, with_pred=True):
-    """A hand-made run: config.yaml, fold logs, eval/{summary.json, per_image.csv}, holdout_pred masks."""
+def make_run(root, encoder, decoder, weights, dices, ids, folds=2, with_pred=True, ref_empty=None):
+    """A hand-made run: config.yaml, fold logs, eval/{summary.json, per_image.csv}, holdout_pred masks.
+
+    `ref_empty` (one 0/1 per image, default all 0) marks images without a reference mass."""
     root.mkdir(parents=True)
     weights_yaml = "null" if weights is None else weights
     write_text_atomic(
@@ -38,8 +40,13 @@ def make_run(root, encoder, decoder, weights, dices, ids, folds=2, with_pred=Tru
         write_csv_atomic(root / f"fold{k}" / "log.csv", rows, LOG_COLUMNS)
     dices = np.asarray(dices, float)
     ious = dices / (2 - dices)
-    per_image = [{"id": i, "patient_id": "p", "dice": d, "iou": j} for i, d, j in zip(ids, dices, ious)]
-    write_csv_atomic(root / "eval" / "per_image.csv", per_image, ("id", "patient_id", "dice", "iou"))
+    ref_empty = ref_empty or [0] * len(ids)
+    per_image = [
+        {"id": i, "patient_id": "p", "dice": d, "iou": j, "ref_empty": e, "pred_empty": int(e and d == 1.0)}
+        for i, d, j, e in zip(ids, dices, ious, ref_empty)
+    ]
+    write_csv_atomic(root / "eval" / "per_image.csv", per_image,
+                     ("id", "patient_id", "dice", "iou", "ref_empty", "pred_empty"))
     summary = {
         "n": len(ids), "dice_mean": float(dices.mean()), "dice_sd": float(dices.std(ddof=1)),
         "iou_mean": float(ious.mean()), "iou_sd": float(ious.std(ddof=1)), "dice_median": float(np.median(dices)),
@@ -60,6 +67,38 @@ def test_pick_cases_best_median_worst():
     assert [(label, r["id"]) for label, r in picked] == [("best", "c1"), ("median", "c0"), ("worst", "c2")]
     assert [r["id"] for _, r in pick_cases(rows[:1])] == ["c0"]
     assert pick_cases([]) == []
+
+
+def test_pick_cases_only_among_images_with_a_reference_mass():
+    # e0 (both empty, Dice 1) and f0 (false positive, Dice 0) have no reference mass: never picked
+    rows = [
+        {"id": "e0", "dice": "1.0", "ref_empty": "1", "pred_empty": "1"},
+        {"id": "f0", "dice": "0.0", "ref_empty": "1", "pred_empty": "0"},
+        {"id": "m1", "dice": "0.8", "ref_empty": "0", "pred_empty": "0"},
+        {"id": "m2", "dice": "0.6", "ref_empty": "0", "pred_empty": "0"},
+        {"id": "m3", "dice": "0.0", "ref_empty": "0", "pred_empty": "1"},
+    ]
+    picked = pick_cases(rows)
+    assert [(label, r["id"]) for label, r in picked] == [("best", "m1"), ("median", "m2"), ("worst", "m3")]
+    assert pick_cases(rows[:2]) == []
+
+
+def test_figure2_counts_the_images_without_a_mass(tmp_path):
+    ids = ["a", "b", "c", "d", "e"]
+    data = tmp_path / "prepared"
+    make_data(data, ids)
+    make_run(tmp_path / "r", "resnet22", "unet", None, [1.0, 0.7, 0.0, 0.5, 0.2], ids, ref_empty=[1, 0, 1, 0, 0])
+    report = write_report([tmp_path / "r"], tmp_path / "out", data_dir=data)
+    md = report.read_text()
+    assert ("among the 3 images with a reference mass. 2 image(s) without a reference mass are counted in the "
+            "summary but not shown (1 with no predicted mass either, Dice 1 by convention; 1 with a predicted mass, "
+            "Dice 0).") in md
+    assert (tmp_path / "out" / "figure2_r.png").is_file()
+
+    make_run(tmp_path / "empty", "resnet22", "unet", None, [1.0, 1.0], ["a", "b"], ref_empty=[1, 1])
+    md = write_report([tmp_path / "empty"], tmp_path / "out2", data_dir=data).read_text()
+    assert "Figure 2 skipped: no evaluated image has a reference mass" in md
+    assert not (tmp_path / "out2" / "figure2_empty.png").exists()
 
 
 def test_weights_label():

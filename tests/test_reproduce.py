@@ -63,6 +63,8 @@ def test_tiny_reproduce_runs_and_resumes(tmp_path):
     preds = read_csv(run / "holdout_pred" / "predictions.csv")
     assert sorted(r["id"] for r in preds) == ["p0_0", "p0_1", "p1_0", "p1_1"]
     assert (run / "eval" / "summary.json").is_file()
+    assert (run / "view" / "index.html").is_file() and f"view: {run / 'view' / 'index.html'}" in messages
+    assert len(list((run / "view" / "thumbs").glob("*.png"))) == 4
     table = read_csv(out / "report" / "table2.csv")
     assert (table[0]["model"], table[0]["pretrained_weights"]) == ("ResNet22-UNet", "none (random init)")
 

@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("predict", "predict", "fold-ensemble prediction on prepared images or DICOM files"),
     ("evaluate", "evaluate", "per-image Dice/IoU and lesion-level detection"),
     ("report", "report", "the paper's Table 2 and Figure 2 for one or more runs"),
+    ("view", "view", "a static results site: every case, sortable, filterable, full-size layers"),
     ("reproduce", "reproduce", "the paper's whole experiment on a prepared dataset"),
     ("demo", "demo", "the whole pipeline on synthetic phantoms, end to end"),
     ("export", "export", "export one fold's model to ONNX"),

@@ -5,7 +5,7 @@ the holdout with the fold ensemble → evaluate → report. Each stage resumes, 
 the same command after an interruption continues where it stopped.
 
 Layout: OUT/synthetic (DICOMs + manifest CSV), OUT/prepared, OUT/run (with holdout_pred/
-and eval/ inside, as `reproduce` lays out a model), OUT/report.
+and eval/ inside, as `reproduce` lays out a model), OUT/report, OUT/view (the results site).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from mammoseg.prepare import prepare_dataset
 from mammoseg.report import write_report
 from mammoseg.reproduce import run_model
 from mammoseg.sources.synthetic import write_synthetic_dataset
+from mammoseg.view import write_view
 
 DEMO_SIZE = 256
 #: Phantom size (height, width) in pixels: mammogram-like aspect, small enough to be quick.
@@ -30,7 +31,7 @@ DEMO_SHAPE = (640, 512)
 DEMO_PATIENTS = 40
 SYNTH_DONE = ".demo-synth.json"
 #: What the demo writes into OUT (and what --overwrite removes).
-OUTPUTS = ("synthetic", "prepared", "run", "report")
+OUTPUTS = ("synthetic", "prepared", "run", "report", "view")
 
 
 def _synthesise(out: Path, patients: int, seed: int, echo: Any, progress: bool = True) -> Path:
@@ -75,6 +76,7 @@ def run_demo(
     minutes = (time.perf_counter() - start) / 60
     echo("")
     echo(f"report: {summary['report']}")
+    echo(f"view:   {summary['view']}")
     if summary.get("dice_mean") is not None:
         echo(f"holdout mean Dice: {float(summary['dice_mean']):.4f} ± {float(summary.get('dice_sd') or 0):.4f} "
              f"over {summary.get('n')} images ({minutes:.1f} min)")
@@ -93,4 +95,5 @@ def _run_stages(out: Path, patients: int, seed: int, device: str | None, progres
                        device=device, progress=progress, echo=echo, dataset="synthetic phantoms")
     echo(f"[5/5] report -> {out / 'report'}")
     report = write_report([result.run_dir], out / "report", data_dir=prepared)
-    return {**(result.summary or {}), "report": str(report)}
+    view = write_view(result.run_dir, out / "view", data_dir=prepared, overwrite=True, progress=progress)
+    return {**(result.summary or {}), "report": str(report), "view": str(view)}

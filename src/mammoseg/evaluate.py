@@ -1,8 +1,11 @@
-"""Evaluate a prediction folder against a prepared folder: per-image Dice/IoU and lesion counts.
+"""Evaluate predicted masks against reference masks: per-image Dice/IoU and lesion counts.
 
-Reads the reference masks of one split of a prepared folder (``masks/<id>.png``, the
-manifest's ``mask`` column) and the predicted masks ``<pred>/masks/<id>.png``, and writes
-``per_image.csv`` and ``summary.json`` (docs/architecture.md, "Evaluation folder").
+Two kinds of reference. A prepared folder (`evaluate_predictions`): the reference masks of
+one split (``masks/<id>.png``, the manifest's ``mask`` column) against ``<pred>/masks/<id>.png``.
+Or a plain folder of masks (`evaluate_folders`, ``--ref DIR``): PNG files matched to the
+predicted PNGs by file stem, as folder-against-folder evaluations of other tools work; names
+found on one side only and size mismatches are listed in ``errors.csv``, never guessed.
+Both write ``per_image.csv`` and ``summary.json`` (docs/architecture.md, "Evaluation folder").
 
 Grids. By default both masks are compared on the prepared (padded, resized) grid. With
 ``original_size=True`` both are mapped back onto each image's original pixel grid with
@@ -27,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mammoseg.geometry import PadResize, apply_to_mask, invert_mask
+from mammoseg.folders import OutputFolder, open_output_folder
 from mammoseg.io import read_png, write_csv_atomic, write_text_atomic
 from mammoseg.manifest import load_manifest
 from mammoseg.metrics import dice_iou, fmt_mean_sd, lesion_counts, summarise
@@ -45,7 +49,8 @@ PER_IMAGE_COLUMNS = (
     "n_false_positives",
     "pred_missing",
 )
-OUTPUT_FILES = ("per_image.csv", "summary.json")
+OUTPUT_FILES = ("per_image.csv", "summary.json", "errors.csv")
+FOLDER_ERRORS_COLUMNS = ("id", "pred", "ref", "reason")
 
 
 def _missing_error(pred_dir: Path, missing: list[str], total: int) -> FileNotFoundError:
@@ -91,6 +96,19 @@ def _load_pair(
     return pred, ref
 
 
+def _open_evaluation(out_dir: Path, inputs: list[Path], overwrite: bool) -> OutputFolder:
+    """The evaluation folder: new, or evaluate's own; a finished evaluation is replaced only with `overwrite`
+    (a failed one, which left only errors.csv, is simply redone)."""
+    folder = open_output_folder(out_dir, "evaluate", inputs=inputs, owned=OUTPUT_FILES, overwrite=overwrite,
+                                resume=True)
+    finished = [name for name in ("per_image.csv", "summary.json") if (out_dir / name).exists()]
+    if folder.continued and finished:
+        folder.close()
+        raise FileExistsError(f"{out_dir}: already holds an evaluation ({', '.join(finished)}); "
+                              "pass --overwrite to replace it")
+    return folder
+
+
 def evaluate_predictions(
     pred_dir: str | os.PathLike,
     data_dir: str | os.PathLike,
@@ -110,16 +128,18 @@ def evaluate_predictions(
     pred_dir, data_dir, out_dir = Path(pred_dir), Path(data_dir), Path(out_dir)
     if not 0.0 < lesion_iou <= 1.0:
         raise ValueError(f"lesion IoU threshold must be in (0, 1], got {lesion_iou}")
-    existing = [name for name in OUTPUT_FILES if (out_dir / name).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{out_dir}: already holds an evaluation ({', '.join(existing)}); pass --overwrite to replace it")
     if not (pred_dir / "masks").is_dir():
         raise FileNotFoundError(f"{pred_dir}: no masks/ folder; is it a folder made by `mammoseg predict`?")
-
     rows = load_manifest(data_dir, split=split)
     if not rows:
         raise ValueError(f"{data_dir / 'manifest.csv'}: no images in split {split!r}")
+    with _open_evaluation(out_dir, [pred_dir, data_dir], overwrite):
+        return _score_prepared(rows, pred_dir, data_dir, out_dir, split, original_size, lesion_iou, allow_missing,
+                               progress)
 
+
+def _score_prepared(rows: list[dict[str, str]], pred_dir: Path, data_dir: Path, out_dir: Path, split: str,
+                    original_size: bool, lesion_iou: float, allow_missing: bool, progress: bool) -> dict[str, Any]:
     pred_paths = {row["id"]: pred_dir / "masks" / f"{row['id']}.png" for row in rows}
     missing = [i for i, p in pred_paths.items() if not p.is_file()]
     if missing and not allow_missing:
@@ -132,32 +152,44 @@ def evaluate_predictions(
         image_id = row["id"]
         pred_path = None if image_id in missing else pred_paths[image_id]
         pred, ref = _load_pair(row, data_dir, pred_path, original_size)
-        dice, iou = dice_iou(pred, ref)
-        lesions = lesion_counts(pred, ref, iou_threshold=lesion_iou)
-        per_image.append(
-            {
-                "id": image_id,
-                "patient_id": row["patient_id"],
-                "dice": dice,
-                "iou": iou,
-                "ref_empty": int(not ref.any()),
-                "pred_empty": int(not pred.any()),
-                "n_ref_lesions": lesions["n_ref"],
-                "n_detected": lesions["n_detected"],
-                "n_false_positives": lesions["n_false_positive"],
-                "pred_missing": int(pred_path is None),
-            }
-        )
+        per_image.append(score_pair(image_id, row["patient_id"], pred, ref, lesion_iou, pred_path is None))
 
-    summary = _summary(per_image, split, original_size, lesion_iou)
+    summary = summarise_per_image(per_image, split, "original" if original_size else "prepared", lesion_iou)
     summary.update(pred_dir=str(pred_dir), data_dir=str(data_dir), n_missing=len(missing))
-    csv_rows = [{**r, "dice": f"{r['dice']:.6f}", "iou": f"{r['iou']:.6f}"} for r in per_image]
-    write_csv_atomic(out_dir / "per_image.csv", csv_rows, PER_IMAGE_COLUMNS)
-    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    _write_evaluation(out_dir, per_image, summary)
     return summary
 
 
-def _summary(per_image: list[dict[str, Any]], split: str, original_size: bool, lesion_iou: float) -> dict[str, Any]:
+def score_pair(
+    image_id: str, patient_id: str, pred: np.ndarray, ref: np.ndarray, lesion_iou: float, pred_missing: bool = False
+) -> dict[str, Any]:
+    """One row of per_image.csv (numbers unformatted) for a (prediction, reference) pair."""
+    dice, iou = dice_iou(pred, ref)
+    lesions = lesion_counts(pred, ref, iou_threshold=lesion_iou)
+    return {
+        "id": image_id,
+        "patient_id": patient_id,
+        "dice": dice,
+        "iou": iou,
+        "ref_empty": int(not np.any(ref)),
+        "pred_empty": int(not np.any(pred)),
+        "n_ref_lesions": lesions["n_ref"],
+        "n_detected": lesions["n_detected"],
+        "n_false_positives": lesions["n_false_positive"],
+        "pred_missing": int(pred_missing),
+    }
+
+
+def _write_evaluation(out_dir: Path, per_image: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    csv_rows = [{**r, "dice": f"{r['dice']:.6f}", "iou": f"{r['iou']:.6f}"} for r in per_image]
+    write_csv_atomic(out_dir / "per_image.csv", csv_rows, PER_IMAGE_COLUMNS)
+    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def summarise_per_image(
+    per_image: list[dict[str, Any]], split: str | None, grid: str, lesion_iou: float
+) -> dict[str, Any]:
+    """summary.json's figures from per-image rows: means, SDs, CI, empty-mask kinds, lesion counts."""
     summary: dict[str, Any] = summarise([r["dice"] for r in per_image], [r["iou"] for r in per_image])
     ref_empty = np.array([r["ref_empty"] for r in per_image], dtype=bool)
     pred_empty = np.array([r["pred_empty"] for r in per_image], dtype=bool)
@@ -176,9 +208,111 @@ def _summary(per_image: list[dict[str, Any]], split: str, original_size: bool, l
         lesion_sensitivity=(n_det / n_ref) if n_ref else None,
         false_positives_per_image=n_fp / len(per_image),
         split=split,
-        grid="original" if original_size else "prepared",
+        grid=grid,
     )
     return summary
+
+
+# --------------------------------------------------------------------------- folder against folder
+
+
+def mask_files(folder: str | os.PathLike, role: str) -> dict[str, Path]:
+    """The PNG masks of `folder` by file stem (exact, case-sensitive).
+
+    A folder holding no PNG of its own but a ``masks/`` folder (one written by
+    ``mammoseg predict``) is read through ``masks/``. Two files with one stem are an error.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder (the {role} masks)")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png" and not p.name.startswith("."))
+    if not files and (folder / "masks").is_dir():
+        folder = folder / "masks"
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png" and not p.name.startswith("."))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no PNG files (the {role} masks)")
+    by_stem: dict[str, Path] = {}
+    for path in files:
+        if path.stem in by_stem:
+            raise ValueError(f"{folder}: two {role} masks named {path.stem!r} ({by_stem[path.stem].name}, {path.name})")
+        by_stem[path.stem] = path
+    return by_stem
+
+
+def _name_errors(preds: dict[str, Path], refs: dict[str, Path], allow_missing: bool) -> list[dict[str, str]]:
+    errors = []
+    if not allow_missing:
+        errors += [{"id": s, "pred": "", "ref": str(refs[s]), "reason": "no predicted mask with this name"}
+                   for s in sorted(refs.keys() - preds.keys())]
+    errors += [{"id": s, "pred": str(preds[s]), "ref": "", "reason": "no reference mask with this name"}
+               for s in sorted(preds.keys() - refs.keys())]
+    return errors
+
+
+def evaluate_folders(
+    pred_dir: str | os.PathLike,
+    ref_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    lesion_iou: float = 0.2,
+    overwrite: bool = False,
+    allow_missing: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score a folder of predicted PNG masks against a folder of reference PNG masks (non-zero = mass).
+
+    Masks are paired by file stem. A stem on one side only, or a pair of different sizes, is
+    listed in ``errors.csv`` and fails the evaluation (nothing is guessed). `allow_missing`
+    counts a reference without a prediction as an empty prediction, as with a prepared folder,
+    and leaves a prediction without a reference unscored (still listed in ``errors.csv``).
+    """
+    out_dir = Path(out_dir)
+    if not 0.0 < lesion_iou <= 1.0:
+        raise ValueError(f"lesion IoU threshold must be in (0, 1], got {lesion_iou}")
+    preds, refs = mask_files(pred_dir, "predicted"), mask_files(ref_dir, "reference")
+    with _open_evaluation(out_dir, [Path(pred_dir), Path(ref_dir)], overwrite):
+        return _score_folders(preds, refs, Path(pred_dir), Path(ref_dir), out_dir, lesion_iou, allow_missing, progress)
+
+
+def _score_folders(preds: dict[str, Path], refs: dict[str, Path], pred_dir: Path, ref_dir: Path, out_dir: Path,
+                   lesion_iou: float, allow_missing: bool, progress: bool) -> dict[str, Any]:
+    errors = _name_errors(preds, refs, allow_missing)
+    fatal = len(errors) if not allow_missing else 0
+    if not preds.keys() & refs.keys():
+        write_csv_atomic(out_dir / "errors.csv", errors, FOLDER_ERRORS_COLUMNS)
+        raise ValueError(f"{pred_dir} and {ref_dir}: no mask names in common; nothing to score "
+                         f"(names listed in {out_dir / 'errors.csv'})")
+    per_image: list[dict[str, Any]] = []
+    for stem in tqdm(sorted(refs), desc="evaluate", unit="img", disable=not progress):
+        if stem not in preds and not allow_missing:
+            continue
+        ref = read_png(refs[stem]) != 0
+        pred = read_png(preds[stem]) != 0 if stem in preds else np.zeros_like(ref)
+        if pred.shape != ref.shape:
+            errors.append({"id": stem, "pred": str(preds[stem]), "ref": str(refs[stem]),
+                           "reason": f"size mismatch: prediction {pred.shape[0]}×{pred.shape[1]}, "
+                                     f"reference {ref.shape[0]}×{ref.shape[1]}"})
+            fatal += 1
+            continue
+        per_image.append(score_pair(stem, "", pred, ref, lesion_iou, stem not in preds))
+    write_csv_atomic(out_dir / "errors.csv", errors, FOLDER_ERRORS_COLUMNS)
+    if fatal:
+        raise _folder_error(out_dir, errors, fatal, Path(pred_dir), Path(ref_dir))
+    summary = summarise_per_image(per_image, None, "as given", lesion_iou)
+    n_missing = sum(r["pred_missing"] for r in per_image)
+    summary.update(pred_dir=str(pred_dir), ref_dir=str(ref_dir), data_dir=None, n_missing=n_missing,
+                   n_unscored_predictions=len(preds.keys() - refs.keys()))
+    if n_missing:
+        log.warning("%s: %d of %d predictions missing; counted as empty", pred_dir, n_missing, len(per_image))
+    _write_evaluation(out_dir, per_image, summary)
+    return summary
+
+
+def _folder_error(out_dir: Path, errors: list[dict[str, str]], fatal: int, pred: Path, ref: Path) -> ValueError:
+    shown = "; ".join(f"{e['id']}: {e['reason']}" for e in errors[:3]) + ("; …" if len(errors) > 3 else "")
+    hint = " (--allow-missing counts a missing prediction as empty)" if any(not e["pred"] for e in errors) else ""
+    return ValueError(
+        f"{pred} against {ref}: {fatal} problem(s), all listed in {out_dir / 'errors.csv'}: {shown}{hint}"
+    )
 
 
 def summary_line(summary: dict[str, Any]) -> str:

@@ -61,20 +61,24 @@ def _real(path: str | os.PathLike) -> Path:
     return Path(os.path.realpath(path))
 
 
-def check_not_overlapping(out: Path, inputs: Iterable[str | os.PathLike], what: str = "input") -> None:
-    """Refuse an output folder that is, contains or lies inside any input (file or folder)."""
+def check_not_overlapping(out: Path, inputs: Iterable[str | os.PathLike], hosts: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse an output folder that is, contains or lies inside any input (file or folder).
+
+    `hosts` are inputs the output may lie inside because their layout has a place for it
+    (a run folder's `view/`); it still may not be or contain them."""
     target = _real(out)
-    for raw in inputs:
+    may_nest = {_real(h) for h in hosts}
+    for raw in [*inputs, *hosts]:
         source = _real(raw)
         if target == source:
             relation = "is"
         elif source.is_relative_to(target):
             relation = "contains"
-        elif target.is_relative_to(source) and not source.is_file():
+        elif target.is_relative_to(source) and not source.is_file() and source not in may_nest:
             relation = "lies inside"
         else:
             continue
-        raise ValueError(f"{out}: the output folder {relation} the {what} {raw}; choose an --out outside your data "
+        raise ValueError(f"{out}: the output folder {relation} the input {raw}; choose an --out outside your data "
                          "(mammoseg never writes into its inputs)")
 
 
@@ -144,6 +148,7 @@ def open_output_folder(
     command: str,
     *,
     inputs: Sequence[str | os.PathLike] = (),
+    hosts: Sequence[str | os.PathLike] = (),
     owned: Iterable[str] = (),
     overwrite: bool = False,
     resume: bool = False,
@@ -153,28 +158,29 @@ def open_output_folder(
 ) -> OutputFolder:
     """Make `out` ready for `command` (see the module docstring); the caller closes it when done.
 
-    `owned`: the entries (names or glob patterns) `overwrite` deletes. `resume`: a folder the
+    `owned`: the entries (names or glob patterns) `overwrite` deletes. `hosts`: inputs `out` may
+    lie inside (see `check_not_overlapping`). `resume`: a folder the
     same command wrote is continued rather than refused. `stale`: which leftover temp files
     to remove (by the file they were going to become; default all).
     """
     out = Path(out)
-    check_not_overlapping(out, inputs)
+    check_not_overlapping(out, inputs, hosts)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
     owner = written_by(out) if out.is_dir() else None
     occupied = out.is_dir() and any(entry.name not in (MARKER, LOCK) for entry in out.iterdir())
-    if (occupied or owner is not None) and (owner != command or not (overwrite or resume)):
+    if occupied and (owner != command or not (overwrite or resume)):
         raise _refusal(out, command, owner, hint)
     out.mkdir(parents=True, exist_ok=True)
     folder_lock = FolderLock(out) if lock else None
     try:
         if owner == command and overwrite:
             remove_entries(out, owned)
-        if owner is None or overwrite:
+        if owner != command or overwrite:
             write_text_atomic(out / MARKER, json.dumps({"command": command, "mammoseg": __version__}) + "\n")
         remove_stale_temps(out, stale)
     except BaseException:
         if folder_lock is not None:
             folder_lock.release()
         raise
-    return OutputFolder(out, command, owner == command and not overwrite, folder_lock)
+    return OutputFolder(out, command, occupied and owner == command and not overwrite, folder_lock)

@@ -67,6 +67,7 @@ class RunInfo:
     pred_dir: Path | None = None
     data_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    figure2_text: str = "Best / median / worst holdout cases by Dice."
 
 
 # --------------------------------------------------------------------------- reading runs
@@ -223,9 +224,18 @@ def table2_markdown(runs: Sequence[RunInfo]) -> str:
 # --------------------------------------------------------------------------- figures
 
 
+def has_reference_mass(row: Mapping[str, str]) -> bool:
+    """Whether a per_image.csv row has a reference mass (rows of evaluations without `ref_empty` count as yes)."""
+    return str(row.get("ref_empty", "0")).strip() not in ("1", "1.0", "True", "true")
+
+
 def pick_cases(per_image: Sequence[Mapping[str, str]], n: int = 3) -> list[tuple[str, dict[str, str]]]:
-    """(label, row) for the best, median and worst image by Dice (fewer if fewer images)."""
-    rows = [dict(r) for r in per_image if r.get("dice") not in (None, "", "nan")]
+    """(label, row) for the best, median and worst image by Dice among images with a reference mass.
+
+    Images without a reference mass are left out: an empty–empty image scores Dice 1 by
+    convention and would be "best" while showing nothing; they are counted in the summary.
+    """
+    rows = [dict(r) for r in per_image if r.get("dice") not in (None, "", "nan") and has_reference_mass(r)]
     rows.sort(key=lambda r: (-float(r["dice"]), r["id"]))
     if not rows:
         return []
@@ -252,7 +262,9 @@ def _tint(image: np.ndarray, mask: np.ndarray | None, colour: tuple[float, float
 
 
 def figure2(run: RunInfo, path: Path, n_cases: int = 3) -> Path | None:
-    """Figure-2-style panel: rows = cases, columns = image, reference, prediction."""
+    """Figure-2-style panel: rows = cases, columns = image, reference, prediction.
+
+    Tints are the Okabe–Ito blue (reference) and orange (prediction) that `mammoseg view` uses."""
     if run.eval_dir is None or not (run.eval_dir / "per_image.csv").is_file():
         run.notes.append("Figure 2 skipped: no per_image.csv")
         return None
@@ -262,7 +274,12 @@ def figure2(run: RunInfo, path: Path, n_cases: int = 3) -> Path | None:
     if run.pred_dir is None:
         run.notes.append("Figure 2 skipped: prediction folder not found")
         return None
-    cases = pick_cases(read_csv(run.eval_dir / "per_image.csv"), n_cases)
+    per_image = read_csv(run.eval_dir / "per_image.csv")
+    cases = pick_cases(per_image, n_cases)
+    _note_cases_without_mass(run, per_image)
+    if not cases:
+        run.notes.append("Figure 2 skipped: no evaluated image has a reference mass")
+        return None
     manifest = {r["id"]: r for r in read_csv(run.data_dir / "manifest.csv")}
     panels = []
     for label, row in cases:
@@ -285,8 +302,8 @@ def figure2(run: RunInfo, path: Path, n_cases: int = 3) -> Path | None:
     for i, (label, row, image, ref, pred) in enumerate(panels):
         shown = [
             (_tint(image, None, (0, 0, 0)), f"{row['id']} ({label})"),
-            (_tint(image, ref, (0.1, 0.9, 0.1)), "reference"),
-            (_tint(image, pred, (0.95, 0.15, 0.15)), f"prediction — DCS {float(row['dice']):.3f}"),
+            (_tint(image, ref, (0.0, 0.447, 0.698)), "reference"),
+            (_tint(image, pred, (0.902, 0.624, 0.0)), f"prediction — DCS {float(row['dice']):.3f}"),
         ]
         for ax, (img, title) in zip(axes[i], shown):
             ax.imshow(img)
@@ -295,6 +312,18 @@ def figure2(run: RunInfo, path: Path, n_cases: int = 3) -> Path | None:
     fig.suptitle(f"{run.model} ({run.weights}) — {run.label}", fontsize=10)
     save_figure(fig, path)
     return path
+
+
+def _note_cases_without_mass(run: RunInfo, per_image: Sequence[Mapping[str, str]]) -> None:
+    """Say how many images Figure 2 leaves out for want of a reference mass (they stay in the summary)."""
+    without = [r for r in per_image if not has_reference_mass(r)]
+    both_empty = sum(1 for r in without if str(r.get("pred_empty", "")).strip() == "1")
+    run.figure2_text = (
+        f"Best / median / worst holdout cases by Dice among the {len(per_image) - len(without)} images with a "
+        f"reference mass. {len(without)} image(s) without a reference mass are counted in the summary but not shown "
+        f"({both_empty} with no predicted mass either, Dice 1 by convention; {len(without) - both_empty} with a "
+        "predicted mass, Dice 0)."
+    )
 
 
 def learning_curves(run: RunInfo, path: Path) -> Path | None:
@@ -369,7 +398,7 @@ def _write_report_files(infos: list[RunInfo], out: Path, n_cases: int) -> Path:
         curves = learning_curves(info, out / f"learning_curves_{info.label}.png")
         lines.append("")
         if fig2 is not None:
-            lines += [f"Best / median / worst holdout cases by Dice: ![Figure 2]({fig2.name})", ""]
+            lines += [f"{info.figure2_text} ![Figure 2]({fig2.name})", ""]
         if curves is not None:
             lines += [f"Learning curves of every fold: ![learning curves]({curves.name})", ""]
         for note in info.notes:

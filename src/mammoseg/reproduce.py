@@ -10,7 +10,7 @@ weights option that encoder trains from random initialisation, which is said on 
 console and marked "none (random init)" in the table.
 
 Layout: OUT/<model>/ is the run (config.yaml, folds.csv, fold*/), OUT/<model>/holdout_pred,
-OUT/<model>/eval, OUT/report/. Every stage resumes: training skips finished folds, and
+OUT/<model>/eval, OUT/<model>/view/ (the results site), OUT/report/. Every stage resumes: training skips finished folds, and
 prediction/evaluation are skipped when their outputs are complete and newer than their inputs.
 """
 
@@ -35,6 +35,7 @@ from mammoseg.predict import predict
 from mammoseg.report import write_report
 from mammoseg.run_layout import RunLayout
 from mammoseg.training import run_cross_validation
+from mammoseg.view import write_view
 
 log = logging.getLogger(__name__)
 
@@ -208,4 +209,8 @@ def reproduce(
             for name, cfg, label in plans
         ]
         echo(f"report -> {out / 'report'}")
-        return write_report([r.run_dir for r in results], out / "report", data_dir=data)
+        report = write_report([r.run_dir for r in results], out / "report", data_dir=data)
+        for r in results:  # each model's results site, inside its run folder
+            view = write_view(r.run_dir, RunLayout(r.run_dir).view, data_dir=data, overwrite=True, progress=progress)
+            echo(f"view: {view}")
+        return report

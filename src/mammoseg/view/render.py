@@ -1,0 +1,190 @@
+"""One case's pictures: a thumbnail overlay and the full-size layers the case page stacks.
+
+Everything is shown on one grid, the image's: the prepared grid when a prepared folder
+provides the image (a prediction or probability map on the original grid is mapped onto it
+with the manifest's pad/resize plan, as `evaluate` does), else the prediction's own grid.
+Layers larger than `max_side` on their long side are shrunk to it (area averaging for the
+image, contours traced at full size and scaled, so a small mass never vanishes).
+
+Files per case (`f` is the case's file name): ``thumbs/<f>.png`` (RGB, long side
+`THUMB_SIDE`), ``full/<f>-image.png`` (8-bit grey), ``full/<f>-ref.png`` and
+``full/<f>-pred.png`` (contours on transparency), ``full/<f>-prob.png`` (colour map whose
+opacity is the probability) when predict saved ``prob/``.
+
+Colours: Okabe–Ito blue for the reference and orange for the prediction, a pair that
+readers with any common colour-vision deficiency tell apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from matplotlib import colormaps
+
+from mammoseg.dicom import read_mammogram
+from mammoseg.evaluate import score_pair
+from mammoseg.geometry import apply_to_image, apply_to_mask
+from mammoseg.io import read_png, write_bytes_atomic, write_png
+from mammoseg.view.collect import Case
+
+REF_RGB = (0x00, 0x72, 0xB2)  # Okabe–Ito blue
+PRED_RGB = (0xE6, 0x9F, 0x00)  # Okabe–Ito orange
+THUMB_SIDE = 128
+DEFAULT_MAX_SIDE = 2048
+LESION_IOU = 0.2
+
+
+@dataclass
+class Layers:
+    """A case's arrays on one grid: 8-bit image, boolean masks (None when unknown), probability in [0, 1]."""
+
+    image: np.ndarray | None
+    ref: np.ndarray | None
+    pred: np.ndarray
+    prob: np.ndarray | None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pred.shape  # every layer has been brought onto this grid
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """8-bit grey image from a PNG (any depth) or a DICOM file (windowed as predict sees it)."""
+    pixels = read_png(path) if path.suffix.lower() == ".png" else read_mammogram(path).pixels
+    if pixels.dtype == np.uint16:
+        return (pixels >> 8).astype(np.uint8)
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"{path}: expected an 8- or 16-bit grey image, got {pixels.dtype}")
+    return pixels
+
+
+def _onto_grid(array: np.ndarray, shape: tuple[int, int], case: Case, path: Path | None, what: str) -> np.ndarray:
+    """`array` on the display grid: as it is, or mapped from the original grid with the case's plan."""
+    if array.shape == shape:
+        return array
+    plan = case.plan
+    if plan is not None and array.shape == (plan.orig_height, plan.orig_width) and shape == (plan.size, plan.size):
+        if array.dtype == bool:
+            return apply_to_mask(array.astype(np.uint8), plan) != 0
+        return apply_to_image(array, plan)
+    raise ValueError(
+        f"{path or case.id}: {what} is {array.shape[0]}×{array.shape[1]}, the image is {shape[0]}×{shape[1]}; "
+        "mammoseg view shows them together only on one grid (or the prepared grid with its manifest)"
+    )
+
+
+def load_layers(case: Case) -> Layers:
+    """Read a case's image, masks and probability map and bring them onto one grid."""
+    image = _read_image(case.image) if case.image is not None else None
+    ref = read_png(case.ref) != 0 if case.ref is not None else None
+    pred = read_png(case.pred) != 0 if case.pred is not None else None
+    prob = read_png(case.prob).astype(np.float32) / 65535.0 if case.prob is not None else None
+    present = [a.shape for a in (image, ref, pred) if a is not None]
+    if not present:
+        raise FileNotFoundError(f"{case.id}: no image, reference or predicted mask found")
+    grid = present[0]
+    if pred is None:
+        pred = np.zeros(grid, bool)  # evaluated with --allow-missing: an empty prediction
+    ref = _onto_grid(ref, grid, case, case.ref, "reference mask") if ref is not None else None
+    pred = _onto_grid(pred, grid, case, case.pred, "predicted mask")
+    prob = _onto_grid(prob, grid, case, case.prob, "probability map") if prob is not None else None
+    return Layers(image, ref, pred, prob)
+
+
+def outcome(ref_empty: int | None, pred_empty: int | None) -> str:
+    """TP/FN/FP/TN for "mass present": reference mass and predicted mass, found or not."""
+    if ref_empty is None or pred_empty is None:
+        return ""
+    return {(0, 0): "TP", (0, 1): "FN", (1, 0): "FP", (1, 1): "TN"}[(int(ref_empty), int(pred_empty))]
+
+
+def case_scores(case: Case, layers: Layers) -> dict[str, Any]:
+    """The evaluation's numbers for the case; computed from the shown masks when it was not evaluated."""
+    scores = dict(case.scores)
+    if "dice" not in scores and layers.ref is not None:
+        scores.update(score_pair(case.id, case.patient, layers.pred, layers.ref, LESION_IOU))
+    scores.setdefault("pred_empty", int(not layers.pred.any()))
+    if layers.ref is not None:
+        scores.setdefault("ref_empty", int(not layers.ref.any()))
+    return scores
+
+
+def _contours(mask: np.ndarray, scale: float) -> list[np.ndarray]:
+    found, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    return [np.round((c.astype(np.float32) + 0.5) * scale - 0.5).astype(np.int32) for c in found]
+
+
+def _resize(array: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
+    return array if array.shape[:2] == size else cv2.resize(array, size[::-1], interpolation=interpolation)
+
+
+def thumbnail(layers: Layers, side: int = THUMB_SIDE) -> np.ndarray:
+    """RGB overlay: the image shrunk to at most `side` on its long side, reference then prediction contours."""
+    h, w = layers.shape
+    scale = min(1.0, side / max(h, w))
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    grey = _resize(layers.image, size, cv2.INTER_AREA) if layers.image is not None else np.zeros(size, np.uint8)
+    rgb = np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    for mask, colour in ((layers.ref, REF_RGB), (layers.pred, PRED_RGB)):
+        if mask is not None and mask.any():
+            cv2.drawContours(rgb, _contours(mask, scale), -1, colour, 1, lineType=cv2.LINE_8)
+    return rgb
+
+
+def contour_layer(mask: np.ndarray, colour: tuple[int, int, int], size: tuple[int, int], scale: float) -> np.ndarray:
+    """RGBA picture of `mask`'s outline in `colour` (a dark rim keeps it visible on bright tissue)."""
+    rgba = np.zeros((*size, 4), np.uint8)
+    if mask.any():
+        width = max(1, round(max(size) / 400))
+        line = cv2.LINE_AA if width > 1 else cv2.LINE_8  # a 1-pixel line stays crisp and fully opaque
+        contours = _contours(mask, scale)
+        cv2.drawContours(rgba, contours, -1, (0, 0, 0, 160), width + 2, lineType=line)
+        cv2.drawContours(rgba, contours, -1, (*colour, 255), width, lineType=line)
+    return rgba
+
+
+def probability_layer(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """RGBA: the viridis colour of each probability, opacity growing with it (0 → transparent)."""
+    p = np.clip(_resize(prob.astype(np.float32), size, cv2.INTER_LINEAR), 0.0, 1.0)
+    return _PROB_LUT[np.round(p * 255).astype(np.uint8)]
+
+
+def _probability_lut() -> np.ndarray:
+    """256 RGBA entries: viridis, opacity 0 below 0.02, then 0.25 + 0.6·p."""
+    p = np.linspace(0.0, 1.0, 256)
+    lut = np.round(colormaps["viridis"](p) * 255).astype(np.uint8)
+    lut[:, 3] = np.round(np.where(p < 0.02, 0.0, 0.25 + 0.6 * p) * 255).astype(np.uint8)
+    return lut
+
+
+_PROB_LUT = _probability_lut()
+
+
+def write_rgba_png(path: Path, rgba: np.ndarray) -> None:
+    """RGBA uint8 array → PNG, atomically (mammoseg.io.write_png writes grey and RGB only)."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    write_bytes_atomic(path, buf.tobytes())
+
+
+def write_case_files(out: Path, name: str, layers: Layers, max_side: int = DEFAULT_MAX_SIDE) -> dict[str, int]:
+    """Write the thumbnail and the full-size layers of one case; returns their sizes for the page."""
+    h, w = layers.shape
+    scale = min(1.0, max_side / max(h, w))
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    thumb = thumbnail(layers)
+    write_png(out / "thumbs" / f"{name}.png", thumb)
+    full = out / "full"
+    if layers.image is not None:
+        write_png(full / f"{name}-image.png", _resize(layers.image, size, cv2.INTER_AREA))
+    if layers.ref is not None:
+        write_rgba_png(full / f"{name}-ref.png", contour_layer(layers.ref, REF_RGB, size, scale))
+    write_rgba_png(full / f"{name}-pred.png", contour_layer(layers.pred, PRED_RGB, size, scale))
+    if layers.prob is not None:
+        write_rgba_png(full / f"{name}-prob.png", probability_layer(layers.prob, size))
+    return {"w": size[1], "h": size[0], "tw": thumb.shape[1], "th": thumb.shape[0], "grid_w": w, "grid_h": h}

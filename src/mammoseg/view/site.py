@@ -1,0 +1,186 @@
+"""Write the static results site: pages, pictures, and the data table the pages read.
+
+The pages (``assets/``: index.html, case.html, view.css, view.js) are copied as they are;
+everything about the cases goes into ``data.js``, one script defining ``window.MAMMOSEG_VIEW``
+(a page opened from disk may not `fetch` a JSON file, but it may load a script). The folder
+is opened through `mammoseg.folders` (DESIGN.md §4b): never written into unless `view` wrote it,
+never over an input (a run's own `view/` excepted), and ``--overwrite`` removes only `OWNED`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from mammoseg import __version__
+from mammoseg.evaluate import summarise_per_image
+from mammoseg.folders import open_output_folder
+from mammoseg.io import read_csv, write_bytes_atomic, write_text_atomic
+from mammoseg.manifest import UniqueIds
+from mammoseg.plots import plot_learning_curves
+from mammoseg.report import table2_markdown
+from mammoseg.run_layout import RunLayout
+from mammoseg.view.collect import Case, ViewInput, collect_cases, resolve_input
+from mammoseg.view.render import DEFAULT_MAX_SIDE, LESION_IOU, PRED_RGB, REF_RGB, case_scores, load_layers, outcome
+from mammoseg.view.render import write_case_files
+
+ASSETS = ("index.html", "case.html", "view.css", "view.js")
+#: Everything view writes into its folder (and all that --overwrite removes).
+OWNED = (*ASSETS, "data.js", "thumbs", "full", "figures")
+#: Columns of the data table in data.js, one list per case in this order.
+COLUMNS = ("id", "f", "patient", "view", "laterality", "outcome", "dice", "iou", "ref_area", "pred_area",
+           "n_ref_lesions", "n_detected", "n_fp", "img", "ref", "prob", "w", "h", "tw", "th")
+
+
+def file_names(ids: Sequence[str]) -> list[str]:
+    """A file-system- and URL-safe, unique name per case id (the id rule of every stage)."""
+    names = UniqueIds()
+    return [names.take(image_id) for image_id in ids]
+
+
+def markdown_blocks(text: str) -> list[dict[str, Any]]:
+    """Markdown tables and lines as {"header", "rows"} / {"text"} blocks the page renders as text."""
+    blocks: list[dict[str, Any]] = []
+    table: dict[str, Any] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line.startswith("|"):
+            table = None
+            if line:
+                blocks.append({"text": line.lstrip("#").strip()})
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if table is None:
+            table = {"header": cells, "rows": []}
+            blocks.append(table)
+        elif not all(set(c) <= set("-: ") for c in cells):
+            table["rows"].append(cells)
+    return blocks
+
+
+def _number(value: Any) -> float | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)
+
+
+def case_row(case: Case, name: str, scores: dict[str, Any], areas: tuple[int | None, int], sizes: dict[str, int],
+             has: dict[str, bool]) -> list[Any]:
+    """One row of the data table, in `COLUMNS` order."""
+    values = {
+        "id": case.id, "f": name, "patient": case.patient, "view": case.view, "laterality": case.laterality,
+        "outcome": outcome(scores.get("ref_empty"), scores.get("pred_empty")),
+        "dice": _number(scores.get("dice")), "iou": _number(scores.get("iou")),
+        "ref_area": areas[0], "pred_area": areas[1], "n_ref_lesions": scores.get("n_ref_lesions"),
+        "n_detected": scores.get("n_detected"), "n_fp": scores.get("n_false_positives"),
+        "img": int(has["img"]), "ref": int(has["ref"]), "prob": int(has["prob"]), **sizes,
+    }
+    return [values[c] for c in COLUMNS]
+
+
+def write_cases(inp: ViewInput, out: Path, max_side: int, progress: bool) -> tuple[list[list[Any]], list[dict]]:
+    """Pictures of every case; returns the data-table rows and the rows scored here (no evaluation)."""
+    cases = collect_cases(inp)
+    rows, computed = [], []
+    names = file_names([c.id for c in cases])
+    for case, name in tqdm(list(zip(cases, names)), desc="view", unit="img", disable=not progress):
+        layers = load_layers(case)
+        scores = case_scores(case, layers)
+        if "dice" in scores and "dice" not in case.scores:
+            computed.append(scores)
+        sizes = write_case_files(out, name, layers, max_side)
+        ref_area = int(np.count_nonzero(layers.ref)) if layers.ref is not None else None
+        has = {"img": layers.image is not None, "ref": layers.ref is not None, "prob": layers.prob is not None}
+        rows.append(case_row(case, name, scores, (ref_area, int(np.count_nonzero(layers.pred))), sizes, has))
+    return rows, computed
+
+
+def run_extras(inp: ViewInput, out: Path) -> dict[str, Any] | None:
+    """For a run: model, weights, the learning curves of every fold and Table 2."""
+    if inp.run is None:
+        return None
+    info = inp.run
+    title = f"{info.model} ({info.weights}) — {info.label}"
+    curves = None
+    logs = RunLayout(info.run_dir).fold_logs()
+    if logs:
+        plot_learning_curves(out / "figures" / "learning_curves.png", [(f.dir.name, read_csv(f.log)) for f in logs], title)
+        curves = "figures/learning_curves.png"
+    return {"model": info.model, "weights": info.weights, "dataset": info.dataset, "run_dir": str(info.run_dir),
+            "learning_curves": curves, "table2": markdown_blocks(table2_markdown([info]))}
+
+
+def _summary(inp: ViewInput, computed: list[dict], n_rows: int) -> tuple[dict[str, Any] | None, str]:
+    if inp.summary is not None:
+        return inp.summary, "evaluation"
+    if computed and len(computed) == n_rows:
+        return summarise_per_image(computed, None, "shown", LESION_IOU), "computed by view"
+    return None, "none"
+
+
+def _finite(value: Any) -> Any:
+    """The value with NaN/inf replaced by None (JSON has no NaN; summary.json may hold one)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_data_js(out: Path, data: dict[str, Any]) -> None:
+    text = json.dumps(_finite(data), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    write_text_atomic(out / "data.js", f"window.MAMMOSEG_VIEW = {text};\n")
+
+
+def write_assets(out: Path) -> None:
+    folder = resources.files("mammoseg.view") / "assets"
+    for name in ASSETS:
+        write_bytes_atomic(out / name, (folder / name).read_bytes())
+
+
+def write_view(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    max_side: int = DEFAULT_MAX_SIDE,
+    progress: bool = True,
+) -> Path:
+    """Write the results site of a prediction, evaluation or run folder; returns its index.html.
+
+    `out_dir` defaults to ``<source>/view``; `data_dir` is the prepared folder when the
+    input does not record it. See docs/view.md.
+    """
+    if max_side < 64:
+        raise ValueError(f"--max-side {max_side}: give at least 64 pixels")
+    inp = resolve_input(source, data_dir)
+    out = Path(out_dir) if out_dir is not None else inp.root / "view"
+    with open_output_folder(out, "view", inputs=[f for f in inp.folders() if f != inp.root], hosts=[inp.root],
+                            owned=OWNED, overwrite=overwrite):
+        return _write_site(inp, out, max_side, progress)
+
+
+def _write_site(inp: ViewInput, out: Path, max_side: int, progress: bool) -> Path:
+    rows, computed = write_cases(inp, out, max_side, progress)
+    summary, metrics_from = _summary(inp, computed, len(rows))
+    write_data_js(out, {
+        "format": 1, "version": __version__, "kind": inp.kind, "source": str(inp.root),
+        "folders": {k: str(v) if v is not None else None for k, v in
+                    (("pred", inp.pred_dir), ("eval", inp.eval_dir), ("data", inp.data_dir), ("ref", inp.ref_dir))},
+        "metrics_from": metrics_from, "summary": summary, "run": run_extras(inp, out), "max_side": max_side,
+        "colours": {"reference": "#%02X%02X%02X" % REF_RGB, "prediction": "#%02X%02X%02X" % PRED_RGB},
+        "columns": list(COLUMNS), "rows": rows,
+    })
+    write_assets(out)
+    return out / "index.html"
