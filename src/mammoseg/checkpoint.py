@@ -85,7 +85,7 @@ def save_checkpoint(
     for key in ("image_size", "fold", "epoch", "val_loss"):
         ckpt.setdefault(key, None)
     ckpt.update(extra)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=True) as tmp:  # hours of training: fsync before the rename
         torch.save(ckpt, tmp)
 
 

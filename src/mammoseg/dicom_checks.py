@@ -162,8 +162,8 @@ def check_inflated_size(path: Path, limits: ReadLimits) -> None:
             return
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         size = 0
-        while chunk := fh.read(1 << 20):
-            while chunk and size <= limits.max_bytes:
+        while not inflater.eof and (chunk := fh.read(1 << 20)):
+            while chunk and size <= limits.max_bytes and not inflater.eof:
                 size += len(inflater.decompress(chunk, _INFLATE_STEP))  # bounded output per call
                 chunk = inflater.unconsumed_tail
             if size > limits.max_bytes:

@@ -166,6 +166,6 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
             try:
                 return list(reader)
             except csv.Error as exc:
-                raise ValueError(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from None
+                raise ValueError(f"{path}: not valid CSV after line {reader.line_num} ({exc})") from None
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the CSV as UTF-8") from None

@@ -90,6 +90,9 @@ def build_fold_data(
     progress: bool,
 ) -> FoldData:
     """Datasets and loaders of one fold (training shuffled and augmented, validation as is)."""
+    if len(train_rows) < 2:
+        raise ValueError(f"{data_dir / 'manifest.csv'}: a fold has only {len(train_rows)} training image(s); "
+                         "batch norm needs at least 2: use fewer folds (n_folds=...) or more data")
     image_size = prepared_image_size(list(train_rows) + list(val_rows), data_dir)
     if cfg.crop_size > image_size:
         raise ValueError(f"config key 'crop_size': {cfg.crop_size} is larger than the prepared images ({image_size} px)")
