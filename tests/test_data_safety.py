@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 

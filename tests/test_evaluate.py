@@ -117,7 +117,7 @@ def test_missing_predictions_error_or_counted_empty(tmp_path):
 
 
 def test_original_size_grid_and_predictions_on_either_grid(tmp_path):
-    ref_orig = rect(ORIG, 8, 24, 4, 12)  # 16×8 = 128 px
+    # the reference on the original grid: rows 8–24, columns 4–12 (16×8 = 128 px)
     pred_orig = rect(ORIG, 8, 24, 4, 7)  # 16×3 = 48 px, inside: not aligned to the 2× grid
     ref_prep = rect((S, S), 4, 12, 2, 6)  # the same rectangle on the prepared grid
     cases = {
