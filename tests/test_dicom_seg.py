@@ -109,6 +109,7 @@ def test_mass_segments_of_an_annotation_seg_are_read_per_image(tmp_path):
     from mammoseg.dicom_seg import mass_segment_numbers, read_seg_mask
 
     source = make_mg()
+    source.PixelSpacing = [0.07, 0.07]  # highdicom then writes Pixel Measures it cannot read back itself
     mass = np.zeros((70, 45), bool)
     mass[5:20, 3:9] = True
     mass[60, 44] = True
@@ -119,15 +120,22 @@ def test_mass_segments_of_an_annotation_seg_are_read_per_image(tmp_path):
     seg = pydicom.dcmread(path)
     assert mass_segment_numbers(seg) == (2,)
     np.testing.assert_array_equal(read_seg_mask(path, source.SOPInstanceUID, (2,), 70, 45), mass)
-    with pytest.raises(ValueError, match="70x45 but image"):
+    np.testing.assert_array_equal(read_seg_mask(path, source.SOPInstanceUID, (1, 2), 70, 45), mass | calcification)
+    with pytest.raises(ValueError, match="SEG frames are 70x45 but image"):
         read_seg_mask(path, source.SOPInstanceUID, (2,), 71, 45)
-    with pytest.raises(ValueError, match="cannot read the SEG frames of image 1.2.3"):
+    with pytest.raises(ValueError, match="the SEG does not reference image 1.2.3"):
         read_seg_mask(path, "1.2.3", (2,), 70, 45)
 
 
-def test_predictions_are_not_reference_masks():
-    from mammoseg.dicom_seg import mass_segment_numbers
+def test_predictions_are_not_reference_masks(tmp_path):
+    from mammoseg.dicom_seg import mass_segment_numbers, read_seg_mask
 
-    seg = build_dicom_seg(np.ones((70, 45), bool), make_mg())
+    source = make_mg()
+    source.PixelSpacing = [0.07, 0.07]
+    mask = np.zeros((70, 45), bool)
+    mask[33:50, 0:45] = True
+    path = write_dicom_seg(mask, source, tmp_path / "p.dcm")
+    seg = pydicom.dcmread(path)
     assert mass_segment_numbers(seg) == ()  # AUTOMATIC: mammoseg's own output
     assert mass_segment_numbers(seg, algorithm_types=("AUTOMATIC",)) == (1,)
+    np.testing.assert_array_equal(read_seg_mask(path, source.SOPInstanceUID, (1,), 70, 45), mask)

@@ -250,7 +250,8 @@ def mass_segment_numbers(seg: Any, algorithm_types: tuple[str, ...] = REFERENCE_
     numbers = []
     for segment in seg.get("SegmentSequence") or []:
         codes = segment.get("SegmentedPropertyTypeCodeSequence") or []
-        is_mass = any((str(c.get("CodeValue", "")), str(c.get("CodingSchemeDesignator", ""))) == MASS_CODE for c in codes)
+        is_mass = any((str(c.get("CodeValue", "")), str(c.get("CodingSchemeDesignator", ""))) == MASS_CODE
+                      for c in codes)
         is_mass = is_mass or str(segment.get("SegmentLabel", "")).strip().lower() == "mass"
         if is_mass and str(segment.get("SegmentAlgorithmType", "")).upper() in algorithm_types:
             numbers.append(int(segment.SegmentNumber))
@@ -259,18 +260,56 @@ def mass_segment_numbers(seg: Any, algorithm_types: tuple[str, ...] = REFERENCE_
 
 def read_seg_mask(path: str | os.PathLike, sop_instance_uid: str, segment_numbers: tuple[int, ...],
                   height: int, width: int) -> np.ndarray:
-    """Union of `segment_numbers` of the SEG at `path` on the image `sop_instance_uid`, as bool H x W."""
-    hd = require_highdicom()
+    """Union of `segment_numbers` of the SEG at `path` on the image `sop_instance_uid`, as bool H x W.
+
+    Frames are matched to the image through their Derivation Image Sequence (per frame, or
+    shared; a SEG of a single image may omit it). Read with pydicom: highdicom 0.28 refuses
+    to read back the Pixel Measures it writes for 2-D images. A FRACTIONAL segment counts
+    where it reaches half its maximum. An image the SEG references but has no frame for (an
+    empty frame left out) gets an empty mask.
+    """
+    import pydicom
+
     try:
-        seg = hd.seg.segread(path)
-        pixels = seg.get_pixels_by_source_instance(
-            source_sop_instance_uids=[sop_instance_uid], segment_numbers=list(segment_numbers),
-            combine_segments=False,
-        )
-    except (ValueError, KeyError, OSError, AttributeError) as exc:
-        raise ValueError(f"{path}: cannot read the SEG frames of image {sop_instance_uid} ({exc})") from exc
-    mask = np.asarray(pixels)[0].any(axis=-1)
-    if mask.shape != (height, width):
-        raise ValueError(f"{path}: SEG frame is {mask.shape[0]}x{mask.shape[1]} but image "
+        seg = pydicom.dcmread(path)
+        frames = np.asarray(seg.pixel_array).reshape(-1, int(seg.Rows), int(seg.Columns))
+        index = _frame_sources(seg)
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read the SEG frames ({type(exc).__name__}: {exc})") from exc
+    if sop_instance_uid not in referenced_instances(seg):
+        raise ValueError(f"{path}: the SEG does not reference image {sop_instance_uid}")
+    if frames.shape[1:] != (height, width):
+        raise ValueError(f"{path}: SEG frames are {frames.shape[1]}x{frames.shape[2]} but image "
                          f"{sop_instance_uid} is {height}x{width}")
+    fractional = str(seg.get("SegmentationType", "BINARY")).upper() == "FRACTIONAL"
+    cut = (int(seg.get("MaximumFractionalValue", 255)) + 1) // 2 if fractional else 1
+    mask = np.zeros((height, width), dtype=bool)
+    for frame, (source, number) in zip(frames, index):
+        if source == sop_instance_uid and number in segment_numbers:
+            mask |= frame >= cut
     return mask
+
+
+def _frame_sources(seg: Any) -> list[tuple[str, int]]:
+    """(source SOP Instance UID, segment number) of every frame of a SEG."""
+    shared = (seg.get("SharedFunctionalGroupsSequence") or [None])[0]
+    referenced = referenced_instances(seg)
+    only = next(iter(referenced)) if len(referenced) == 1 else ""
+    out = []
+    for frame in seg.get("PerFrameFunctionalGroupsSequence") or []:
+        source = _derivation_source(frame) or (_derivation_source(shared) if shared is not None else "") or only
+        ident = frame.get("SegmentIdentificationSequence") or (shared.get("SegmentIdentificationSequence")
+                                                               if shared is not None else None)
+        out.append((source, int(ident[0].ReferencedSegmentNumber)))
+    return out
+
+
+def _derivation_source(group: Any) -> str:
+    """The source image of a functional group's Derivation Image Sequence ('' if none); refuses moved pixels."""
+    for derivation in group.get("DerivationImageSequence") or []:
+        for source in derivation.get("SourceImageSequence") or []:
+            if str(source.get("SpatialLocationsPreserved", "YES")).upper() == "NO":
+                raise ValueError(f"frames of image {source.get('ReferencedSOPInstanceUID')} do not preserve "
+                                 "its pixel locations")
+            return str(source.get("ReferencedSOPInstanceUID", ""))
+    return ""

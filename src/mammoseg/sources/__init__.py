@@ -1,4 +1,4 @@
-"""Where images and masks come from: manifest CSV, INbreast, CBIS-DDSM (and synthetic phantoms).
+"""Where images and masks come from: manifest CSV, INbreast, CBIS-DDSM, a DICOMweb server (and synthetic phantoms).
 
 Every source yields `Record`s; `iter_records(fmt, src, **options)` picks the reader for a
 `--format`. The synthetic generator (`mammoseg.sources.synthetic`) writes data in these
@@ -18,6 +18,7 @@ from mammoseg.sources.records import (
     PolygonMask,
     Record,
     RoiDicomMask,
+    SegMask,
     safe_id,
 )
 
@@ -29,22 +30,27 @@ __all__ = [
     "PolygonMask",
     "Record",
     "RoiDicomMask",
+    "SegMask",
     "iter_records",
     "safe_id",
 ]
 
 log = logging.getLogger(__name__)
 
-#: The `--format` values of `mammoseg prepare`.
+#: The folder layouts of `mammoseg prepare --format` (and of `mammoseg synth`).
 FORMATS: tuple[str, ...] = ("manifest", "inbreast", "cbis-ddsm")
+#: Sources that are not a folder layout: a DICOMweb server (images and SEG masks pulled into a cache).
+REMOTE_FORMATS: tuple[str, ...] = ("dicomweb",)
 
 
 def iter_records(fmt: str, src: str | os.PathLike, **options) -> Iterator[Record]:
     """Records of the dataset at `src` in layout `fmt`; ids are made unique (`<id>_2`, ...).
 
     Options: manifest `csv=[...]`; inbreast `mass_names=("Mass",)`;
-    cbis-ddsm `csv=[...]`, `keep_official_split=False`. An option the format does not
-    take is an error, so a misspelt or misplaced command-line flag is not silently ignored.
+    cbis-ddsm `csv=[...]`, `keep_official_split=False`; dicomweb (`src` is the cache
+    folder) `url=`, `studies=[...]`, `query=["Key=Value", ...]`, `netrc=`, `ca_bundle=`.
+    An option the format does not take is an error, so a misspelt or misplaced
+    command-line flag is not silently ignored.
     """
     if fmt == "manifest":
         from mammoseg.sources.manifest import iter_manifest_records as reader
@@ -52,8 +58,10 @@ def iter_records(fmt: str, src: str | os.PathLike, **options) -> Iterator[Record
         from mammoseg.sources.inbreast import iter_inbreast_records as reader
     elif fmt in ("cbis-ddsm", "cbis_ddsm", "cbis"):
         from mammoseg.sources.cbis_ddsm import iter_cbis_records as reader
+    elif fmt == "dicomweb":
+        from mammoseg.sources.dicomweb import iter_dicomweb_records as reader
     else:
-        raise ValueError(f"unknown source format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        raise ValueError(f"unknown source format {fmt!r}; expected one of {', '.join(FORMATS + REMOTE_FORMATS)}")
     try:
         records = reader(src, **options)
     except TypeError as exc:

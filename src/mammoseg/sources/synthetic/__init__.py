@@ -13,8 +13,9 @@ VOI; the device and exposure attributes vendors write) in the layout of the `man
 
 Modules: `texture` (1/f^beta noise fields), `phantom` (the image model: breast, tissue,
 pectoral muscle, masses; geometry conventions and the mass size rule), `dicom_writer`
-(stored values, tags, photometric, VOI, UIDs), `acquisition` (device style and exposure), `plan` (which breast, masses and encoding
-each image gets) and `layouts` (the three folder layouts and `write_synthetic_dataset`).
+(stored values, tags, photometric, VOI, UIDs), `acquisition` (device style and exposure),
+`plan` (which breast, masses and encoding each image gets) and `layouts` (the three folder
+layouts and `write_synthetic_dataset`).
 """
 
 from __future__ import annotations

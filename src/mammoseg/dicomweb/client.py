@@ -5,7 +5,7 @@ store), not in folders. This module is what `predict --dicomweb` and `prepare --
 dicomweb` use to talk to one, over the standard QIDO-RS (search), WADO-RS (retrieve) and
 STOW-RS (store) services, through the well-kept `dicomweb-client`.
 
-Rules it keeps:
+Rules it keeps (the first three in `mammoseg.dicomweb.session`):
 - **Credentials** never come from the command line: `MAMMOSEG_DICOMWEB_TOKEN` (a bearer
   token), or `MAMMOSEG_DICOMWEB_USER` + `MAMMOSEG_DICOMWEB_PASSWORD`, or a netrc file (the
   one given, else `~/.netrc`) with an entry for the server's host. A URL with a user or
@@ -24,55 +24,42 @@ Needs the optional extra: `pip install 'mammoseg[dicomweb]'`.
 from __future__ import annotations
 
 import logging
-import netrc
 import os
 import re
-import ssl
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from mammoseg import __version__
 from mammoseg.dicom_codes import BREAST_TOMOSYNTHESIS, MG_FOR_PRESENTATION, MG_FOR_PROCESSING, SEGMENTATION
 from mammoseg.dicom_seg import SegIdentity, referenced_instances, seg_identity
+from mammoseg.dicomweb.session import (
+    ENV_USER,
+    RETRY_STATUS,
+    DicomWebError,
+    checked_url,
+    make_session,
+    resolve_auth,
+    root_reason,
+)
 from mammoseg.io import atomic_path
 
-try:  # the optional extra
-    import certifi
+try:  # the optional extra (the session module has already checked requests)
     import requests
     from dicomweb_client.api import DICOMwebClient
-    from requests.adapters import HTTPAdapter
-    from requests.auth import HTTPBasicAuth
-    from urllib3.util.retry import Retry
 except ImportError as _missing:  # pragma: no cover - depends on the environment
     raise ImportError(
-        f"DICOMweb access needs dicomweb-client and requests ({_missing}): pip install 'mammoseg[dicomweb]'"
+        f"DICOMweb access needs dicomweb-client ({_missing}): pip install 'mammoseg[dicomweb]'"
     ) from _missing
 
 log = logging.getLogger(__name__)
 
-ENV_USER, ENV_PASSWORD, ENV_TOKEN = "MAMMOSEG_DICOMWEB_USER", "MAMMOSEG_DICOMWEB_PASSWORD", "MAMMOSEG_DICOMWEB_TOKEN"
-RETRY_STATUS = (429, 500, 502, 503, 504)
 #: QIDO attributes asked for each instance: study, series and SOP instance UIDs, SOP class, modality.
 _FIELDS = ("0020000D", "0020000E", "00080018", "00080016", "00080060")
-
-
-class DicomWebError(RuntimeError):
-    """A DICOMweb request that failed; the message is one line: '<server> [instance]: <reason>'.
-
-    `fatal` marks failures of the server as a whole (authentication, connection, TLS), which
-    repeating for the next instance would not cure.
-    """
-
-    def __init__(self, message: str, fatal: bool = False) -> None:
-        super().__init__(message)
-        self.fatal = fatal
 
 
 @dataclass(frozen=True)
@@ -126,86 +113,6 @@ def _sop_class_name(uid: str) -> str:
     return f"{name} ({uid})" if name and name != uid else (uid or "unknown")
 
 
-def resolve_auth(url: str, netrc_file: str | os.PathLike | None = None,
-                 env: Mapping[str, str] | None = None) -> tuple[Any, str]:
-    """(requests auth or None, where it came from): token, user/password variables, or netrc."""
-    env = os.environ if env is None else env
-    host = urlsplit(url).hostname or ""
-    if env.get(ENV_TOKEN):
-        return _BearerAuth(env[ENV_TOKEN]), ENV_TOKEN
-    user, password = env.get(ENV_USER), env.get(ENV_PASSWORD)
-    if user or password:
-        if not (user and password):
-            raise DicomWebError(f"{url}: set both {ENV_USER} and {ENV_PASSWORD} (only one is set)")
-        return HTTPBasicAuth(user, password), f"{ENV_USER}/{ENV_PASSWORD}"
-    explicit = netrc_file is not None
-    path = Path(netrc_file) if explicit else Path.home() / ".netrc"
-    if not path.is_file():
-        if explicit:
-            raise DicomWebError(f"{url}: netrc file {path} does not exist")
-        return None, "no credentials"
-    try:
-        entry = netrc.netrc(str(path)).authenticators(host)
-    except (netrc.NetrcParseError, OSError) as exc:
-        raise DicomWebError(f"{url}: cannot read netrc file {path} ({exc})") from exc
-    if entry is None:
-        if explicit:
-            raise DicomWebError(f"{url}: netrc file {path} has no entry for host {host}")
-        return None, "no credentials"
-    login, _, secret = entry
-    return HTTPBasicAuth(login or "", secret or ""), f"netrc file {path}"
-
-
-class _BearerAuth:
-    """`Authorization: Bearer <token>` on every request."""
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def __call__(self, request: Any) -> Any:
-        request.headers["Authorization"] = f"Bearer {self.token}"
-        return request
-
-
-def make_session(auth: Any, ca_bundle: str | os.PathLike | None, retries: int, backoff: float) -> Any:
-    """A requests Session: auth, verified TLS (plus `ca_bundle`), retries with back-off."""
-    retry = Retry(
-        total=retries, connect=retries, read=retries, status=retries, other=0,
-        backoff_factor=backoff, backoff_max=30.0, status_forcelist=RETRY_STATUS,
-        allowed_methods=None,  # STOW (POST) too: storing the same SOP instance twice is harmless
-        respect_retry_after_header=True, raise_on_status=False,
-    )
-    context = None
-    if ca_bundle is not None:
-        if not Path(ca_bundle).is_file():
-            raise DicomWebError(f"--ca-bundle {ca_bundle}: no such file")
-        context = ssl.create_default_context(cafile=certifi.where())
-        try:
-            context.load_verify_locations(cafile=str(ca_bundle))
-        except ssl.SSLError as exc:
-            raise DicomWebError(f"--ca-bundle {ca_bundle}: not a PEM certificate file ({exc})") from exc
-    session = requests.Session()
-    session.auth = auth
-    session.headers["User-Agent"] = f"mammoseg/{__version__}"
-    adapter = _Adapter(max_retries=retry, ssl_context=context)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
-
-
-class _Adapter(HTTPAdapter):
-    """HTTPAdapter whose pools use `ssl_context` (the default trust plus --ca-bundle) when given."""
-
-    def __init__(self, *args: Any, ssl_context: ssl.SSLContext | None = None, **kwargs: Any) -> None:
-        self._ssl_context = ssl_context
-        super().__init__(*args, **kwargs)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        if self._ssl_context is not None:
-            kwargs["ssl_context"] = self._ssl_context
-        super().init_poolmanager(*args, **kwargs)
-
-
 #: A DICOM UID: digits and dots only, so it is safe as a file or folder name.
 _UID = re.compile(r"^[0-9][0-9.]{0,63}$")
 
@@ -254,7 +161,7 @@ class DicomWeb:
         backoff: float = 0.5,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.url = _checked_url(url)
+        self.url = checked_url(url)
         auth, self.auth_source = resolve_auth(self.url, netrc_file, env)
         self.retries = retries
         self.session = make_session(auth, ca_bundle, retries, backoff)
@@ -275,8 +182,10 @@ class DicomWeb:
         with self._errors(""):
             self.client.search_for_studies(limit=1, fields=["0020000D"])
 
-    def search_instances(self, studies: Sequence[str] = (), query: Mapping[str, str] | None = None) -> list[InstanceRef]:
-        """Instances of the `studies` and of the studies matching `query` (QIDO study filters, e.g. ModalitiesInStudy)."""
+    def search_instances(
+        self, studies: Sequence[str] = (), query: Mapping[str, str] | None = None
+    ) -> list[InstanceRef]:
+        """Instances of the `studies` and of the studies matching `query` (QIDO study filters: ModalitiesInStudy...)."""
         study_uids = list(dict.fromkeys(studies))
         if query:
             with self._errors("study search"):
@@ -387,13 +296,13 @@ class DicomWeb:
             status = exc.response.status_code if exc.response is not None else 0
             raise DicomWebError(f"{where}: {self._http_reason(exc.response)}", fatal=status in (401, 403)) from exc
         except requests.exceptions.SSLError as exc:
-            raise DicomWebError(f"{where}: TLS certificate verification failed ({_root_reason(exc)}); "
+            raise DicomWebError(f"{where}: TLS certificate verification failed ({root_reason(exc)}); "
                                 "pass --ca-bundle FILE if the server's CA is private", fatal=True) from exc
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise DicomWebError(f"{where}: cannot reach the server after {self.retries} retries "
-                                f"({_root_reason(exc)})", fatal=True) from exc
+                                f"({root_reason(exc)})", fatal=True) from exc
         except requests.RequestException as exc:
-            raise DicomWebError(f"{where}: {_root_reason(exc)}") from exc
+            raise DicomWebError(f"{where}: {root_reason(exc)}") from exc
 
     def _http_reason(self, response: Any) -> str:
         status = response.status_code if response is not None else 0
@@ -406,16 +315,6 @@ class DicomWeb:
             return "not found (HTTP 404)"
         text = f"HTTP {status} {getattr(response, 'reason', '') or ''}".strip()
         return f"{text} after {self.retries} retries" if status in RETRY_STATUS else text
-
-
-def _checked_url(url: str) -> str:
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DicomWebError(f"{url}: not an http(s) URL of a DICOMweb service")
-    if parts.username or parts.password:
-        raise DicomWebError(f"{parts.hostname}: credentials in the URL are refused; use {ENV_USER}/"
-                            f"{ENV_PASSWORD}, {ENV_TOKEN} or a netrc file")
-    return url.strip().rstrip("/")
 
 
 def _json_value(result: Mapping[str, Any], tag: str) -> str:
@@ -438,16 +337,3 @@ def _no_bulk_data(*_: object) -> bytes:
     return b""
 
 
-def _root_reason(exc: BaseException) -> str:
-    """The innermost cause of a requests/urllib3 error, as short text ('[Errno 111] Connection refused')."""
-    reason: BaseException = exc
-    for _ in range(6):
-        inner = getattr(reason, "reason", None)
-        if not isinstance(inner, BaseException):
-            inner = next((a for a in getattr(reason, "args", ()) if isinstance(a, BaseException)), None)
-        if inner is None:
-            break
-        reason = inner
-    text = " ".join(str(reason).split())
-    errno = re.search(r"\[Errno [^\]]+\].*", text)
-    return errno.group(0) if errno else text.split("): ", 1)[-1]
