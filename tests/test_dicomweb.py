@@ -210,3 +210,29 @@ def test_tls_is_verified_and_ca_bundle_adds_a_ca(tmp_path):
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def test_store_seg_is_idempotent_per_instance_run_and_threshold(orthanc, tmp_path):
+    files = _upload_study(orthanc, tmp_path / "syn", seed=14)
+    uid, path = next((u, p) for u, p in files.items() if pydicom.dcmread(p).SOPClassUID == MG_FOR_PRESENTATION)
+    source = pydicom.dcmread(path)
+    study = str(source.StudyInstanceUID)
+    mask = np.zeros((source.Rows, source.Columns), dtype=bool)
+    mask[10:40, 10:40] = True
+    identity = SegIdentity("demo", "run-1", 0.5)
+
+    def seg_uids(web: DicomWeb) -> list[str]:
+        return sorted(s.ref.sop_uid for s in web.stored_segs(study))
+
+    with _client(orthanc) as web:
+        first = web.store_seg(build_dicom_seg(mask, source, identity=identity), identity)
+        assert first.stored and first.source_uid == uid and seg_uids(web) == [first.seg_uid]
+        rerun = web.store_seg(build_dicom_seg(mask, source, identity=identity), identity)  # a new SEG UID
+        assert not rerun.stored and rerun.seg_uid == first.seg_uid and seg_uids(web) == [first.seg_uid]
+        other = SegIdentity("demo", "run-1", 0.3)
+        third = web.store_seg(build_dicom_seg(mask, source, identity=other), other, known=web.stored_segs(study))
+        assert third.stored and len(seg_uids(web)) == 2  # another threshold is another prediction
+        forced = web.store_seg(build_dicom_seg(mask, source, identity=identity), identity, force=True)
+        assert forced.stored and forced.seg_uid not in (first.seg_uid, third.seg_uid) and len(seg_uids(web)) == 3
+        with pytest.raises(ValueError, match="does not record run run-1"):
+            web.store_seg(build_dicom_seg(mask, source), identity)

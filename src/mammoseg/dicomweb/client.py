@@ -57,6 +57,9 @@ except ImportError as _missing:  # pragma: no cover - depends on the environment
     ) from _missing
 
 log = logging.getLogger(__name__)
+# dicomweb-client logs every request at INFO; mammoseg reports what matters itself.
+if logging.getLogger("dicomweb_client").level == logging.NOTSET:
+    logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
 
 #: QIDO attributes asked for each instance: study, series and SOP instance UIDs, SOP class, modality.
 _FIELDS = ("0020000D", "0020000E", "00080018", "00080016", "00080060")
@@ -124,6 +127,14 @@ class StoredSeg:
     ref: InstanceRef
     identity: SegIdentity | None
     references: frozenset[str]
+
+
+class StoreOutcome(NamedTuple):
+    """What `store_seg` did: stored a new SEG, or found the one stored before (its UID either way)."""
+
+    stored: bool
+    seg_uid: str
+    source_uid: str
 
 
 def cache_path(cache: str | os.PathLike, ref: InstanceRef) -> Path:
@@ -250,6 +261,28 @@ class DicomWeb:
     def find_seg(self, study_uid: str, source_sop_uid: str, identity: SegIdentity) -> StoredSeg | None:
         """The SEG this run and threshold stored for `source_sop_uid` before, or None (look before storing)."""
         return matching_seg(self.stored_segs(study_uid), source_sop_uid, identity)
+
+    def store_seg(self, seg: Dataset, identity: SegIdentity, force: bool = False,
+                  known: Sequence[StoredSeg] | None = None) -> StoreOutcome:
+        """Store a SEG unless this run and threshold already stored one for its image; `force` stores anew.
+
+        `known` is the study's `stored_segs`, when the caller looked them up once for many
+        images; otherwise they are looked up here. The SEG must record `identity`
+        (`build_dicom_seg(..., identity=...)`), or the next run could not find it.
+        """
+        sources = referenced_instances(seg)
+        if len(sources) != 1:
+            raise ValueError(f"SEG {seg.SOPInstanceUID}: references {len(sources)} images; one is expected")
+        if not identity.matches(seg_identity(seg)):
+            raise ValueError(f"SEG {seg.SOPInstanceUID}: does not record run {identity.run_id} at threshold "
+                             f"{identity.threshold_text}; build it with identity=")
+        (source,) = sources
+        if not force:
+            segs = known if known is not None else self.stored_segs(str(seg.StudyInstanceUID))
+            existing = matching_seg(segs, source, identity)
+            if existing is not None:
+                return StoreOutcome(False, existing.ref.sop_uid, source)
+        return StoreOutcome(True, self.store(seg), source)
 
     def store(self, dataset: Dataset | str | os.PathLike) -> str:
         """Store one instance (STOW-RS); returns its SOP Instance UID once the server accepted it."""
