@@ -131,7 +131,6 @@ def build_dicom_seg(
     (run and threshold) is recorded as the module docstring says.
     """
     hd = require_highdicom()
-    from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     from mammoseg import __version__
@@ -143,26 +142,11 @@ def build_dicom_seg(
         raise ValueError(
             f"{where}: mask shape {mask.shape} does not match the image ({header.Rows} x {header.Columns})"
         )
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=identity.algorithm_name if identity else "mammoseg",
-        version=__version__,
-        family=codes.cid7162.ArtificialIntelligence,
-        source="mammoseg",
-        parameters=identity.parameters if identity else None,
-    )
-    segment = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label=SEGMENT_LABEL,
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Mass,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm,
-    )
     seg = hd.seg.Segmentation(
         source_images=[header],
         pixel_array=mask.astype(bool),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[segment],
+        segment_descriptions=[_mass_segment(hd, identity)],
         series_instance_uid=series_instance_uid or generate_uid(),
         series_number=series_number,
         sop_instance_uid=sop_instance_uid or generate_uid(),
@@ -180,6 +164,29 @@ def build_dicom_seg(
     seg.PatientOrientation = source_patient_orientation(header)
     seg.SeriesDescription = _series_description(identity)
     return seg
+
+
+def _mass_segment(hd: Any, identity: SegIdentity | None) -> Any:
+    """Segment 1, "Mass" (SCT 4147007), AUTOMATIC, identified as mammoseg (and the run, when given)."""
+    from pydicom.sr.codedict import codes
+
+    from mammoseg import __version__
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=identity.algorithm_name if identity else "mammoseg",
+        version=__version__,
+        family=codes.cid7162.ArtificialIntelligence,
+        source="mammoseg",
+        parameters=identity.parameters if identity else None,
+    )
+    return hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label=SEGMENT_LABEL,
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Mass,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+    )
 
 
 def source_patient_orientation(source: Any) -> list[str] | str:
