@@ -91,3 +91,40 @@ def write_mg(
 ) -> Path:
     """`mg_dataset(pixels, photometric, bits_stored, **attributes)` saved at `path`."""
     return save_dataset(mg_dataset(pixels, photometric, bits_stored, **attributes), path)
+
+
+def annotation_seg(source: Dataset, segments: dict[str, np.ndarray], algorithm_type: str = "MANUAL") -> Dataset:
+    """A BINARY DICOM SEG as an annotation tool writes it: one segment per `{label: mask}` on `source`.
+
+    A label "Mass" is coded SCT 4147007 (Mass); any other label as a calcification cluster, so a
+    reader must tell them apart by code, not by position.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    descriptions, planes = [], []
+    for number, (label, mask) in enumerate(segments.items(), start=1):
+        kind = codes.SCT.Mass if label == "Mass" else codes.SCT.CalcificationCluster
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=number, segment_label=label,
+            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=kind, algorithm_type=algorithm_type,
+            algorithm_identification=None if algorithm_type == "MANUAL" else hd.AlgorithmIdentificationSequence(
+                name="annotator", family=codes.cid7162.ArtificialIntelligence, version="1"),
+        ))
+        planes.append(np.asarray(mask, dtype=bool))
+    header = Dataset()
+    for element in source:
+        if element.keyword != "PixelData":
+            header.add(element)
+    header.file_meta = source.file_meta
+    for keyword in ("PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate",
+                    "StudyTime", "ReferringPhysicianName"):
+        header.setdefault(keyword, "")  # Type 2 attributes the SEG copies
+    return hd.seg.Segmentation(
+        source_images=[header], pixel_array=np.stack(planes, axis=-1)[None], segmentation_type="BINARY",
+        segment_descriptions=descriptions, series_instance_uid=generate_uid(), series_number=300,
+        sop_instance_uid=generate_uid(), instance_number=1, manufacturer="annotation tool",
+        manufacturer_model_name="test", software_versions="1", device_serial_number="1",
+        omit_empty_frames=False,
+    )

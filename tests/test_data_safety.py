@@ -343,7 +343,7 @@ def test_unfinished_fold_is_kept_and_overwrite_removes_derived_outputs(tmp_path,
         (run / derived).write_text("old")
     (run / "notes.txt").write_text("mine")
     assert main([*args, "--folds", "0", "--overwrite"]) == 0
-    assert [p.name for p in sorted(run.iterdir())] == [".mammoseg.json", ".mammoseg.lock", "config.yaml", "fold0",
+    assert [p.name for p in sorted(run.iterdir())] == [".mammoseg.json", "config.yaml", "fold0",
                                                        "folds.csv", "notes.txt"]
     assert (run / "notes.txt").read_text() == "mine"
 

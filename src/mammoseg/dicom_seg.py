@@ -3,17 +3,29 @@
 The SEG references its source image (study, series and SOP instance UIDs are taken
 from the source header), holds one segment labelled "Mass" (SNOMED CT: Morphologically
 abnormal structure / Mass), and says it was made by an AUTOMATIC algorithm, mammoseg.
+Its Patient Orientation is the source's (or, for a mammogram without one, derived from
+laterality and view), so the object passes dciodvfy without errors.
+
+**Identity.** A SEG made for a run says which run and threshold made it (`SegIdentity`):
+the segment's Algorithm Identification has Algorithm Name "mammoseg <run name>", Version
+mammoseg's version, Source "mammoseg" and Algorithm Parameters
+"run_id=<run id>,threshold=<threshold>"; the Series Description repeats name and
+threshold for people. `seg_identity` reads it back, so a rerun can find what it stored
+before (`mammoseg.dicomweb`) instead of storing a second SEG.
 highdicom is an optional extra (`pip install mammoseg[dicom-seg]`).
 """
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mammoseg.dicom_codes import mammo_patient_orientation
 from mammoseg.io import atomic_path
 
 #: Series number given to mammoseg's SEG series (distinct from typical image series numbers).
@@ -32,6 +44,44 @@ _TYPE2_FROM_SOURCE = (
     "ReferringPhysicianName",
 )
 _REQUIRED_FROM_SOURCE = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Rows", "Columns")
+#: Characters a run id may hold: it is written as `key=value` in a comma-separated list.
+_RUN_ID = re.compile(r"^[A-Za-z0-9._:/+-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class SegIdentity:
+    """Which run made a SEG and at which threshold: what makes two SEGs "the same prediction".
+
+    `run_id` identifies the trained models (e.g. a digest of the fold checkpoints), so a
+    renamed run still matches; `run_name` is for people (viewers show the algorithm name).
+    """
+
+    run_name: str
+    run_id: str
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if not _RUN_ID.match(self.run_id):
+            raise ValueError(f"run id {self.run_id!r}: use 1-128 letters, digits or . _ : / + -")
+        if not 0.0 < float(self.threshold) < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+
+    @property
+    def threshold_text(self) -> str:
+        """The threshold as written in the SEG: shortest form that round-trips (0.5, 0.35)."""
+        return repr(float(self.threshold))
+
+    @property
+    def algorithm_name(self) -> str:
+        return f"mammoseg {self.run_name}".strip()[:64]
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        return {"run_id": self.run_id, "threshold": self.threshold_text}
+
+    def matches(self, other: SegIdentity | None) -> bool:
+        """Same run id and threshold (the name is only a label)."""
+        return other is not None and other.run_id == self.run_id and other.threshold_text == self.threshold_text
 
 
 def require_highdicom() -> Any:
@@ -72,14 +122,15 @@ def build_dicom_seg(
     sop_instance_uid: str | None = None,
     series_number: int = SEG_SERIES_NUMBER,
     instance_number: int = 1,
+    identity: SegIdentity | None = None,
 ) -> Any:
     """A highdicom `Segmentation` (BINARY, one segment "Mass") of `mask` on the source's grid.
 
     `mask` is 2-D, on the source image's pixel grid (Rows x Columns), nonzero = mass.
-    `source` is the source image's pydicom Dataset (pixel data not needed).
+    `source` is the source image's pydicom Dataset (pixel data not needed). `identity`
+    (run and threshold) is recorded as the module docstring says.
     """
     hd = require_highdicom()
-    from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     from mammoseg import __version__
@@ -91,25 +142,11 @@ def build_dicom_seg(
         raise ValueError(
             f"{where}: mask shape {mask.shape} does not match the image ({header.Rows} x {header.Columns})"
         )
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name="mammoseg",
-        version=__version__,
-        family=codes.cid7162.ArtificialIntelligence,
-        source="mammoseg",
-    )
-    segment = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label=SEGMENT_LABEL,
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Mass,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm,
-    )
-    return hd.seg.Segmentation(
+    seg = hd.seg.Segmentation(
         source_images=[header],
         pixel_array=mask.astype(bool),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[segment],
+        segment_descriptions=[_mass_segment(hd, identity)],
         series_instance_uid=series_instance_uid or generate_uid(),
         series_number=series_number,
         sop_instance_uid=sop_instance_uid or generate_uid(),
@@ -123,6 +160,76 @@ def build_dicom_seg(
         # Keep the frame even when empty, so every input gets a SEG a viewer can open.
         omit_empty_frames=False,
     )
+    # General Image, Type 2C for images without Image Orientation (Patient), as every 2-D mammogram.
+    seg.PatientOrientation = source_patient_orientation(header)
+    seg.SeriesDescription = _series_description(identity)
+    return seg
+
+
+def _mass_segment(hd: Any, identity: SegIdentity | None) -> Any:
+    """Segment 1, "Mass" (SCT 4147007), AUTOMATIC, identified as mammoseg (and the run, when given)."""
+    from pydicom.sr.codedict import codes
+
+    from mammoseg import __version__
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=identity.algorithm_name if identity else "mammoseg",
+        version=__version__,
+        family=codes.cid7162.ArtificialIntelligence,
+        source="mammoseg",
+        parameters=identity.parameters if identity else None,
+    )
+    return hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label=SEGMENT_LABEL,
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Mass,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+    )
+
+
+def source_patient_orientation(source: Any) -> list[str] | str:
+    """The source's Patient Orientation, else the mammographic one of its laterality and view, else empty."""
+    value = source.get("PatientOrientation")
+    if value:
+        return list(value) if not isinstance(value, str) else value
+    laterality = str(source.get("ImageLaterality") or source.get("Laterality") or "")
+    view = str(source.get("ViewPosition") or "")
+    return mammo_patient_orientation(laterality, view) or ""
+
+
+def _series_description(identity: SegIdentity | None) -> str:
+    if identity is None:
+        return "mammoseg mass segmentation"
+    return f"mammoseg {identity.run_name} mass t={identity.threshold_text}"[:64]
+
+
+def seg_identity(seg: Any) -> SegIdentity | None:
+    """The run and threshold a mammoseg SEG records (module docstring); None for any other SEG."""
+    for segment in seg.get("SegmentSequence") or []:
+        for algorithm in segment.get("SegmentationAlgorithmIdentificationSequence") or []:
+            if str(algorithm.get("AlgorithmSource", "")) != "mammoseg":
+                continue
+            params = dict(
+                part.split("=", 1) for part in str(algorithm.get("AlgorithmParameters", "")).split(",") if "=" in part
+            )
+            name = str(algorithm.get("AlgorithmName", ""))
+            try:
+                return SegIdentity(name.removeprefix("mammoseg").strip(), params["run_id"], float(params["threshold"]))
+            except (KeyError, ValueError):
+                return None
+    return None
+
+
+def referenced_instances(seg: Any) -> set[str]:
+    """SOP Instance UIDs of the images a SEG references (its Referenced Series Sequence)."""
+    return {
+        str(item.ReferencedSOPInstanceUID)
+        for series in seg.get("ReferencedSeriesSequence") or []
+        for item in series.get("ReferencedInstanceSequence") or []
+        if "ReferencedSOPInstanceUID" in item
+    }
 
 
 def write_dicom_seg(mask: np.ndarray, source: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
@@ -132,3 +239,84 @@ def write_dicom_seg(mask: np.ndarray, source: Any, path: str | os.PathLike, **kw
     with atomic_path(path) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
     return path
+
+
+#: Segmented Property Type of a mass (SNOMED CT 4147007).
+MASS_CODE = ("4147007", "SCT")
+#: Segment Algorithm Types whose segments count as reference annotations (not predictions).
+REFERENCE_ALGORITHM_TYPES = ("MANUAL", "SEMIAUTOMATIC")
+
+
+def mass_segment_numbers(seg: Any, algorithm_types: tuple[str, ...] = REFERENCE_ALGORITHM_TYPES) -> tuple[int, ...]:
+    """Numbers of the SEG's mass segments made by one of `algorithm_types`.
+
+    A mass is a segment whose Segmented Property Type is SNOMED CT 4147007 (Mass) or whose
+    label is "Mass". Only MANUAL and SEMIAUTOMATIC segments count by default, so a
+    prediction stored back to the archive is never taken for a reference annotation.
+    """
+    numbers = []
+    for segment in seg.get("SegmentSequence") or []:
+        codes = segment.get("SegmentedPropertyTypeCodeSequence") or []
+        is_mass = any((str(c.get("CodeValue", "")), str(c.get("CodingSchemeDesignator", ""))) == MASS_CODE
+                      for c in codes)
+        is_mass = is_mass or str(segment.get("SegmentLabel", "")).strip().lower() == "mass"
+        if is_mass and str(segment.get("SegmentAlgorithmType", "")).upper() in algorithm_types:
+            numbers.append(int(segment.SegmentNumber))
+    return tuple(numbers)
+
+
+def read_seg_mask(path: str | os.PathLike, sop_instance_uid: str, segment_numbers: tuple[int, ...],
+                  height: int, width: int) -> np.ndarray:
+    """Union of `segment_numbers` of the SEG at `path` on the image `sop_instance_uid`, as bool H x W.
+
+    Frames are matched to the image through their Derivation Image Sequence (per frame, or
+    shared; a SEG of a single image may omit it). Read with pydicom: highdicom 0.28 refuses
+    to read back the Pixel Measures it writes for 2-D images. A FRACTIONAL segment counts
+    where it reaches half its maximum. An image the SEG references but has no frame for (an
+    empty frame left out) gets an empty mask.
+    """
+    import pydicom
+
+    try:
+        seg = pydicom.dcmread(path)
+        frames = np.asarray(seg.pixel_array).reshape(-1, int(seg.Rows), int(seg.Columns))
+        index = _frame_sources(seg)
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read the SEG frames ({type(exc).__name__}: {exc})") from exc
+    if sop_instance_uid not in referenced_instances(seg):
+        raise ValueError(f"{path}: the SEG does not reference image {sop_instance_uid}")
+    if frames.shape[1:] != (height, width):
+        raise ValueError(f"{path}: SEG frames are {frames.shape[1]}x{frames.shape[2]} but image "
+                         f"{sop_instance_uid} is {height}x{width}")
+    fractional = str(seg.get("SegmentationType", "BINARY")).upper() == "FRACTIONAL"
+    cut = (int(seg.get("MaximumFractionalValue", 255)) + 1) // 2 if fractional else 1
+    mask = np.zeros((height, width), dtype=bool)
+    for frame, (source, number) in zip(frames, index):
+        if source == sop_instance_uid and number in segment_numbers:
+            mask |= frame >= cut
+    return mask
+
+
+def _frame_sources(seg: Any) -> list[tuple[str, int]]:
+    """(source SOP Instance UID, segment number) of every frame of a SEG."""
+    shared = (seg.get("SharedFunctionalGroupsSequence") or [None])[0]
+    referenced = referenced_instances(seg)
+    only = next(iter(referenced)) if len(referenced) == 1 else ""
+    out = []
+    for frame in seg.get("PerFrameFunctionalGroupsSequence") or []:
+        source = _derivation_source(frame) or (_derivation_source(shared) if shared is not None else "") or only
+        ident = frame.get("SegmentIdentificationSequence") or (shared.get("SegmentIdentificationSequence")
+                                                               if shared is not None else None)
+        out.append((source, int(ident[0].ReferencedSegmentNumber)))
+    return out
+
+
+def _derivation_source(group: Any) -> str:
+    """The source image of a functional group's Derivation Image Sequence ('' if none); refuses moved pixels."""
+    for derivation in group.get("DerivationImageSequence") or []:
+        for source in derivation.get("SourceImageSequence") or []:
+            if str(source.get("SpatialLocationsPreserved", "YES")).upper() == "NO":
+                raise ValueError(f"frames of image {source.get('ReferencedSOPInstanceUID')} do not preserve "
+                                 "its pixel locations")
+            return str(source.get("ReferencedSOPInstanceUID", ""))
+    return ""

@@ -94,25 +94,37 @@ def remove_entries(folder: Path, names: Iterable[str]) -> None:
 
 
 class FolderLock:
-    """An exclusive, non-blocking flock on `folder/name`, held until `release` (or process exit)."""
+    """An exclusive, non-blocking flock on `folder/name`, held until `release` (or process exit).
+
+    The lock file says who holds it, and is removed on release, so a finished run leaves
+    nothing behind (a killed one leaves it unlocked: the next run takes it over).
+    """
 
     def __init__(self, folder: Path, name: str = LOCK) -> None:
         self.path = folder / name
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(self.fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
-            os.close(self.fd)
-            raise FolderInUse(f"{folder}: in use by another mammoseg run ({holder}); wait for it to finish, "
-                              "or use another output folder") from None
+        while True:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(self.fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+                os.close(self.fd)
+                raise FolderInUse(f"{folder}: in use by another mammoseg run ({holder}); wait for it to finish, "
+                                  "or use another output folder") from None
+            try:
+                if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                    break  # the file is still the one at the path: the lock is ours
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)  # the holder removed it while we waited: lock the new one
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
                   .encode(), 0)
 
     def release(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)  # closing the descriptor releases the flock
+            self.path.unlink(missing_ok=True)  # while still locked, so nobody locks a file about to vanish
+            os.close(self.fd)
             self.fd = -1
 
 

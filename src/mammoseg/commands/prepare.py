@@ -1,4 +1,4 @@
-"""Turn a dataset (manifest CSV, INbreast or CBIS-DDSM) into a prepared folder.
+"""Turn a dataset (manifest CSV, INbreast, CBIS-DDSM or a DICOMweb server) into a prepared folder.
 
 Writes images/<id>.png (16-bit, windowed, padded to square and resized), masks/<id>.png
 (0/255), manifest.csv with a patient-grouped train/holdout split, and errors.csv listing
@@ -9,13 +9,17 @@ resumes where the last run stopped.
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
-FORMATS = ("manifest", "inbreast", "cbis-ddsm")
+FORMATS = ("manifest", "inbreast", "cbis-ddsm", "dicomweb")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", required=True, choices=FORMATS, help="layout of the source")
-    parser.add_argument("--src", required=True, help="dataset folder (or, for manifest, the CSV itself)")
+    parser.add_argument(
+        "--src", required=True, help="dataset folder (manifest: or the CSV itself; dicomweb: the server's DICOMweb URL)"
+    )
     parser.add_argument("--out", required=True, help="prepared folder to write")
     parser.add_argument("--size", type=int, default=512, help="side of the square output images (default 512)")
     parser.add_argument("--holdout", type=float, default=0.2, help="fraction of images held out, by patient (default 0.2)")
@@ -41,7 +45,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAMES",
         help="INbreast: comma-separated ROI names that are masses (default: Mass)",
     )
+    _add_dicomweb_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_dicomweb_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "dicomweb",
+        "credentials: MAMMOSEG_DICOMWEB_USER/_PASSWORD or _TOKEN, or a netrc file; never on the command line",
+    )
+    group.add_argument("--study", action="append", default=[], metavar="UID", help="Study Instance UID (repeatable)")
+    group.add_argument("--query", action="append", default=[], metavar="KEY=VALUE",
+                       help="QIDO study filter, e.g. ModalitiesInStudy=MG or StudyDate=20240101-20241231 (repeatable)")
+    group.add_argument("--cache", default=None, metavar="DIR",
+                       help="where fetched instances are kept (default: ~/.cache/mammoseg/dicomweb)")
+    group.add_argument("--netrc", default=None, metavar="FILE", help="netrc file with the server's credentials")
+    group.add_argument("--ca-bundle", default=None, metavar="FILE", help="PEM file of CAs to trust besides the default")
+
+
+def default_cache() -> Path:
+    """The DICOMweb cache folder: $XDG_CACHE_HOME/mammoseg/dicomweb (~/.cache by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mammoseg" / "dicomweb"
+
+
+def _dicomweb_options(args: argparse.Namespace) -> dict:
+    """Options of the dicomweb source; its flags given with another format are an error."""
+    given = [flag for flag, value in (("--study", args.study), ("--query", args.query), ("--cache", args.cache),
+                                      ("--netrc", args.netrc), ("--ca-bundle", args.ca_bundle)) if value]
+    if args.format != "dicomweb":
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to --format dicomweb only")
+        return {}
+    options: dict = {"url": args.src, "studies": list(args.study), "query": list(args.query)}
+    if args.netrc:
+        options["netrc"] = os.path.abspath(args.netrc)
+    if args.ca_bundle:
+        options["ca_bundle"] = os.path.abspath(args.ca_bundle)
+    return options
 
 
 def source_options(args: argparse.Namespace) -> dict:
@@ -59,18 +100,25 @@ def source_options(args: argparse.Namespace) -> dict:
             raise ValueError("--keep-official-split applies to --format cbis-ddsm only")
         options["keep_official_split"] = True
     if args.csv:
-        if args.format == "inbreast":
+        if args.format not in ("manifest", "cbis-ddsm"):
             raise ValueError("--csv applies to --format manifest or cbis-ddsm")
         options["csv"] = list(args.csv)
+    options.update(_dicomweb_options(args))
     return options
 
 
 def run(args: argparse.Namespace) -> int:
     from mammoseg.prepare import prepare_dataset
 
+    options = source_options(args)
+    src = args.src
+    if args.format == "dicomweb":
+        # The server's instances are fetched into the cache, which is what prepare reads from.
+        src = Path(args.cache) if args.cache else default_cache()
+        src.mkdir(parents=True, exist_ok=True)
     summary = prepare_dataset(
         args.format,
-        args.src,
+        src,
         args.out,
         size=args.size,
         holdout=args.holdout,
@@ -79,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         strict=args.strict,
         progress=not args.no_progress,
-        **source_options(args),
+        **options,
     )
     print(summary.format())
     return summary.exit_code

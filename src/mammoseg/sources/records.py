@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pydicom
 
+from mammoseg.dicom_seg import read_seg_mask
 from mammoseg.io import read_png
 
 
@@ -132,7 +133,28 @@ def _load_roi_group(candidates: tuple[Path, ...], height: int, width: int, label
     return merged
 
 
-MaskSpec = NoMask | PngMask | PolygonMask | RoiDicomMask
+@dataclass(frozen=True)
+class SegMask:
+    """Mass segments of DICOM SEG files that reference the image (as an archive stores annotations).
+
+    `segs` holds (SEG file, numbers of its mass segments); the mask is their union on the
+    image `sop_instance_uid`, read with highdicom from the frames that reference it.
+    """
+
+    sop_instance_uid: str
+    segs: tuple[tuple[Path, tuple[int, ...]], ...]
+
+    def files(self) -> tuple[Path, ...]:
+        return tuple(path for path, _ in self.segs)
+
+    def load(self, height: int, width: int) -> np.ndarray:
+        merged = np.zeros((height, width), dtype=bool)
+        for path, numbers in self.segs:
+            merged |= read_seg_mask(path, self.sop_instance_uid, numbers, height, width)
+        return merged
+
+
+MaskSpec = NoMask | PngMask | PolygonMask | RoiDicomMask | SegMask
 
 
 @dataclass(frozen=True)

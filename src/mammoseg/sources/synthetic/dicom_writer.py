@@ -1,8 +1,10 @@
 """Writing the synthetic phantoms as real DICOM: stored values, tags, photometric, VOI, UIDs.
 
-Images are MG (12-14 bit, MONOCHROME1 or MONOCHROME2) with their VOI as one window, two
-windows, a VOI LUT Sequence or none; masks and crops are 8-bit secondary captures. So
-reading them back exercises the same code as real data.
+Images are MG (12-14 bit, MONOCHROME1 or MONOCHROME2): For Presentation with their VOI as
+one window, two windows or a VOI LUT Sequence, or For Processing with no VOI at all (the
+standard allows a VOI only on For Presentation images). CBIS-DDSM crops and ROI masks are
+secondary captures. Every object passes dciodvfy without errors and carries what vendors
+write, so reading them back exercises the same code as real data.
 """
 
 from __future__ import annotations
@@ -14,15 +16,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mammoseg.dicom_codes import (
+    BREAST,
+    MG_FOR_PRESENTATION,
+    MG_FOR_PROCESSING,
+    SECONDARY_CAPTURE,
+    VIEW_CODES,
+    Code,
+    mammo_patient_orientation,
+)
 from mammoseg.io import atomic_path
+from mammoseg.sources.synthetic.acquisition import MANUFACTURER, Acquisition, set_acquisition_attributes
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
-
-#: DICOM SOP classes of digital mammography images.
-MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
-MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
 @dataclass(frozen=True)
@@ -105,22 +112,23 @@ def _voi_lut_item(lo: int, hi: int, lut_bits: int) -> Dataset:
     return item
 
 
-def _view_code(view: str) -> Dataset:
-    """The View Code Sequence item (SNOMED CT) of a CC or MLO view."""
+def _code_item(code: Code) -> Dataset:
+    """A code sequence item (value, scheme, meaning)."""
     from pydicom.dataset import Dataset
 
     item = Dataset()
-    item.CodeValue, item.CodingSchemeDesignator = ("399162004", "SCT") if view == "CC" else ("399368009", "SCT")
-    item.CodeMeaning = "cranio-caudal" if view == "CC" else "medio-lateral oblique"
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code
     return item
-
-
-_ORIENTATION = {("L", "CC"): ["A", "R"], ("R", "CC"): ["P", "L"], ("L", "MLO"): ["A", "FR"], ("R", "MLO"): ["P", "FL"]}
 
 
 @dataclass(frozen=True)
 class DicomInfo:
-    """Identity and context of one DICOM file (everything but the pixels)."""
+    """Identity and context of one DICOM file (everything but the pixels).
+
+    `sop_class` empty means the MG class of the encoding's intent; SECONDARY_CAPTURE marks
+    the derived objects (CBIS-DDSM crops and ROI masks). `acquisition` (device and exposure)
+    is written for mammograms when given.
+    """
 
     patient_id: str
     study_uid: str
@@ -132,7 +140,8 @@ class DicomInfo:
     series_description: str = "synthetic mammogram"
     series_number: int = 1
     instance_number: int = 1
-    sop_class: str = MG_FOR_PRESENTATION
+    sop_class: str = ""
+    acquisition: Acquisition | None = None
 
 
 def write_dicom(
@@ -145,28 +154,58 @@ def write_dicom(
     """Write `pixels` (uint16 stored values, or uint8 for masks) as a DICOM file, atomically.
 
     `window` is the (lo, hi) stored-value range the VOI should show; it is ignored when
-    `encoding.voi == "none"`.
+    `encoding.voi == "none"`. The object passes dciodvfy without errors: MG images carry the
+    Mammography, DX and acquisition modules a vendor writes, secondary captures the SC ones.
     """
+    sop_class = info.sop_class or encoding.sop_class
+    if sop_class != SECONDARY_CAPTURE and encoding.intent == "FOR PRESENTATION" and (
+        encoding.voi == "none" or window is None
+    ):
+        raise ValueError(f"{path}: a For Presentation mammogram needs a VOI (window or VOI LUT)")
+    ds = _file_dataset(path, info, sop_class)
+    _set_patient_study_series(ds, info)
+    if sop_class == SECONDARY_CAPTURE:
+        _set_secondary_capture(ds, info)
+    else:
+        _set_mammography(ds, info, encoding)
+    spacing = f"{encoding.spacing:.4f}".rstrip("0").rstrip(".")
+    ds.PixelSpacing = [spacing, spacing]
+    bits = 8 if pixels.dtype == np.uint8 else encoding.bits
+    ds.set_pixel_data(pixels, encoding.photometric, bits, generate_instance_uid=False)
+    if sop_class != SECONDARY_CAPTURE:
+        # Type 1 in the DX Image module; identity rescale, so stored values are the modality values.
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
+        if encoding.intent == "FOR PRESENTATION" and window is not None:  # (never None: checked above)
+            _set_voi(ds, encoding, window)
+    with atomic_path(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+
+
+def _file_dataset(path: str | os.PathLike, info: DicomInfo, sop_class: str) -> Dataset:
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = info.sop_class
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = info.sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["DERIVED", "PRIMARY", ""] if info.sop_class == SECONDARY_CAPTURE else ["ORIGINAL", "PRIMARY", ""]
-    ds.SOPClassUID = info.sop_class
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = info.sop_uid
+    return ds
+
+
+def _set_patient_study_series(ds: Dataset, info: DicomInfo) -> None:
+    """Patient, study, series and equipment attributes every object carries."""
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = info.study_date
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
     ds.AccessionNumber = ""
     ds.Modality = "MG"
-    ds.Manufacturer = "mammoseg synthetic phantom"
+    ds.Manufacturer = MANUFACTURER
     ds.ReferringPhysicianName = ""
     ds.SeriesDescription = info.series_description
-    ds.PatientName = info.patient_id
+    ds.PatientName = f"{info.patient_id}^"  # an ID as the family name: one-component names are a retired form
     ds.PatientID = info.patient_id
     ds.PatientBirthDate = ""
     ds.PatientSex = "F"
@@ -176,49 +215,70 @@ def write_dicom(
     ds.StudyID = "1"
     ds.SeriesNumber = info.series_number
     ds.InstanceNumber = info.instance_number
-    if info.sop_class == SECONDARY_CAPTURE:
-        ds.ConversionType = "WSD"
-    else:
-        ds.PresentationIntentType = encoding.intent
-        ds.BurnedInAnnotation = "NO"
-        ds.BreastImplantPresent = "NO"
-        ds.PixelIntensityRelationship = "LOG"
-        # -1: higher stored values mean less X-ray intensity (denser), as MONOCHROME2 shows it.
-        ds.PixelIntensityRelationshipSign = -1 if encoding.photometric == "MONOCHROME2" else 1
+    ds.BurnedInAnnotation = "NO"
     if info.laterality:
-        ds.Laterality = info.laterality
-        ds.ImageLaterality = info.laterality
+        ds.ImageLaterality = info.laterality  # image level; series Laterality is only for when this is absent
+    orientation = mammo_patient_orientation(info.laterality, info.view)
+    ds.PatientOrientation = orientation or ""
+
+
+def _set_secondary_capture(ds: Dataset, info: DicomInfo) -> None:
+    """SC Equipment and image attributes of a derived object (crop or ROI mask)."""
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.ConversionType = "WSD"
+    ds.DerivationDescription = info.series_description
+
+
+def _set_mammography(ds: Dataset, info: DicomInfo, encoding: Encoding) -> None:
+    """Mammography, DX image, anatomy, positioning and detector attributes (Type 1 and 2, and vendors' usual 3)."""
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.PresentationIntentType = encoding.intent
+    ds.BreastImplantPresent = "NO"
+    ds.PartialView = "NO"
+    ds.OrganExposed = "BREAST"
+    ds.PositionerType = "MAMMOGRAPHIC"
+    ds.DetectorType = ""
+    ds.AnatomicRegionSequence = [_code_item(BREAST)]
+    ds.AcquisitionContextSequence = []
+    ds.QualityControlImage = "NO"
+    ds.LossyImageCompression = "00"
+    ds.PixelIntensityRelationship = "LOG"
+    # -1: higher stored values mean less X-ray intensity (denser), as MONOCHROME2 shows it.
+    ds.PixelIntensityRelationshipSign = -1 if encoding.photometric == "MONOCHROME2" else 1
+    # The DX Image module ties the shape to the photometric: INVERSE exactly for MONOCHROME1.
+    ds.PresentationLUTShape = "INVERSE" if encoding.photometric == "MONOCHROME1" else "IDENTITY"
+    ds.AcquisitionDate, ds.AcquisitionTime = info.study_date, "120000"
     if info.view:
+        # Vendors write CC/MLO here although they are not DX defined terms (dciodvfy warns);
+        # readers rely on it, and the View Code Sequence says the same in codes.
         ds.ViewPosition = info.view
-        ds.ViewCodeSequence = [_view_code(info.view)]
-        ds.PatientOrientation = _ORIENTATION.get((info.laterality, info.view), "")
+        item = _code_item(VIEW_CODES[info.view])
+        item.ViewModifierCodeSequence = []
+        ds.ViewCodeSequence = [item]
     spacing = f"{encoding.spacing:.4f}".rstrip("0").rstrip(".")
-    ds.PixelSpacing = [spacing, spacing]
-    if info.sop_class != SECONDARY_CAPTURE:
-        ds.ImagerPixelSpacing = [spacing, spacing]
-    bits = 8 if pixels.dtype == np.uint8 else encoding.bits
-    ds.set_pixel_data(pixels, encoding.photometric, bits, generate_instance_uid=False)
-    if encoding.voi != "none" and window is not None and pixels.dtype != np.uint8:
-        lo, hi = window
-        if encoding.voi == "lut":
-            ds.VOILUTSequence = [_voi_lut_item(lo, hi, encoding.lut_bits)]
-        else:
-            center, width = _window_center_width(lo, hi)
-            if encoding.voi == "windows":
-                # A second, narrower window on the dense end; readers use the first by default.
-                dense_lo = (lo + hi) // 2 if encoding.photometric == "MONOCHROME2" else lo
-                dense_hi = hi if encoding.photometric == "MONOCHROME2" else (lo + hi) // 2
-                c2, w2 = _window_center_width(dense_lo, dense_hi)
-                ds.WindowCenter, ds.WindowWidth = [center, c2], [width, w2]
-                ds.WindowCenterWidthExplanation = ["TISSUE", "DENSE"]
-            else:
-                ds.WindowCenter, ds.WindowWidth = center, width
-                ds.WindowCenterWidthExplanation = "TISSUE"
-            ds.VOILUTFunction = "LINEAR"
-    with atomic_path(path) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
+    ds.ImagerPixelSpacing = [spacing, spacing]
+    if info.acquisition is not None:
+        set_acquisition_attributes(ds, info.acquisition)
 
 
+def _set_voi(ds: Dataset, encoding: Encoding, window: tuple[int, int]) -> None:
+    """The VOI of a For Presentation image: one or two windows, or a VOI LUT Sequence."""
+    lo, hi = window
+    if encoding.voi == "lut":
+        ds.VOILUTSequence = [_voi_lut_item(lo, hi, encoding.lut_bits)]
+        return
+    center, width = _window_center_width(lo, hi)
+    if encoding.voi == "windows":
+        # A second, narrower window on the dense end; readers use the first by default.
+        dense_lo = (lo + hi) // 2 if encoding.photometric == "MONOCHROME2" else lo
+        dense_hi = hi if encoding.photometric == "MONOCHROME2" else (lo + hi) // 2
+        c2, w2 = _window_center_width(dense_lo, dense_hi)
+        ds.WindowCenter, ds.WindowWidth = [center, c2], [width, w2]
+        ds.WindowCenterWidthExplanation = ["TISSUE", "DENSE"]
+    else:
+        ds.WindowCenter, ds.WindowWidth = center, width
+        ds.WindowCenterWidthExplanation = "TISSUE"
+    ds.VOILUTFunction = "LINEAR"
 
 
 def stable_uid(seed: int, fmt: str, shape: tuple[int, int], *parts: object) -> str:

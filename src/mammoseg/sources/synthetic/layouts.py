@@ -196,7 +196,7 @@ class _ManifestWriter(_LayoutWriter):
             patient_id=pid, study_uid=self.uid("study", plan.patient_index),
             series_uid=self.uid("series", plan.patient_index, plan.laterality, plan.view),
             sop_uid=self.uid("image", plan.patient_index, plan.laterality, plan.view),
-            laterality=plan.laterality, view=plan.view, study_date=date, sop_class=plan.encoding.sop_class,
+            laterality=plan.laterality, view=plan.view, study_date=date, acquisition=plan.acquisition,
             series_number=1 + 2 * LATERALITIES.index(plan.laterality) + VIEWS.index(plan.view),
         )
         image_path = self.out / "images" / f"{image_id}.dcm"
@@ -269,6 +269,7 @@ class _INbreastWriter(_LayoutWriter):
             series_uid=self.uid("series", plan.patient_index, plan.laterality, plan.view),
             sop_uid=self.uid("image", plan.patient_index, plan.laterality, plan.view),
             laterality=plan.laterality, view=plan.view, study_date=date, instance_number=index + 1,
+            acquisition=plan.acquisition,
         )
         path = self.out / "AllDICOMs" / f"{file_id}_{phash}_MG_{plan.laterality}_{view_code}_ANON.dcm"
         write_dicom(path, stored, info, plan.encoding)  # INbreast carries no VOI
@@ -360,7 +361,7 @@ class _CbisWriter(_LayoutWriter):
         info = DicomInfo(patient_id=case, study_uid=study, series_uid=series,
                          sop_uid=self.uid("image", p, plan.laterality, plan.view), laterality=plan.laterality,
                          view=plan.view, study_date=date, series_description="full mammogram images",
-                         sop_class=plan.encoding.sop_class)
+                         acquisition=plan.acquisition)
         write_dicom(path, stored, info, plan.encoding, window)
         self.images.append(path)
         if plan.has_mass:

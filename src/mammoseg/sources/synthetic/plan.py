@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mammoseg.sources.synthetic.acquisition import Acquisition, device_for, draw_acquisition
 from mammoseg.sources.synthetic.dicom_writer import Encoding
 from mammoseg.sources.synthetic.phantom import LATERALITIES, VIEWS, BreastSpec, MassSpec, random_breast, random_mass
 
@@ -24,6 +25,7 @@ class ImagePlan:
     breast: BreastSpec
     masses: tuple[MassSpec, ...]
     encoding: Encoding
+    acquisition: Acquisition
 
     @property
     def has_mass(self) -> bool:
@@ -64,23 +66,31 @@ def plan_dataset(patients: int, fmt: str, shape: tuple[int, int], seed: int) -> 
             )
             for v, view in enumerate(VIEWS):
                 rank = int(order[2 * b + v])
-                plans.append(ImagePlan(p, lat, view, breast, masses, _encoding(fmt, rank, spacing, prng)))
+                acquisition = draw_acquisition(seed, p, side, view, device_for(fmt, p))
+                plans.append(ImagePlan(p, lat, view, breast, masses, _encoding(fmt, rank, spacing, prng), acquisition))
     return plans
 
 
 def _encoding(fmt: str, rank: int, spacing: float, rng: np.random.Generator) -> Encoding:
-    """How the image of `rank` (its place in the shuffled cycle) is stored in layout `fmt`."""
+    """How the image of `rank` (its place in the shuffled cycle) is stored in layout `fmt`.
+
+    An image without a VOI is For Processing: the standard requires a VOI on For
+    Presentation images and forbids one otherwise.
+    """
     if fmt == "inbreast":
-        # INbreast's own conventions: 14-bit MONOCHROME2, 0.07 mm, and no VOI at all.
-        return Encoding(bits=14, photometric="MONOCHROME2", voi="none", intent="FOR PRESENTATION", spacing=spacing)
+        # INbreast's own conventions: 14-bit MONOCHROME2, 0.07 mm, and no VOI at all. (The real
+        # files say For Presentation regardless; conformant files without a VOI are For Processing.)
+        return Encoding(bits=14, photometric="MONOCHROME2", voi="none", intent="FOR PROCESSING", spacing=spacing)
     voi = ("window", "lut", "none")[rank % 3]
     if voi == "window" and rng.random() < 0.3:
         voi = "windows"
+    bits = int(rng.choice([12, 13, 14]))
+    rng.random()  # once chose the intent; still drawn so the later draws, hence a seed's pixels, stay the same
     return Encoding(
-        bits=int(rng.choice([12, 13, 14])),
+        bits=bits,
         photometric=("MONOCHROME2", "MONOCHROME1")[rank % 2],
         voi=voi,
-        intent="FOR PROCESSING" if rng.random() < 0.15 else "FOR PRESENTATION",
+        intent="FOR PROCESSING" if voi == "none" else "FOR PRESENTATION",
         spacing=spacing,
         lut_bits=int(rng.choice([12, 16])),
     )
