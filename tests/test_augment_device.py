@@ -67,6 +67,12 @@ def test_median_equals_cpu_reference_including_borders(k, shape):
         assert np.array_equal(median_filter(torch.from_numpy(x), k, scratch).numpy(), expected), scratch
 
 
+def test_cpu_median_restores_the_thread_count():
+    threads = torch.get_num_threads()
+    median_blur(torch.from_numpy(random_images((1, 12, 12), seed=0)), 7)
+    assert torch.get_num_threads() == threads
+
+
 def test_median_on_a_448_crop_of_16bit_values_is_exact():
     rng = np.random.default_rng(0)
     x = (rng.integers(0, 65536, (2, 448, 448)) / 65535).astype(np.float32)

@@ -14,11 +14,16 @@ convolution (only min/max, padding, indexing and fills), so the TF32 switches ca
 them; the median returns input values bit for bit.
 
 Median per device (measured with benchmarks/median.py, see docs/augmentations.md): on the
-CPU, OpenCV's float32 `medianBlur` for k <= 5 and the selection network for larger kernels;
+CPU, OpenCV's float32 `medianBlur` for k <= 5 and the selection network for larger kernels,
+run on one torch thread (its ~10^3 small ops per chunk each open a parallel region; on a
+busy machine — DataLoader workers beside the step — two threads made it up to 40× slower);
 elsewhere (CUDA) the selection network for every kernel.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -64,17 +69,30 @@ def _opencv_median(images: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def median_blur(images: torch.Tensor, k: int, scratch_bytes: int | None = None) -> torch.Tensor:
     """Exact k×k median with replicated borders of float32 images (N, H, W), on their device.
 
     Equal bit for bit to the host reference `mammoseg.augment.FloatMedianBlur`.
     `scratch_bytes` bounds the extra memory (default by device type, `SCRATCH_BYTES`).
     """
-    if images.device.type == "cpu" and k <= 5:
-        return _opencv_median(images.contiguous(), k)
     if scratch_bytes is None:
         scratch_bytes = SCRATCH_BYTES.get(images.device.type, _DEFAULT_SCRATCH)
-    return median_filter(images, k, scratch_bytes)
+    if images.device.type != "cpu":
+        return median_filter(images, k, scratch_bytes)
+    if k <= 5:
+        return _opencv_median(images.contiguous(), k)
+    with _one_torch_thread():
+        return median_filter(images, k, scratch_bytes)
 
 
 def cutout(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
