@@ -91,6 +91,7 @@ def test_every_table1_row_present_with_p_half():
     assert [m.ksize for m in t.transforms[10].transforms] == [3, 7, 11]
     assert t.transforms[11].fill_mask is None
     assert len(describe_train_transform()) == 12  # the twelve rows of Table 1
+    assert [r["split"] for r in describe_train_transform()] == ["host"] * 10 + ["device"] * 2
 
 
 def test_pixel_amounts_scale_with_image_size():

@@ -22,7 +22,13 @@ from mammoseg.augment_device import (
     median_blur,
     prepare_batch,
 )
-from mammoseg.dataset import PreparedDataset, SeededSampler, default_num_workers, worker_init
+from mammoseg.dataset import (
+    PreparedDataset,
+    SeededSampler,
+    default_num_workers,
+    loader_options,
+    worker_init,
+)
 from mammoseg.io import write_png
 from mammoseg.median_filter import chunk_shape, median_filter, median_program
 from mammoseg.seeding import derive_seed, seed_transform
@@ -256,3 +262,11 @@ def test_dataset_records_are_zero_without_device_rows_and_required_with_them(tmp
 def test_default_worker_count_follows_the_cores():
     assert [default_num_workers(c) for c in (1, 2, 8, 16)] == [1, 1, 7, 15]
     assert default_num_workers() >= 1
+
+
+def test_loader_options_pin_and_keep_workers_for_a_gpu_only():
+    assert loader_options("cpu", 0) == {"num_workers": 0, "pin_memory": False}
+    gpu = loader_options("cuda", 3)
+    assert gpu == {"num_workers": 3, "pin_memory": True, "persistent_workers": True,
+                   "prefetch_factor": 4, "worker_init_fn": worker_init}
+    assert loader_options("cpu")["num_workers"] == default_num_workers()

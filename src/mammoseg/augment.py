@@ -238,11 +238,12 @@ def build_eval_transform() -> A.Compose:
 
 
 def describe_train_transform(crop_size: int = 448, image_size: int = 512) -> list[dict[str, Any]]:
-    """One row per Table 1 entry: the paper's wording, the transform used, its parameters and p."""
+    """One row per Table 1 entry: the paper's wording, the transform used, its parameters, p,
+    and where the split pipeline applies it (``split``: "host" or "device")."""
     t = translate_px(image_size)
     side = math.sqrt(CUTOUT_AREA)
     lo, hi = INTENSITY_FACTOR_RANGE
-    return [
+    rows = [
         {"table1": "rotation ±3°", "transform": "Affine", "params": f"rotate=(-{ROTATE_DEG:g}, {ROTATE_DEG:g}) degrees", "p": P},
         {"table1": "scale 0.7–1.3", "transform": "Affine", "params": f"scale={SCALE_RANGE}, keep_ratio=True", "p": P},
         {"table1": "translation 50 px", "transform": "Affine",
@@ -265,3 +266,4 @@ def describe_train_transform(crop_size: int = 448, image_size: int = 512) -> lis
         {"table1": "cutout 20%", "transform": "CoarseDropout",
          "params": f"one square hole, side {side:.3f} of the crop (20 % of its area), fill 0, mask unchanged", "p": P},
     ]
+    return [{**row, "split": "device" if i >= len(rows) - 2 else "host"} for i, row in enumerate(rows)]

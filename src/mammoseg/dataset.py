@@ -181,3 +181,19 @@ def default_num_workers(cores: int | None = None) -> int:
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores - 1)
+
+
+def loader_options(device: torch.device | str, num_workers: int | None = None) -> dict[str, Any]:
+    """DataLoader keyword arguments that keep a training device fed.
+
+    Workers default to `default_num_workers()`; they persist across epochs, each keeps
+    `prefetch_factor` batches ready, and batches land in pinned memory when the device is a
+    GPU (so `.to(device, non_blocking=True)` overlaps the copy with compute).
+    """
+    device = torch.device(device)
+    workers = default_num_workers() if num_workers is None else int(num_workers)
+    options: dict[str, Any] = {"num_workers": workers, "pin_memory": device.type == "cuda"}
+    if workers > 0:
+        options.update(persistent_workers=True, prefetch_factor=4 if device.type == "cuda" else 2,
+                       worker_init_fn=worker_init)
+    return options
