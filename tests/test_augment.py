@@ -91,6 +91,7 @@ def test_every_table1_row_present_with_p_half():
     assert [m.ksize for m in t.transforms[10].transforms] == [3, 7, 11]
     assert t.transforms[11].fill_mask is None
     assert len(describe_train_transform()) == 12  # the twelve rows of Table 1
+    assert [r["split"] for r in describe_train_transform()] == ["host"] * 10 + ["device"] * 2
 
 
 def test_pixel_amounts_scale_with_image_size():
@@ -207,3 +208,29 @@ def test_reseeded_rows_fire_independently_with_p_half():
         assert 0.38 * n < fired[name] < 0.62 * n, (name, fired[name])
     assert 0.38 * 3 * n < fired["Affine"] < 0.62 * 3 * n
     assert len(sizes) >= 5  # different numbers of rows per sample, not all-or-nothing
+
+
+def test_split_pipeline_defers_exactly_the_last_two_rows():
+    ref, split = build_train_transform(448, 512), build_train_transform(448, 512, device_rows=True)
+    kinds = [type(x).__name__ for x in split.transforms]
+    assert kinds == [type(x).__name__ for x in ref.transforms][:10] + ["OneOf", "DeferredCutout", "_Finalise"]
+    assert [type(m).__name__ for m in split.transforms[10].transforms] == ["DeferredMedianBlur"] * 3
+    assert [m.ksize for m in split.transforms[10].transforms] == [3, 7, 11]
+    assert [x.p for x in split.transforms] == [x.p for x in ref.transforms]
+    cut, ref_cut = split.transforms[11], ref.transforms[11]
+    for name in ("num_holes_range", "hole_height_range", "hole_width_range", "fill", "fill_mask"):
+        assert getattr(cut, name) == getattr(ref_cut, name), name
+    assert isinstance(cut, A.CoarseDropout)
+
+
+def test_split_pipeline_leaves_the_image_to_the_device_and_always_returns_a_record():
+    image, mask = square_case()
+    geometric = build_train_transform(CROP, SIZE, geometric_only=True, device_rows=True, seed=2)
+    out = geometric(image=image, mask=mask)
+    assert out["device_params"].dtype == np.int64 and not out["device_params"].any()
+    assert "device_params" not in build_train_transform(CROP, SIZE, seed=2)(image=image, mask=mask)
+    deferred = copy.deepcopy(build_train_transform(CROP, SIZE, device_rows=True).transforms[11])
+    deferred.p = 1.0
+    before = np.ones((CROP, CROP), np.float32)
+    out = A.Compose([deferred], seed=0)(image=before, mask=np.ones((CROP, CROP), np.uint8))
+    assert np.array_equal(out["image"], before) and out["device_params"][2] == 1

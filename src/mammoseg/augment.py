@@ -13,6 +13,13 @@ value, a range is sampled uniformly; pixel amounts (translation) scale with
 ``image_size / 512``; "brightness/contrast 30–100" is an intensity factor of 30–100 %;
 "Gaussian noise 0.5" is a standard deviation of 0.5 % of full scale.
 
+Host/device split: with ``device_rows=True`` the pipeline runs every row up to the Gaussian
+blur and clips, while the last two rows (median blur, cutout) only *draw* their decisions —
+with the very same draws as the all-on-host pipeline — into an int64 record returned under
+``"device_params"`` (layout: `mammoseg.augment_device.PARAM_FIELDS`);
+`mammoseg.augment_device.apply_device_rows` applies them to the batch on the training device.
+Both rows commute with the clip, so host + device equals the all-on-host result bit for bit.
+
 Reproducibility: the returned ``A.Compose`` draws from its own random state. A copy of it
 lives in every DataLoader worker, so `mammoseg.dataset` reseeds it per sample with
 ``mammoseg.seeding.seed_transform`` from a seed that depends only on (seed, epoch, index):
@@ -28,9 +35,23 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from mammoseg.augment_device import (
+    CUTOUT,
+    CUTOUT_BOTTOM,
+    CUTOUT_LEFT,
+    CUTOUT_RIGHT,
+    CUTOUT_TOP,
+    DEVICE_PARAMS_KEY,
+    MEDIAN,
+    MEDIAN_KERNEL,
+    no_device_rows,
+)
 from mammoseg.seeding import seed_transform
 
 __all__ = [
+    "DEVICE_PARAMS_KEY",
+    "DeferredCutout",
+    "DeferredMedianBlur",
     "FloatMedianBlur",
     "build_eval_transform",
     "build_train_transform",
@@ -85,10 +106,15 @@ class FloatMedianBlur(A.ImageOnlyTransform):
 
 
 class _Finalise(A.DualTransform):
-    """Last step: image float32 clipped to [0, 1]; mask uint8 {0, 1}."""
+    """Last step: image float32 clipped to [0, 1]; mask uint8 {0, 1}.
 
-    def __init__(self) -> None:
+    With `emit_device_params` (split pipeline) the output always holds a device-row record,
+    all zeros when no device row fired.
+    """
+
+    def __init__(self, emit_device_params: bool = False) -> None:
         super().__init__(p=1.0)
+        self.emit_device_params = emit_device_params
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         return np.clip(img, 0.0, 1.0).astype(np.float32, copy=False)
@@ -96,8 +122,40 @@ class _Finalise(A.DualTransform):
     def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
         return (mask > 0).astype(np.uint8)
 
+    def apply_with_params(self, params: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        out = super().apply_with_params(params, *args, **kwargs)
+        if self.emit_device_params and DEVICE_PARAMS_KEY not in out:
+            out[DEVICE_PARAMS_KEY] = no_device_rows()
+        return out
+
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ()
+        return ("emit_device_params",)
+
+
+def _with_record(data: dict[str, Any], fields: dict[int, int]) -> dict[str, Any]:
+    """`data` with its device-row record (a fresh one if none yet) updated by `fields`."""
+    record = np.array(data.get(DEVICE_PARAMS_KEY, no_device_rows()), dtype=np.int64, copy=True)
+    for index, value in fields.items():
+        record[index] = value
+    return {**data, DEVICE_PARAMS_KEY: record}
+
+
+class DeferredMedianBlur(FloatMedianBlur):
+    """Draws exactly as `FloatMedianBlur` but leaves the image: records its kernel for the device."""
+
+    def apply_with_params(self, params: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return _with_record(kwargs, {MEDIAN: 1, MEDIAN_KERNEL: self.ksize})
+
+
+class DeferredCutout(A.CoarseDropout):
+    """Draws exactly as `CoarseDropout` (one hole) but leaves the image: records the hole."""
+
+    def apply_with_params(self, params: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        holes = np.asarray(params["holes"]).reshape(-1, 4)
+        if len(holes) != 1:
+            raise ValueError(f"DeferredCutout: expected one hole, got {len(holes)}")
+        x0, y0, x1, y1 = (int(v) for v in holes[0])
+        return _with_record(kwargs, {CUTOUT: 1, CUTOUT_TOP: y0, CUTOUT_LEFT: x0, CUTOUT_BOTTOM: y1, CUTOUT_RIGHT: x1})
 
 
 def translate_px(image_size: int) -> int:
@@ -125,9 +183,11 @@ def _geometric(crop_size: int, image_size: int) -> list[A.BasicTransform]:
     ]
 
 
-def _photometric() -> list[A.BasicTransform]:
+def _photometric(device_rows: bool) -> list[A.BasicTransform]:
     lo, hi = INTENSITY_FACTOR_RANGE
     side = math.sqrt(CUTOUT_AREA)
+    median = DeferredMedianBlur if device_rows else FloatMedianBlur
+    cutout = DeferredCutout if device_rows else A.CoarseDropout
     return [
         A.RandomGamma(gamma_limit=(GAMMA_RANGE[0] * 100, GAMMA_RANGE[1] * 100), p=P),
         # albumentations 2: out = alpha * x + beta; alpha = 1 + contrast draw, beta = 0 here.
@@ -135,9 +195,9 @@ def _photometric() -> list[A.BasicTransform]:
         A.SaltAndPepper(amount=(SALT_PEPPER_AMOUNT, SALT_PEPPER_AMOUNT), p=P),
         A.GaussNoise(std_range=(NOISE_STD, NOISE_STD), mean_range=(0.0, 0.0), p=P),
         A.OneOf([A.GaussianBlur(blur_limit=(k, k), sigma_limit=GAUSS_SIGMA_RANGE, p=1.0) for k in BLUR_KERNELS], p=P),
-        A.OneOf([FloatMedianBlur(ksize=k, p=1.0) for k in BLUR_KERNELS], p=P),
+        A.OneOf([median(ksize=k, p=1.0) for k in BLUR_KERNELS], p=P),
         # Mask left unchanged (fill_mask=None): classic Cutout occludes the image, not the label.
-        A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(side, side),
+        cutout(num_holes_range=(1, 1), hole_height_range=(side, side),
                         hole_width_range=(side, side), fill=0.0, fill_mask=None, p=P),
     ]
 
@@ -147,6 +207,7 @@ def build_train_transform(
     image_size: int = 512,
     *,
     geometric_only: bool = False,
+    device_rows: bool = False,
     seed: int | None = None,
 ) -> A.Compose:
     """Table 1 training augmentation for `image_size` images, cropped to `crop_size`.
@@ -154,13 +215,17 @@ def build_train_transform(
     Called as ``t(image=float32 H×W in [0,1], mask=uint8 H×W {0,1})``; returns a dict with
     ``image`` (float32 crop_size×crop_size in [0,1]) and ``mask`` (uint8 {0,1}).
     ``geometric_only`` keeps only the geometric rows (used by tests to check alignment).
+    ``device_rows`` builds the host part of the split pipeline: median blur and cutout are
+    drawn but not applied, and the dict also holds ``"device_params"`` (int64, shape
+    (len(PARAM_FIELDS),)) for `mammoseg.augment_device.apply_device_rows`. Without it every
+    row runs here (the reference pipeline).
     """
     if crop_size < 1 or image_size < 1:
         raise ValueError(f"crop_size and image_size must be positive, got {crop_size}, {image_size}")
     transforms = _geometric(crop_size, image_size)
     if not geometric_only:
-        transforms += _photometric()
-    transforms.append(_Finalise())
+        transforms += _photometric(device_rows)
+    transforms.append(_Finalise(emit_device_params=device_rows))
     compose = A.Compose(transforms)
     if seed is not None:
         seed_transform(compose, seed)
@@ -173,11 +238,12 @@ def build_eval_transform() -> A.Compose:
 
 
 def describe_train_transform(crop_size: int = 448, image_size: int = 512) -> list[dict[str, Any]]:
-    """One row per Table 1 entry: the paper's wording, the transform used, its parameters and p."""
+    """One row per Table 1 entry: the paper's wording, the transform used, its parameters, p,
+    and where the split pipeline applies it (``split``: "host" or "device")."""
     t = translate_px(image_size)
     side = math.sqrt(CUTOUT_AREA)
     lo, hi = INTENSITY_FACTOR_RANGE
-    return [
+    rows = [
         {"table1": "rotation ±3°", "transform": "Affine", "params": f"rotate=(-{ROTATE_DEG:g}, {ROTATE_DEG:g}) degrees", "p": P},
         {"table1": "scale 0.7–1.3", "transform": "Affine", "params": f"scale={SCALE_RANGE}, keep_ratio=True", "p": P},
         {"table1": "translation 50 px", "transform": "Affine",
@@ -200,3 +266,4 @@ def describe_train_transform(crop_size: int = 448, image_size: int = 512) -> lis
         {"table1": "cutout 20%", "transform": "CoarseDropout",
          "params": f"one square hole, side {side:.3f} of the crop (20 % of its area), fill 0, mask unchanged", "p": P},
     ]
+    return [{**row, "split": "device" if i >= len(rows) - 2 else "host"} for i, row in enumerate(rows)]

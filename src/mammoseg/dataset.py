@@ -2,6 +2,10 @@
 
 Each item is `(image, mask)`: float32 tensors of shape (1, H, W), the image on the
 [0, 1] scale (uint16 / 65535, so the 16-bit precision is kept) and the mask in {0, 1}.
+With `with_device_params=True` it is `(image, mask, params)`: `params` is the int64 record
+(`mammoseg.augment_device.PARAM_FIELDS`) of the Table 1 rows that run on the training
+device (all zeros when the transform drew none, e.g. validation); the default collate
+stacks them to (B, P) and `mammoseg.augment_device.prepare_batch` applies them.
 
 Augmentation randomness does not come from a per-worker random state (which would
 depend on the number of workers and on what ran before) but from a seed that travels
@@ -22,6 +26,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
+from mammoseg.augment_device import DEVICE_PARAMS_KEY, no_device_rows
 from mammoseg.io import read_png
 from mammoseg.seeding import derive_seed, seed_transform
 
@@ -50,7 +55,9 @@ class PreparedDataset(Dataset):
     `transform(image=float32 H×W in [0,1], mask=uint8 H×W {0,1})` returns the same kinds
     (albumentations 2 style); None keeps the prepared image unchanged (validation).
     `cache=True` reads every image once up front and keeps the uint16 arrays in memory
-    (shared copy-on-write with forked DataLoader workers).
+    (shared copy-on-write with forked DataLoader workers). `with_device_params=True` adds the
+    device-row record as a third element (see the module docstring); without it a transform
+    that defers rows to the device is refused, so they cannot be silently dropped.
     """
 
     def __init__(
@@ -60,8 +67,10 @@ class PreparedDataset(Dataset):
         transform: Transform | None = None,
         cache: bool = False,
         progress: bool = False,
+        with_device_params: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.with_device_params = with_device_params
         self.rows = [dict(r) for r in rows]
         self.ids = [r["id"] for r in self.rows]
         self.transform = transform
@@ -95,17 +104,23 @@ class PreparedDataset(Dataset):
         image, mask = self._cache[i] if self._cache is not None else self._read(i)
         return image.astype(np.float32) / np.float32(65535.0), mask
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
         index, sample_seed = item if isinstance(item, tuple) else (item, None)
         image, mask = self.load(index)
+        params = None
         if self.transform is not None:
             if sample_seed is not None:
                 seed_transform(self.transform, sample_seed)
             out = self.transform(image=image, mask=mask)
-            image, mask = out["image"], out["mask"]
-        image = np.ascontiguousarray(image, dtype=np.float32)
-        mask = np.ascontiguousarray(mask, dtype=np.float32)
-        return torch.from_numpy(image)[None], torch.from_numpy(mask)[None]
+            image, mask, params = out["image"], out["mask"], out.get(DEVICE_PARAMS_KEY)
+        image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+        mask = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
+        if self.with_device_params:
+            return image, mask, torch.from_numpy(no_device_rows() if params is None else params)
+        if params is not None:
+            raise ValueError("PreparedDataset: the transform defers rows to the training device; "
+                             "build the dataset with with_device_params=True so they travel with the batch")
+        return image, mask
 
 
 class SeededSampler(Sampler):
@@ -155,3 +170,29 @@ def worker_init(worker_id: int) -> None:
     thread pool can deadlock the child.
     """
     torch.set_num_threads(1)
+
+
+def default_num_workers(cores: int | None = None) -> int:
+    """DataLoader workers when none are configured: one per available core, less one for the step.
+
+    The cores are those this process may run on (its CPU affinity), not the machine's count.
+    """
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
+
+
+def loader_options(device: torch.device | str, num_workers: int | None = None) -> dict[str, Any]:
+    """DataLoader keyword arguments that keep a training device fed.
+
+    Workers default to `default_num_workers()`; they persist across epochs, each keeps
+    `prefetch_factor` batches ready, and batches land in pinned memory when the device is a
+    GPU (so `.to(device, non_blocking=True)` overlaps the copy with compute).
+    """
+    device = torch.device(device)
+    workers = default_num_workers() if num_workers is None else int(num_workers)
+    options: dict[str, Any] = {"num_workers": workers, "pin_memory": device.type == "cuda"}
+    if workers > 0:
+        options.update(persistent_workers=True, prefetch_factor=4 if device.type == "cuda" else 2,
+                       worker_init_fn=worker_init)
+    return options
