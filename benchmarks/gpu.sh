@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # GPU checks for mammoseg on one CUDA machine (not part of the test suite; CI has no GPU).
+# Sized for the 15-minute device budget of a session; every figure lands under $OUT.
 #
-#   1. training throughput at the paper's setting (512 px, crop 448, batch 32, bf16 autocast,
-#      channels_last) for the four models;
-#   2. the `paper` preset end to end through torchrun + DDP (NCCL) for one short fold;
-#   3. the `demo` preset and variants of it on the demo's own phantoms (3 folds each, run side
-#      by side), to see which schedule reaches a good holdout Dice for the CPU budget.
+#   1. the exact median of the device augmentation rows: each method, k = 3/7/11, on CUDA;
+#   2. training throughput of the four models at the paper's setting (512 px, crop 448,
+#      batch 32, every Table 1 row): step-only vs end-to-end (the real loop), eager fp32,
+#      bf16 + channels_last, and compiled; FLOPs, TFLOP/s and MFU against a bf16 matmul peak;
+#   3. the `paper` preset through torchrun + DDP (NCCL) with compile on, one short fold,
+#      interrupted and resumed.
 #
 # Usage: OUT=results bash benchmarks/gpu.sh   (wheels for missing packages may sit in .whl/)
 set -uo pipefail
@@ -23,41 +25,24 @@ W=/tmp/mammoseg_gpu
 rm -rf "$W" && mkdir -p "$W"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0), 'bf16', torch.cuda.is_bf16_supported())" | tee "$OUT/env.txt"
 
-echo "== demo data"
-$MS synth --out $W/synth --patients 40 --shape 640x512 --seed 0 >/dev/null 2>&1 || exit 1
-$MS prepare --format manifest --src $W/synth --out $W/prep256 --size 256 --seed 0 --workers 8 --no-progress 2>&1 | tail -2
-$MS prepare --format manifest --src $W/synth --out $W/prep512 --size 512 --seed 0 --workers 8 --no-progress 2>&1 | tail -2
+echo "== exact median on the device"
+timeout 120 python3 benchmarks/median.py --device cuda --json "$OUT/median.json" 2>&1 | tee "$OUT/median.txt"
 
-echo "== demo variants (3 folds each, side by side)"
-variant() {  # name, overrides...
-  local name=$1; shift
-  ( start=$(date +%s)
-    $MS train --config demo --data $W/prep256 --out $W/run_$name --device cuda --no-progress num_workers=2 "$@" \
-    && $MS predict --run $W/run_$name --input $W/prep256 --split holdout --out $W/pred_$name --device cuda \
-    && $MS evaluate --pred $W/pred_$name --data $W/prep256 --out $W/eval_$name
-    echo "variant $name [$*] seconds=$(( $(date +%s) - start ))"
-  ) > "$OUT/variant_$name.log" 2>&1 &
+echo "== training throughput (512 px, crop 448, batch 32, every Table 1 row)"
+timeout 420 python3 benchmarks/train_throughput.py --device cuda --size 512 --crop 448 --batch 32 --images 256 \
+  --steps 10 --variants fp32,bf16,compiled --models resnet34-unet,resnet22-unet,resnet34-fpn,resnet22-fpn \
+  --json "$OUT/throughput.json" 2>&1 | tee "$OUT/throughput.txt"
+
+echo "== paper preset through torchrun (DDP, NCCL, compile auto), 1 fold, stopped and resumed"
+$MS synth --out $W/synth --patients 24 --shape 1600x1300 --seed 0 >/dev/null 2>&1 || exit 1
+$MS prepare --format manifest --src $W/synth --out $W/prep512 --size 512 --workers 8 --no-progress 2>&1 | tail -2
+run() {
+  torchrun --standalone --nproc_per_node=1 -m mammoseg train --config paper --data $W/prep512 --out $W/run_paper \
+    --folds 0 --device cuda --no-progress model.encoder_weights=null epochs.combo=1 epochs.focal_tversky=2 \
+    'lr_milestones=[2]' "$@"
 }
-variant preset
-variant long epochs.combo=40 epochs.focal_tversky=30 'lr_milestones=[60,66]'
-variant long_table1 epochs.combo=40 epochs.focal_tversky=30 'lr_milestones=[60,66]' augmentation=table1
-variant bs8 batch_size=8
-variant short epochs.combo=16 epochs.focal_tversky=12 'lr_milestones=[22,26]'
-
-echo "== training throughput (512 px, crop 448, batch 32)"
-python3 benchmarks/train_throughput.py --device cuda --size 512 --crop 448 --batch 32 --steps 6 \
-  --workers 8 --images 64 --models resnet34-unet,resnet22-unet,resnet34-fpn,resnet22-fpn 2>&1 | tee "$OUT/throughput.txt"
-
-echo "== paper preset through torchrun (DDP, NCCL), 1 fold, 2+2 epochs"
 start=$(date +%s)
-torchrun --standalone --nproc_per_node=1 -m mammoseg train --config paper --data $W/prep512 --out $W/run_paper \
-  --folds 0 --device cuda --no-progress model.encoder_weights=null epochs.combo=2 epochs.focal_tversky=2 \
-  'lr_milestones=[3]' num_workers=6 > "$OUT/paper_ddp.log" 2>&1
+( run epochs.focal_tversky=1 && run --resume ) > "$OUT/paper_ddp.log" 2>&1  # a config change is refused ...
+run --resume >> "$OUT/paper_ddp.log" 2>&1                                     # ... the same config resumes
 echo "paper rc=$? seconds=$(( $(date +%s) - start ))" | tee -a "$OUT/paper_ddp.log"
 cp $W/run_paper/fold0/log.csv "$OUT/paper_fold0_log.csv" 2>/dev/null
-
-wait
-echo "== demo variant results"
-for f in "$OUT"/variant_*.log; do
-  tail -n 1 "$f"; grep -h "Dice" "$f" | tail -n 1
-done | tee "$OUT/variants.txt"

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from mammoseg.checkpoint import load_fold_model, normalise_batch, read_checkpoint
+from mammoseg.checkpoint import load_fold_model, normalise_batch, read_checkpoint, unwrap_model
 from mammoseg.config import ExperimentConfig, load_config
 from mammoseg.dataset import PreparedDataset
 from mammoseg.folds import assign_folds, load_or_create_folds
 from mammoseg.io import read_csv, read_png, write_png
 from mammoseg.manifest import check_patients_disjoint, load_manifest
 from mammoseg.schedule import encoder_frozen_at, lr_at_epoch, phase_at_epoch
+from mammoseg.seeding import derive_seed
 from mammoseg.training.data import compute_norm_stats
 from mammoseg.training.engine import dice_per_image
 from mammoseg.training.fold import train_fold
@@ -288,3 +289,80 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(ValueError, match="foreign.pt.*not a mammoseg"):
         load_fold_model(foreign)
+
+
+# ---------------------------------------------------------------------------------------
+# every Table 1 row, the device rows included, through the real loop
+
+
+def test_table1_augmentation_with_device_rows_resumes_exactly(tiny_data, tmp_path):
+    """The split pipeline (median blur and cutout on the training device) in the real training
+    loop: 0 and 2 workers give the same fold, and a fold resumed mid-way ends bit for bit where
+    the uninterrupted one does."""
+    base = TINY + ["augmentation=table1", "epochs.combo=1", "epochs.focal_tversky=2", "freeze_encoder_epochs=0",
+                   "lr_milestones=[]", "optimiser.lr=1e-3", "norm_samples=6"]
+    train_rows, val_rows = _fold_rows(tiny_data)
+    fired = []
+
+    def count_device_rows(epoch, model, opt):
+        fired.append(epoch)
+
+    straight = tmp_path / "straight"
+    train_fold(load_config("demo", base), tiny_data, train_rows, val_rows, straight, fold=0, progress=False,
+               on_epoch_start=count_device_rows)
+    workers = tmp_path / "workers"
+    train_fold(load_config("demo", [*base, "num_workers=2"]), tiny_data, train_rows, val_rows, workers, fold=0,
+               progress=False)
+    resumed = tmp_path / "resumed"
+    cfg = load_config("demo", base)
+    train_fold(cfg, tiny_data, train_rows, val_rows, resumed, fold=0, progress=False, stop_after_epoch=2)
+    train_fold(cfg, tiny_data, train_rows, val_rows, resumed, fold=0, progress=False, resume=True)
+    a = read_checkpoint(straight / "last.pt")
+    for other in (workers, resumed):
+        b = read_checkpoint(other / "last.pt")
+        assert a["norm"] == b["norm"] and a["epoch"] == b["epoch"] == 3
+        for k in a["model"]:
+            assert torch.equal(a["model"][k], b["model"][k]), (other.name, k)
+    assert fired == [1, 2, 3]
+
+
+def test_device_rows_reach_the_normalisation_statistics(tiny_data):
+    """Normalisation statistics see what training sees: with every Table 1 row the statistics of
+    the same seeded samples differ from those without the device rows only by those rows."""
+    from mammoseg.augment import build_train_transform
+    from mammoseg.augment_device import apply_device_rows
+
+    rows = load_manifest(tiny_data, split="train")
+    cfg = ExperimentConfig(batch_size=4, num_workers=0)
+    split = PreparedDataset(tiny_data, rows, build_train_transform(64, 64, device_rows=True), with_device_params=True)
+    stats = compute_norm_stats(split, 12, seed=3, cfg=cfg, device=torch.device("cpu"))
+    # the same 12 samples, augmented by hand: host rows, then the device rows, then the moments
+    perm = np.random.default_rng(derive_seed(3, 0)).permutation(len(rows))
+    images = []
+    for j in range(12):
+        image, _, params = split[(int(perm[j % len(rows)]), derive_seed(3, 1, j))]
+        images.append(apply_device_rows(image[None], params[None])[0])
+    x = torch.stack(images).double()
+    assert stats["mean"] == pytest.approx(float(x.mean()), rel=1e-12)
+    assert stats["std"] == pytest.approx(float(x.std(unbiased=False)), rel=1e-9)
+
+
+def test_compile_falls_back_to_eager_when_compilation_fails(caplog):
+    from mammoseg.training.model import CompiledWithFallback
+
+    torch.manual_seed(0)
+    eager = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU())
+    x = torch.rand(2, 1, 8, 8)
+
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no C compiler here")
+
+    net = CompiledWithFallback(eager, backend=broken_backend)
+    with caplog.at_level("WARNING", logger="mammoseg.training.model"):
+        out = net(x)
+    assert torch.equal(out, eager(x))
+    assert "torch.compile failed" in caplog.text and "no C compiler here" in caplog.text
+    assert net._compiled is None and unwrap_model(net) is eager
+    working = CompiledWithFallback(eager, backend="aot_eager")
+    torch.testing.assert_close(working(x), eager(x), rtol=0, atol=1e-6)
+    assert working._compiled is not None

@@ -32,7 +32,7 @@ AUGMENTATIONS: tuple[str, ...] = ("table1", "geometric")
 
 #: Keys that may differ between the config saved in a run folder and a rerun's config:
 #: they change speed or logging, never the numbers a fold produces (on CPU).
-RUNTIME_KEYS: frozenset[str] = frozenset({"num_workers", "cache_images", "tensorboard"})
+RUNTIME_KEYS: frozenset[str] = frozenset({"num_workers", "cache_images", "tensorboard", "compile"})
 
 
 @dataclass
@@ -101,7 +101,8 @@ class ExperimentConfig:
     augmentation: str = "table1"
     n_folds: int = 5
     seed: int = 0
-    num_workers: int = 4
+    #: DataLoader worker processes; None = one per core this process may use, less one for the step.
+    num_workers: int | None = None
     #: keep decoded prepared images in memory (uint16), read once before training.
     cache_images: bool = False
     #: CUDA: bf16 autocast where supported, else fp16 with a GradScaler. Ignored on CPU.
@@ -110,7 +111,8 @@ class ExperimentConfig:
     cpu_bf16: bool = False
     #: CUDA: channels_last memory format for model and inputs.
     channels_last: bool = True
-    compile: bool = False
+    #: torch.compile the model: None = on CUDA (falls back to eager, logged, if compilation fails), off on CPU.
+    compile: bool | None = None
     #: DDP: convert BatchNorm to SyncBatchNorm.
     sync_batchnorm: bool = False
     #: how many augmented training samples estimate the normalisation mean and SD.
@@ -233,7 +235,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
     need(cfg.crop_size >= 64, "crop_size", "must be >= 64 (the models need at least 64 px)")
     need(cfg.n_folds >= 2, "n_folds", "must be >= 2")
     need(cfg.seed >= 0, "seed", "must be >= 0")
-    need(cfg.num_workers >= 0, "num_workers", "must be >= 0")
+    need(cfg.num_workers is None or cfg.num_workers >= 0, "num_workers", "must be >= 0 or null")
     need(cfg.norm_samples >= 1, "norm_samples", "must be >= 1")
 
 

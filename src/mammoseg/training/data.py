@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from mammoseg.augment import build_eval_transform, build_train_transform
 from mammoseg.config import ExperimentConfig
-from mammoseg.dataset import PreparedDataset, SeededSampler, ShardSampler, worker_init
+from mammoseg.augment_device import prepare_batch
+from mammoseg.dataset import PreparedDataset, SeededSampler, ShardSampler, loader_options
 from mammoseg.distributed import DistInfo, all_reduce_sum
 from mammoseg.seeding import AUGMENT, ORDER, derive_seed
 
@@ -38,25 +39,33 @@ def make_loader(
     drop_last: bool = False,
     persistent: bool = True,
 ) -> DataLoader:
-    """A DataLoader with the config's workers, pinned memory on CUDA, and its own generator."""
-    workers = cfg.num_workers
-    if workers > 0:
+    """A DataLoader that keeps the device fed (`mammoseg.dataset.loader_options`: workers from the
+    config or the cores available, persistent, prefetching, pinned memory on CUDA) with its own generator."""
+    options = loader_options(device, cfg.num_workers)
+    if options["num_workers"] > 0:
         # Forked workers inherit this process's OpenCV thread pool in a broken state; with
         # one OpenCV thread there is no pool to inherit (a fork taken while the pool runs,
         # e.g. after prepare or predict in the same process, can deadlock the worker).
         cv2.setNumThreads(1)
+        options["persistent_workers"] = persistent
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
         drop_last=drop_last,
-        persistent_workers=persistent and workers > 0,
-        worker_init_fn=worker_init if workers > 0 else None,
         # Its own generator, so creating an iterator never draws from the global RNG.
         generator=torch.Generator().manual_seed(0),
+        **options,
     )
+
+
+def augmented_batch(batch: Sequence[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch on `device`: (images, masks), with the device augmentation rows applied when
+    the batch carries their records (training) — validation batches are (images, masks) as they are."""
+    if len(batch) == 3:
+        return prepare_batch(tuple(batch), device)
+    images, masks = batch
+    return images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
 
 
 def prepared_image_size(rows: Sequence[Mapping[str, str]], data_dir: Path) -> int:
@@ -98,10 +107,12 @@ def build_fold_data(
         raise ValueError(f"config key 'crop_size': {cfg.crop_size} is larger than the prepared images ({image_size} px)")
 
     def train_transform() -> Callable:
-        return build_train_transform(cfg.crop_size, image_size, geometric_only=cfg.augmentation == "geometric")
+        # The median blur and cutout rows run on the training device (`BatchPipeline`), batched.
+        return build_train_transform(cfg.crop_size, image_size, geometric_only=cfg.augmentation == "geometric",
+                                     device_rows=True)
 
     train_set = PreparedDataset(data_dir, train_rows, train_transform(), cache=cfg.cache_images,
-                                progress=progress and info.is_main)
+                                progress=progress and info.is_main, with_device_params=True)
     val_set = PreparedDataset(data_dir, val_rows, build_eval_transform(), cache=cfg.cache_images)
     order = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                seed=derive_seed(fold_seed, ORDER) % 2**31, drop_last=False)
@@ -141,8 +152,9 @@ def compute_norm_stats(
     items = [(int(perm[j % n]), derive_seed(seed, 1, j)) for j in range(n_samples)]
     loader = make_loader(dataset, items[info.rank :: info.world_size], cfg.batch_size, cfg, device, persistent=False)
     total = total_sq = count = 0.0
-    for images, _ in tqdm(loader, desc="normalisation stats", unit="batch", leave=False,
-                          disable=not (progress and info.is_main)):
+    for batch in tqdm(loader, desc="normalisation stats", unit="batch", leave=False,
+                      disable=not (progress and info.is_main)):
+        images, _ = augmented_batch(batch, device)  # the training path, device rows included
         x = images.double()
         total += float(x.sum())
         total_sq += float((x * x).sum())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +20,7 @@ from tqdm import tqdm
 from mammoseg.checkpoint import normalise_batch
 from mammoseg.config import ExperimentConfig
 from mammoseg.distributed import DistInfo, all_reduce_sum
+from mammoseg.training.data import augmented_batch
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -58,10 +59,9 @@ class BatchPipeline:
     precision: Precision
     channels_last: bool = False
 
-    def to_device(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(model input, masks) on the device."""
-        images = images.to(self.device, non_blocking=True)
-        masks = masks.to(self.device, non_blocking=True)
+    def to_device(self, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(model input, masks) on the device: device augmentation rows, then normalisation."""
+        images, masks = augmented_batch(batch, self.device)
         x = normalise_batch(images, self.norm, self.in_channels)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -110,11 +110,11 @@ def train_one_epoch(
     loss_sum, n_seen = 0.0, 0
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not (progress and info.is_main))
     started = time.perf_counter()
-    for images, masks in bar:
-        x, masks = pipeline.to_device(images, masks)
+    for batch in bar:
+        x, masks = pipeline.to_device(batch)
         loss = optimisation_step(net, x, masks, loss_fn, optimiser, pipeline)
-        loss_sum += float(loss.detach()) * images.shape[0]
-        n_seen += images.shape[0]
+        loss_sum += float(loss.detach()) * x.shape[0]
+        n_seen += x.shape[0]
         rate = n_seen * info.world_size / max(time.perf_counter() - started, 1e-9)
         bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}", img_s=f"{rate:.1f}")
     bar.close()
@@ -136,13 +136,13 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, loss_fn: LossFn, pipeli
     """(mean validation loss per image, mean per-image Dice at 0.5), reduced over DDP processes."""
     model.eval()
     loss_sum = dice_sum = n = 0.0
-    for images, masks in loader:
-        x, masks = pipeline.to_device(images, masks)
+    for batch in loader:
+        x, masks = pipeline.to_device(batch)
         with pipeline.autocast():
             logits = model(x)
-        loss_sum += float(loss_fn(logits, masks)) * images.shape[0]
+        loss_sum += float(loss_fn(logits, masks)) * x.shape[0]
         dice_sum += float(dice_per_image(logits, masks).sum())
-        n += images.shape[0]
+        n += x.shape[0]
     loss_sum, dice_sum, n = all_reduce_sum([loss_sum, dice_sum, n], pipeline.device)
     if n == 0:
         return float("nan"), float("nan")
