@@ -31,8 +31,9 @@ clips, loose enough that dense masses are not clipped to white). Mammogram.windo
 these happened.
 
 The whole pipeline is evaluated once per distinct stored value and applied as a lookup
-table, which is exact (every step is a function of the stored value) and keeps a
-full-field image's memory use to a few copies of its uint16 pixels.
+table (`mammoseg.dicom_levels`: indexed by the stored values themselves), which is exact
+(every step is a function of the stored value) and keeps a full-field image's memory use to a
+few copies of its uint16 pixels.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from pydicom.uid import (
 )
 
 from mammoseg.dicom_checks import HeaderError, ReadLimits, check_header, check_inflated_size
+from mammoseg.dicom_levels import stored_levels
 from mammoseg.geometry import chest_wall_side
 
 #: Percentiles of the breast region's values that bound the fallback window.
@@ -195,13 +197,8 @@ def _decode_pixels(ds: Dataset, path: Path) -> np.ndarray:
 
 def _window(stored: np.ndarray, ds: Dataset, path: Path, index: int) -> tuple[np.ndarray, str]:
     """Windowed uint16 pixels and the kind of window used (see module docstring)."""
-    vmin, vmax = int(stored.min()), int(stored.max())
-    if vmax - vmin < 2**20:  # ≤ 16-bit data, i.e. every mammogram: one entry per level
-        levels = np.arange(vmin, vmax + 1, dtype=np.int64).astype(stored.dtype)
-        offsets = (stored.astype(np.int32) - vmin) if vmin else stored
-    else:  # wider integers: one entry per distinct value
-        levels, offsets = np.unique(stored, return_inverse=True)
-        offsets = offsets.reshape(stored.shape)
+    per_level = stored_levels(stored)
+    levels = per_level.values
     padding = _padding(ds, levels, path)
     try:
         modality = np.asarray(apply_modality_lut(levels, ds))
@@ -213,7 +210,7 @@ def _window(stored: np.ndarray, ds: Dataset, path: Path, index: int) -> tuple[np
     elif ds.get("WindowCenter") not in (None, "") and ds.get("WindowWidth") not in (None, ""):
         scaled, kind = _apply_window(modality, ds, path, index)
     else:
-        counts = np.bincount(np.asarray(offsets).ravel(), minlength=levels.size)
+        counts = per_level.counts()
         counts[padding] = 0  # padding is not breast: keep it out of the window's statistics
         if not counts.any():
             raise DicomReadError(f"{path}: every pixel is Pixel Padding Value; there is no image")
@@ -224,7 +221,7 @@ def _window(stored: np.ndarray, ds: Dataset, path: Path, index: int) -> tuple[np
         scaled = 1.0 - scaled
     lut = np.rint(scaled * _OUT_MAX).astype(np.uint16)
     lut[padding] = 0  # padding is background (black), whatever the photometric interpretation
-    return lut[offsets], kind
+    return per_level.apply(lut), kind
 
 
 def _padding(ds: Dataset, levels: np.ndarray, path: Path) -> np.ndarray:
