@@ -9,6 +9,8 @@ a fresh process so its peak memory is its own.
   results, over the time they took, divided by `workers`. Start-up (imports, listing, spawning
   workers, the first image) and the end (manifest) are reported apart, and so is the plain
   rate over the whole call, start-up included.
+- One worker runs in the measuring process with OpenCV on one thread, as each worker process
+  is, so the figure is per core (`prepare --workers 1` itself lets OpenCV use every core).
 - **peak RSS per worker** is the largest resident set of a process that prepared images
   (resource.getrusage ru_maxrss): the main process with one worker, the largest worker
   process otherwise.
@@ -61,8 +63,13 @@ def _steady(finished: list[float], start: float, end: float, workers: int, image
 
 def _measure(fmt: str, src: str, out: str, size: int, workers: int) -> dict[str, Any]:
     """Run in a child process: prepare once; rates, start-up and peak memory (MiB)."""
+    import cv2
+
     import mammoseg
     from mammoseg import prepare
+
+    if workers == 1:  # one core, as in a worker process (prepare's own worker initialiser does this)
+        cv2.setNumThreads(1)
 
     finished: list[float] = []
     results = getattr(prepare, "_results", None)
@@ -74,21 +81,34 @@ def _measure(fmt: str, src: str, out: str, size: int, workers: int) -> dict[str,
                 yield item
 
         prepare._results = timed
+    before = _cpu_seconds()
     start = time.perf_counter()
     summary = prepare.prepare_dataset(fmt, src, out, size=size, workers=workers, overwrite=True, progress=False)
     end = time.perf_counter()
+    own_cpu, workers_cpu = (after - first for after, first in zip(_cpu_seconds(), before))
     # ru_maxrss is in KiB on Linux; RUSAGE_CHILDREN is the largest finished worker.
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    cpu = own_cpu if workers == 1 else workers_cpu
     return {
         "workers": workers,
         "images": summary.n_images,
         "errors": summary.n_errors,
         **_steady(finished, start, end, workers, summary.n_images),
+        # CPU seconds of the processes that prepared images (workers: their start-up included):
+        # a per-core rate that other load on a shared machine does not lower.
+        "cpu_s": cpu,
+        "images_per_cpu_s": summary.n_images / cpu if cpu > 0 else float("nan"),
         "peak_rss_mib_per_worker": own if workers == 1 else children,
         "peak_rss_mib_main": own,
         "mammoseg": str(Path(mammoseg.__file__).parent),
     }
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """(user + system CPU seconds of this process, of its finished children)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
 def _child(args: list[str], pythonpath: str | None) -> dict[str, Any]:
@@ -127,7 +147,8 @@ def _machine() -> dict[str, Any]:
 
 def _summarise(code: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One entry per (code, workers): medians over the repeats, the largest peak memory."""
-    keys = ("images_per_s_per_worker", "images_per_s", "images_per_s_with_startup", "startup_s", "seconds")
+    keys = ("images_per_s_per_worker", "images_per_s", "images_per_s_with_startup", "startup_s", "seconds",
+            "images_per_cpu_s")
     entry: dict[str, Any] = {"code": code, "workers": runs[0]["workers"], "images": runs[0]["images"],
                              "errors": max(r["errors"] for r in runs)}
     entry.update({k: statistics.median(r[k] for r in runs) for k in keys})
@@ -140,11 +161,11 @@ def _summarise(code: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _print_results(results: list[dict[str, Any]]) -> None:
     print(f"{'code':<16}{'workers':>8}{'img/s/worker':>14}{'best':>8}{'with start-up':>15}"
-          f"{'start-up s':>12}{'peak RSS/worker MiB':>21}")
+          f"{'img/CPU-s':>11}{'start-up s':>12}{'peak RSS/worker MiB':>21}")
     for r in results:
         print(f"{r['code']:<16}{r['workers']:>8}{r['images_per_s_per_worker']:>14.2f}"
               f"{r['images_per_s_per_worker_best']:>8.2f}{r['images_per_s_with_startup'] / r['workers']:>15.2f}"
-              f"{r['startup_s']:>12.2f}{r['peak_rss_mib_per_worker']:>21.0f}")
+              f"{r['images_per_cpu_s']:>11.2f}{r['startup_s']:>12.2f}{r['peak_rss_mib_per_worker']:>21.0f}")
 
 
 def _print_stages(stages: list[dict[str, Any]]) -> None:

@@ -21,9 +21,9 @@ from typing import Any
 
 #: (stage label, [(module, attribute path), ...]) in pipeline order.
 STAGES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("read file + header", (("mammoseg.dicom", "_read_dataset"),)),
+    ("read file + header", (("mammoseg.dicom", "read_dataset"), ("mammoseg.dicom", "_read_dataset"))),
     ("header checks", (("mammoseg.dicom", "check_header"),)),
-    ("decode pixels", (("mammoseg.dicom", "_decode_pixels"),)),
+    ("read + decode pixels", (("mammoseg.dicom", "decode_pixels"), ("mammoseg.dicom", "_decode_pixels"))),
     ("window (VOI LUT)", (("mammoseg.dicom", "_window"),)),
     ("chest-wall side", (("mammoseg.geometry", "chest_wall_side"), ("mammoseg.dicom", "chest_wall_side"))),
     ("image pad + resize", (("mammoseg.geometry", "apply_to_image"),)),
@@ -94,13 +94,14 @@ def time_stages(fmt: str, src: str, size: int, repeat: int) -> dict[str, Any]:
         for _ in range(repeat):
             for record in records:
                 clock.totals.clear()
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 prepare.prepare_one(record, out, size)
-                total = time.perf_counter() - start
+                total, cpu = time.perf_counter() - start, time.process_time() - cpu
                 for label in found:
                     per_image[label].append(clock.totals.get(label, 0.0))
                 per_image["other"].append(total - sum(clock.totals.values()))
                 per_image["total"].append(total)
+                per_image["total CPU"].append(cpu)
     return {
         "images_timed": len(per_image["total"]),
         "ms_median": {label: 1e3 * statistics.median(values) for label, values in per_image.items()},
