@@ -7,16 +7,17 @@ square of 64 MiB at 4084²), and much of it is padding or, for a mask, zeros.
 OpenCV's area resize is local: output pixel (y, x) is a weighted sum of the input pixels
 under its cell, summed in a fixed order, with weights that depend only on where the cell
 falls on the input grid. OpenCV computes the cell positions as ``dx * scale`` in double
-precision, with ``scale = 1 / (size / n)``. When that scale is exactly n/size (true when it
-is a binary fraction that survives the double rounding — for size 512, every n we meet), the
-positions are exact and the cell pattern repeats every ``n/g`` input and ``size/g`` output
-pixels (g = gcd(n, size)): the tables OpenCV builds for a block of whole periods are the
-full square's, shifted. So the square can be cut into such blocks and each resized on its
-own, with bit-identical results: blocks that hold only zeros are zeros and are skipped,
-blocks inside the image are resized from views (no copy), and only the blocks that straddle
-the image's edge are copied next to their padding. When the cut is not exact (enlarging,
-or a scale OpenCV cannot represent exactly) the whole square is built and resized, as before.
-tests/test_area_resize.py checks the equality over many shapes, positions and scales.
+precision, with ``scale = 1 / (size / n)``. When that scale is exactly n/size (a binary
+fraction that survives the double rounding: for size 512 the detector sizes 4084, 4096, 3328,
+2560, 2294 and 3518 all do, 737 does not), the positions are exact and the cell pattern
+repeats every ``n/g`` input and ``size/g`` output pixels (g = gcd(n, size)): the tables
+OpenCV builds for a block of whole periods are the full square's, shifted. So the square can
+be cut into such blocks and each resized on its own, with bit-identical results: blocks that
+hold only zeros are zeros and are skipped, blocks inside the image are resized from views (no
+copy), and only the blocks that straddle the image's edge are copied next to their padding.
+When the cut is not exact (enlarging, a scale OpenCV cannot represent exactly, float pixels
+at scale 2 — see `exact_block`) the whole square is built and resized, as before.
+tests/test_area_resize.py checks the equality over many shapes, positions, types and scales.
 """
 
 from __future__ import annotations
