@@ -11,6 +11,9 @@ a fresh process so its peak memory is its own.
   rate over the whole call, start-up included.
 - One worker runs in the measuring process with OpenCV on one thread, as each worker process
   is, so the figure is per core (`prepare --workers 1` itself lets OpenCV use every core).
+- **images per CPU-second** counts the CPU time of the processes that prepared images, less
+  the workers' own start-up (measured apart): a per-core figure that other load on a shared
+  machine does not lower, unlike the wall-clock rates.
 - **peak RSS per worker** is the largest resident set of a process that prepared images
   (resource.getrusage ru_maxrss): the main process with one worker, the largest worker
   process otherwise.
@@ -89,20 +92,36 @@ def _measure(fmt: str, src: str, out: str, size: int, workers: int) -> dict[str,
     # ru_maxrss is in KiB on Linux; RUSAGE_CHILDREN is the largest finished worker.
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    cpu = own_cpu if workers == 1 else workers_cpu
+    startup_cpu = 0.0 if workers == 1 else _startup_cpu(workers)
+    cpu = own_cpu if workers == 1 else workers_cpu - startup_cpu
     return {
         "workers": workers,
         "images": summary.n_images,
         "errors": summary.n_errors,
         **_steady(finished, start, end, workers, summary.n_images),
-        # CPU seconds of the processes that prepared images (workers: their start-up included):
-        # a per-core rate that other load on a shared machine does not lower.
+        # CPU seconds the processes that prepared images spent on them (worker start-up, measured
+        # apart, taken off): a per-core rate that other load on a shared machine does not lower.
         "cpu_s": cpu,
+        "worker_startup_cpu_s": startup_cpu,
         "images_per_cpu_s": summary.n_images / cpu if cpu > 0 else float("nan"),
         "peak_rss_mib_per_worker": own if workers == 1 else children,
         "peak_rss_mib_main": own,
         "mammoseg": str(Path(mammoseg.__file__).parent),
     }
+
+
+def _startup_cpu(workers: int) -> float:
+    """CPU seconds that `workers` prepare worker processes take to start, refuse one record each
+    (a listing problem: no image is read) and stop."""
+    from mammoseg.prepare import _init_worker, _run_one
+    from mammoseg.sources import Record
+    from mammoseg.workers import run_tasks
+
+    idle = Record(id="idle", image=Path("idle.dcm"), patient_id="", problem="benchmark: start-up only")
+    before = _cpu_seconds()[1]
+    for _ in run_tasks(_run_one, [(idle, Path("."), 512)] * workers, workers, initializer=_init_worker):
+        pass
+    return _cpu_seconds()[1] - before
 
 
 def _cpu_seconds() -> tuple[float, float]:
