@@ -99,7 +99,8 @@ def test_apply_to_mask_equals_pad_then_resize(height, width, side):
 
 def test_apply_to_mask_edges_single_pixels_and_noise():
     rng = np.random.default_rng(5)
-    for height, width, size in [(4084, 3328, 512), (3328, 2560, 512), (1021, 700, 512), (2000, 1600, 448), (300, 200, 512)]:
+    cases = [(4084, 3328, 512), (3328, 2560, 512), (1021, 700, 512), (2000, 1600, 448), (300, 200, 512)]
+    for height, width, size in cases:
         for side in ("left", "right"):
             plan = plan_pad_resize(height, width, side, size=size)
             masks = [np.zeros((height, width), np.uint8) for _ in range(5)]

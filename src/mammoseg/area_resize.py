@@ -28,6 +28,9 @@ from fractions import Fraction
 import cv2
 import numpy as np
 
+#: A block-aligned span of one axis of the square: (begin, end, whether it lies inside the part).
+Span = tuple[int, int, bool]
+
 
 def exact_block(n: int, size: int, dtype: np.dtype | type = np.uint16) -> int | None:
     """Input pixels per repeating block of OpenCV's n → size area resize of `dtype` pixels, or
@@ -45,7 +48,7 @@ def exact_block(n: int, size: int, dtype: np.dtype | type = np.uint16) -> int | 
     return n // math.gcd(n, size)
 
 
-def _segments(start: int, length: int, n: int, block: int) -> list[tuple[int, int, bool]]:
+def _segments(start: int, length: int, n: int, block: int) -> list[Span]:
     """Block-aligned spans (begin, end, inside) covering [start, start+length) on one axis;
     `inside` when the span lies wholly within it."""
     stop = start + length
@@ -57,7 +60,7 @@ def _segments(start: int, length: int, n: int, block: int) -> list[tuple[int, in
     return [(a, b, inside) for a, b, inside in spans if a < b]
 
 
-def _tile(part: np.ndarray, top: int, left: int, rows: tuple[int, int, bool], cols: tuple[int, int, bool]) -> np.ndarray:
+def _tile(part: np.ndarray, top: int, left: int, rows: Span, cols: Span) -> np.ndarray:
     """The square's pixels rows × cols: a view of `part` when inside it, else a zero-padded copy."""
     (r0, r1, rows_inside), (c0, c1, cols_inside) = rows, cols
     if rows_inside and cols_inside:
