@@ -31,8 +31,9 @@ clips, loose enough that dense masses are not clipped to white). Mammogram.windo
 these happened.
 
 The whole pipeline is evaluated once per distinct stored value and applied as a lookup
-table, which is exact (every step is a function of the stored value) and keeps a
-full-field image's memory use to a few copies of its uint16 pixels.
+table (`mammoseg.dicom_levels`: indexed by the stored values themselves), which is exact
+(every step is a function of the stored value) and keeps a full-field image's memory use to a
+few copies of its uint16 pixels.
 """
 
 from __future__ import annotations
@@ -43,32 +44,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut
-from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.processing import apply_voi, apply_windowing
-from pydicom.uid import (
-    UID,
-    JPEG2000TransferSyntaxes,
-    JPEGLSTransferSyntaxes,
-    JPEGTransferSyntaxes,
-    RLETransferSyntaxes,
-)
 
-from mammoseg.dicom_checks import HeaderError, ReadLimits, check_header, check_inflated_size
+from mammoseg.dicom_checks import HeaderError, ReadLimits, check_header
+from mammoseg.dicom_levels import stored_levels
+from mammoseg.dicom_pixels import DicomReadError, decode_pixels, read_dataset
 from mammoseg.geometry import chest_wall_side
 
 #: Percentiles of the breast region's values that bound the fallback window.
 FALLBACK_PERCENTILES = (0.1, 99.9)
 
 _OUT_MAX = 65535
-
-
-class DicomReadError(ValueError):
-    """A file that cannot be used as a mammogram; the message starts with the file path."""
 
 
 @dataclass
@@ -105,12 +94,12 @@ def read_mammogram(path: str | os.PathLike, window_index: int = 0, limits: ReadL
     path = Path(path)
     if isinstance(window_index, bool) or not isinstance(window_index, (int, np.integer)) or window_index < 0:
         raise DicomReadError(f"{path}: window_index must be an int >= 0, got {window_index!r}")
-    ds = _read_dataset(path, limits)
+    ds = read_dataset(path, limits)
     try:
         check_header(ds, limits)
     except HeaderError as exc:
         raise DicomReadError(f"{path}: {exc}") from None
-    stored = _decode_pixels(ds, path)
+    stored = decode_pixels(ds, path)
     pixels, window = _window(stored, ds, path, int(window_index))
     laterality, laterality_source = _laterality(ds, pixels)
     return Mammogram(
@@ -127,81 +116,13 @@ def read_mammogram(path: str | os.PathLike, window_index: int = 0, limits: ReadL
     )
 
 
-# --------------------------------------------------------------------------- reading
-
-
-def _read_dataset(path: Path, limits: ReadLimits) -> Dataset:
-    if not path.is_file():
-        raise DicomReadError(f"{path}: no such file")
-    try:
-        check_inflated_size(path, limits)
-    except HeaderError as exc:
-        raise DicomReadError(f"{path}: {exc}") from None
-    try:
-        return pydicom.dcmread(path)
-    except InvalidDicomError:
-        raise DicomReadError(
-            f"{path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble)"
-        ) from None
-    except Exception as exc:  # truncated or corrupt files raise many kinds of errors
-        raise DicomReadError(f"{path}: could not be read as DICOM ({type(exc).__name__}: {exc})") from exc
-
-
-def _plugin_hint(tsyntax: UID) -> str:
-    """What to install to decode `tsyntax`."""
-    if tsyntax in JPEG2000TransferSyntaxes:
-        return "pip install pylibjpeg pylibjpeg-openjpeg"
-    if tsyntax in JPEGLSTransferSyntaxes:
-        return "pip install pylibjpeg pylibjpeg-libjpeg (or pyjpegls)"
-    if tsyntax in JPEGTransferSyntaxes:
-        return "pip install pylibjpeg pylibjpeg-libjpeg"
-    if tsyntax in RLETransferSyntaxes:
-        return "pip install pylibjpeg pylibjpeg-rle"
-    return "a pydicom pixel data plugin for this transfer syntax (e.g. python-gdcm)"
-
-
-def _decode_pixels(ds: Dataset, path: Path) -> np.ndarray:
-    file_meta = getattr(ds, "file_meta", None)
-    tsyntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
-    if tsyntax is None:
-        raise DicomReadError(f"{path}: no Transfer Syntax UID in the file meta information; cannot decode pixels")
-    tsyntax = UID(str(tsyntax))
-    name = tsyntax.name if tsyntax.is_transfer_syntax else str(tsyntax)
-    try:
-        decoder = get_decoder(tsyntax)
-    except NotImplementedError:
-        raise DicomReadError(f"{path}: transfer syntax {name} ({tsyntax}) is not supported by pydicom") from None
-    if not decoder.is_available:
-        raise DicomReadError(
-            f"{path}: pixel data is compressed as {name} and no decoder for it is installed; "
-            f"install one: {_plugin_hint(tsyntax)}"
-        )
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:
-        hint = f"; if a decoder is missing: {_plugin_hint(tsyntax)}" if tsyntax.is_compressed else ""
-        raise DicomReadError(
-            f"{path}: could not decode the pixel data ({name}): {type(exc).__name__}: {exc}{hint}"
-        ) from exc
-    if arr.ndim != 2:
-        raise DicomReadError(f"{path}: decoded pixel data has shape {arr.shape}; a 2-D greyscale image is expected")
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise DicomReadError(f"{path}: pixel data of type {arr.dtype} is not supported (integers expected)")
-    return arr
-
-
 # --------------------------------------------------------------------------- windowing
 
 
 def _window(stored: np.ndarray, ds: Dataset, path: Path, index: int) -> tuple[np.ndarray, str]:
     """Windowed uint16 pixels and the kind of window used (see module docstring)."""
-    vmin, vmax = int(stored.min()), int(stored.max())
-    if vmax - vmin < 2**20:  # ≤ 16-bit data, i.e. every mammogram: one entry per level
-        levels = np.arange(vmin, vmax + 1, dtype=np.int64).astype(stored.dtype)
-        offsets = (stored.astype(np.int32) - vmin) if vmin else stored
-    else:  # wider integers: one entry per distinct value
-        levels, offsets = np.unique(stored, return_inverse=True)
-        offsets = offsets.reshape(stored.shape)
+    per_level = stored_levels(stored)
+    levels = per_level.values
     padding = _padding(ds, levels, path)
     try:
         modality = np.asarray(apply_modality_lut(levels, ds))
@@ -213,7 +134,7 @@ def _window(stored: np.ndarray, ds: Dataset, path: Path, index: int) -> tuple[np
     elif ds.get("WindowCenter") not in (None, "") and ds.get("WindowWidth") not in (None, ""):
         scaled, kind = _apply_window(modality, ds, path, index)
     else:
-        counts = np.bincount(np.asarray(offsets).ravel(), minlength=levels.size)
+        counts = per_level.counts()
         counts[padding] = 0  # padding is not breast: keep it out of the window's statistics
         if not counts.any():
             raise DicomReadError(f"{path}: every pixel is Pixel Padding Value; there is no image")
@@ -224,7 +145,7 @@ def _window(stored: np.ndarray, ds: Dataset, path: Path, index: int) -> tuple[np
         scaled = 1.0 - scaled
     lut = np.rint(scaled * _OUT_MAX).astype(np.uint16)
     lut[padding] = 0  # padding is background (black), whatever the photometric interpretation
-    return lut[offsets], kind
+    return per_level.apply(lut), kind
 
 
 def _padding(ds: Dataset, levels: np.ndarray, path: Path) -> np.ndarray:

@@ -35,6 +35,8 @@ from typing import Any, Literal, NamedTuple
 import cv2
 import numpy as np
 
+from mammoseg.area_resize import resize_padded
+
 ChestSide = Literal["left", "right"]
 
 #: Fraction of the width, at each side, that `chest_wall_side` compares.
@@ -116,9 +118,21 @@ def chest_wall_side(image: np.ndarray) -> ChestSide:
         raise ValueError(f"chest_wall_side needs a non-empty 2-D image, got shape {image.shape}")
     band = max(1, int(round(image.shape[1] * EDGE_FRACTION)))
     band = min(band, image.shape[1] // 2) or 1
-    left = float(image[:, :band].mean(dtype=np.float64))
-    right = float(image[:, -band:].mean(dtype=np.float64))
+    left = _mean(image[:, :band])
+    right = _mean(image[:, -band:])
     return "right" if right > left else "left"
+
+
+def _mean(band: np.ndarray) -> float:
+    """The mean as ``band.mean(dtype=np.float64)`` gives it, bit for bit.
+
+    For 8/16-bit integers OpenCV's sum is exact (integer accumulators; the total stays far
+    below 2**53), as numpy's float64 sum of such values is, and one correctly rounded division
+    follows in both, so the result is the same — about 10× faster on a full-field band.
+    """
+    if band.dtype in (np.uint8, np.uint16) and band.size:
+        return cv2.sumElems(band)[0] / band.size
+    return float(band.mean(dtype=np.float64))
 
 
 def plan_pad_resize(height: int, width: int, chest_side: str, size: int = 512) -> PadResize:
@@ -144,15 +158,6 @@ def _check_shape(array: np.ndarray, shape: tuple[int, int], what: str) -> None:
         raise ValueError(f"{what}: expected a 2-D array of shape {shape}, got {array.shape}")
 
 
-def _pad(array: np.ndarray, plan: PadResize) -> np.ndarray:
-    return np.pad(
-        array,
-        ((plan.pad_top, plan.pad_bottom), (plan.pad_left, plan.pad_right)),
-        mode="constant",
-        constant_values=0,
-    )
-
-
 def _resize(array: np.ndarray, side: int, interpolation: int) -> np.ndarray:
     if array.shape == (side, side):
         return array.copy()
@@ -160,22 +165,45 @@ def _resize(array: np.ndarray, side: int, interpolation: int) -> np.ndarray:
 
 
 def apply_to_image(image: np.ndarray, plan: PadResize) -> np.ndarray:
-    """Pad and resize an image with area averaging: uint16 → uint16, anything else → float32."""
+    """Pad and resize an image with area averaging: uint16 → uint16, anything else → float32.
+
+    Computed as OpenCV's INTER_AREA resize of the padded square, without building the whole
+    square where that is exact (`mammoseg.area_resize`).
+    """
     image = np.asarray(image)
     _check_shape(image, (plan.orig_height, plan.orig_width), "apply_to_image")
     if image.dtype != np.uint16:
         image = image.astype(np.float32)
-    return _resize(_pad(image, plan), plan.size, cv2.INTER_AREA)
+    return resize_padded(image, plan.pad_top, plan.pad_left, plan.padded_size, plan.size)
 
 
 def apply_to_mask(mask: np.ndarray, plan: PadResize) -> np.ndarray:
     """Pad and resize a mask (non-zero = mass) → uint8 0/255: a prepared pixel is set
-    when at least half of its area is covered."""
+    when at least half of its area is covered.
+
+    Only the mask's bounding box is resized (the rest of the square is zeros, and stays
+    zeros); an image without a mass costs one scan for non-zero pixels.
+    """
     mask = np.asarray(mask)
     _check_shape(mask, (plan.orig_height, plan.orig_width), "apply_to_mask")
-    coverage = _resize(_pad((mask != 0).astype(np.float32), plan), plan.size, cv2.INTER_AREA)
+    box = _nonzero_box(mask)
+    if box is None:
+        return np.zeros((plan.size, plan.size), dtype=np.uint8)
+    r0, r1, c0, c1 = box
+    part = (mask[r0:r1, c0:c1] != 0).astype(np.float32)
+    coverage = resize_padded(part, plan.pad_top + r0, plan.pad_left + c0, plan.padded_size, plan.size)
     # A tolerance for float rounding in the area sums: exactly half covered counts as set.
     return np.where(coverage >= 0.5 - 1e-6, 255, 0).astype(np.uint8)
+
+
+def _nonzero_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(row0, row1, col0, col1), end-exclusive, of the non-zero pixels of `mask`; None if none."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    r0, r1 = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(mask[r0:r1].any(axis=0))
+    return r0, r1, int(cols[0]), int(cols[-1]) + 1
 
 
 class Standardised(NamedTuple):

@@ -144,7 +144,7 @@ def prepare_one(record: Record, out: Path, size: int) -> dict[str, Any]:
         raise ValueError(f"{record.image}: no patient ID (the source gives none and the file has no PatientID)")
     mask = record.load_mask(height, width)
     standard = standardise(pixels, size)
-    mask_out = apply_to_mask(mask.astype(np.uint8) * 255, standard.plan)
+    mask_out = apply_to_mask(mask, standard.plan)  # bool; non-zero is mass
     write_png(out / "masks" / f"{record.id}.png", mask_out)
     write_png(out / "images" / f"{record.id}.png", standard.image)
     row: dict[str, Any] = {

@@ -1,0 +1,96 @@
+"""`prepare` after the speed work (issue 11) writes what it wrote before, pixel for pixel.
+
+EXPECTED holds SHA-256 digests of prepared folders made by the code before that work (commit
+a191bc8, x86-64, numpy 2.4.6, OpenCV 5.0.0, pydicom 3.0.2) from the synthetic sets below:
+`digests()` as written here, run on that commit. They cover the fast paths: 4084-like
+block cuts (2042 px: blocks of 1021), an integer scale (1024), a scale with small blocks
+(1000 px), an odd size that cannot be cut (1021), an image smaller than the target (420),
+tall and wide images on both chest sides, masks with and without a mass, and every window
+kind the synthetic formats write (window, VOI LUT Sequence, none: the fallback window).
+
+If "source" differs, the synthetic generator (not prepare) gives other files on this machine
+and the other digests say nothing; if only the others differ, prepare's output changed.
+"""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from mammoseg.io import read_csv, read_png
+from mammoseg.prepare import prepare_dataset
+from mammoseg.sources.synthetic import write_synthetic_dataset
+
+EXPECTED = {
+    ("inbreast", (1024, 832)): {
+        "source": "9acc6dff53e5c0724c666035e87818b1cb6dd574e125188dc158e8f45803096a",
+        "images": "744802409f35fc5501679e57f967617a6ec682d9a0b45ef54963efb21395e3fc",
+        "masks": "3abe5fe7113cd74fc562df72777cbae760db0f80cf5d4a47d349b2e5d72ca106",
+        "manifest": "21518f487b1c1172c9db35942f6d371b0a5c04def1ae2ad7bd6ee2824adde3d3",
+    },
+    ("manifest", (760, 1000)): {
+        "source": "0623600b88d12fdb7c03ff63e94e1af6729a4239b6d80523177911e0c2cd1d1c",
+        "images": "99684ee45db497d39c2382f7a42c309a0fb870fd441c6c18337e239fa8e8a47f",
+        "masks": "c0d3c42e1381dbfd426d163ed4bec0e6b525d43283f205263f976e4587117b6e",
+        "manifest": "96e1bcd1c730551a88861cc01d8817a03928a36cb587daffb6e0115e6e2dc840",
+    },
+    ("cbis-ddsm", (1021, 700)): {
+        "source": "1e267c4c2e096176cff7279a37d261433a83cff51d9ea314a91114325f673688",
+        "images": "92fbd791f645f208c3aa8b1cde5514f2609beda208baa18bf2e15277c79a14db",
+        "masks": "fea477ac9903ed4c9d1eb4ff09de382aaae317928185851450879c39d2bce5d6",
+        "manifest": "4d07e016c966bb0728504e16511ebcb0e37b1a857ee8848d39ba916a0ab6e8c5",
+    },
+    ("inbreast", (420, 300)): {
+        "source": "e0b49ae8d1939d3d8e4da9354d0fed741c639136889716bb40d92b27150a2493",
+        "images": "119e23adfc3684f59dff88106c16ccf99cdefca24c39028bcbd4fdd48c32583e",
+        "masks": "74fab14a33b5c569487ddd69e98eed51ab89d4188b94993f5b95f4131b362704",
+        "manifest": "4a0588b4557d43ce9d733303cffaaaf85670d6e0819ab18aa12c0a4927f4199e",
+    },
+    ("inbreast", (2042, 1664)): {
+        "source": "e74f0ace733dd63765fb12f50e502d301a06843afe543951ee8980a7f291676d",
+        "images": "8f5b7497080e5b713b453c6362ddf54e5fa30430532c7fd64bd5fa0aa900b0a4",
+        "masks": "c25406f2281f094f0724f5009a22415d6385d28dbc21ef7a05dc52b1eb2540d2",
+        "manifest": "a0ba4d10e361d5ab1254226fc1fffbf003e38924172fdf0f0dc171429689c6f6",
+    },
+}
+PATIENTS, SEED, SIZE = 2, 7, 512
+
+
+def source_digest(src: Path) -> str:
+    """Every generated file (names and bytes), less the generator's own bookkeeping."""
+    digest = hashlib.sha256()
+    for path in sorted(src.rglob("*")):
+        if path.is_file() and not path.name.startswith(".") and path.name != "synth.json":
+            digest.update(str(path.relative_to(src)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def prepared_digests(out: Path, src: Path) -> dict[str, str]:
+    """Decoded pixels (with id, type and shape) of all images, of all masks, and manifest.csv
+    with the source folder's path replaced by a placeholder."""
+    images, masks = hashlib.sha256(), hashlib.sha256()
+    for row in read_csv(out / "manifest.csv"):
+        for digest, column in ((images, "image"), (masks, "mask")):
+            pixels = read_png(out / row[column])
+            digest.update(f"{row['id']} {pixels.dtype} {pixels.shape}".encode())
+            digest.update(pixels.tobytes())
+    manifest = (out / "manifest.csv").read_text(encoding="utf-8").replace(str(src), "<src>")
+    return {"images": images.hexdigest(), "masks": masks.hexdigest(),
+            "manifest": hashlib.sha256(manifest.encode()).hexdigest()}
+
+
+def digests(root: Path, fmt: str, shape: tuple[int, int]) -> dict[str, str]:
+    src, out = root / "src", root / "prepared"
+    write_synthetic_dataset(src, PATIENTS, fmt, shape, SEED, progress=False)
+    summary = prepare_dataset(fmt, src, out, size=SIZE, progress=False)
+    assert summary.n_images == 8 and summary.n_errors == 0
+    return {"source": source_digest(src), **prepared_digests(out, src)}
+
+
+@pytest.mark.parametrize("fmt, shape", list(EXPECTED), ids=[f"{f}-{h}x{w}" for f, (h, w) in EXPECTED])
+def test_prepared_pixels_and_manifest_as_before(tmp_path, fmt, shape):
+    found = digests(tmp_path, fmt, shape)
+    expected = EXPECTED[(fmt, shape)]
+    assert found["source"] == expected["source"], "the synthetic generator wrote other files on this machine"
+    assert found == expected
