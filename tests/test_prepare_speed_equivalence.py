@@ -1,8 +1,10 @@
 """`prepare` after the speed work (issue 11) writes what it wrote before, pixel for pixel.
 
 EXPECTED holds SHA-256 digests of prepared folders made by the code before that work (commit
-a191bc8, x86-64, numpy 2.4.6, OpenCV 5.0.0, pydicom 3.0.2) from the synthetic sets below:
-`digests()` as written here, run on that commit. They cover the fast paths: 4084-like
+a191bc8's prepare, x86-64, numpy 2.4.6, OpenCV 5.0.0, pydicom 3.0.2) from the synthetic sets
+below as the conformant generator writes them (its DICOM headers changed after a191bc8, its
+pixels did not): `source_digest`/`prepared_digests` as written here, the synthetic files made
+with this tree and prepared with that commit. They cover the fast paths: 4084-like
 block cuts (2042 px: blocks of 1021), an integer scale (1024), a scale with small blocks
 (1000 px), an odd size that cannot be cut (1021), an image smaller than the target (420),
 tall and wide images on both chest sides, masks with and without a mass, and every window
@@ -23,34 +25,34 @@ from mammoseg.sources.synthetic import write_synthetic_dataset
 
 EXPECTED = {
     ("inbreast", (1024, 832)): {
-        "source": "9acc6dff53e5c0724c666035e87818b1cb6dd574e125188dc158e8f45803096a",
+        "source": "ace5383f826e182c95a29283503e976d80691dffc3b62da8b145f5e71ef11bf9",
         "images": "744802409f35fc5501679e57f967617a6ec682d9a0b45ef54963efb21395e3fc",
         "masks": "3abe5fe7113cd74fc562df72777cbae760db0f80cf5d4a47d349b2e5d72ca106",
-        "manifest": "21518f487b1c1172c9db35942f6d371b0a5c04def1ae2ad7bd6ee2824adde3d3",
+        "manifest": "3ababb9a06270b944a3428a3837d148e96fac3d81f45846706f133a7980f3fdd",
     },
     ("manifest", (760, 1000)): {
-        "source": "0623600b88d12fdb7c03ff63e94e1af6729a4239b6d80523177911e0c2cd1d1c",
+        "source": "5bbc3dba24a1faefeb7d062a1eccbe6dd2e9fc65bc9c973b179b5d4c060f42fa",
         "images": "99684ee45db497d39c2382f7a42c309a0fb870fd441c6c18337e239fa8e8a47f",
         "masks": "c0d3c42e1381dbfd426d163ed4bec0e6b525d43283f205263f976e4587117b6e",
-        "manifest": "96e1bcd1c730551a88861cc01d8817a03928a36cb587daffb6e0115e6e2dc840",
+        "manifest": "4070d1ef0315f8849bb62812b70033778d21de8c561364faed04c4298d473b99",
     },
     ("cbis-ddsm", (1021, 700)): {
-        "source": "1e267c4c2e096176cff7279a37d261433a83cff51d9ea314a91114325f673688",
+        "source": "17d4b23ee0bdd854144adc6935f2dc834261561b23c42951a68c45981aed14e2",
         "images": "92fbd791f645f208c3aa8b1cde5514f2609beda208baa18bf2e15277c79a14db",
         "masks": "fea477ac9903ed4c9d1eb4ff09de382aaae317928185851450879c39d2bce5d6",
-        "manifest": "4d07e016c966bb0728504e16511ebcb0e37b1a857ee8848d39ba916a0ab6e8c5",
+        "manifest": "ddbb223cd78e4fce749bfac15ef198fad04c4914b888c97df83a35de9cd79453",
     },
     ("inbreast", (420, 300)): {
-        "source": "e0b49ae8d1939d3d8e4da9354d0fed741c639136889716bb40d92b27150a2493",
+        "source": "4322b4b039cda99b6e78e66c240530cfa16f76bdab1d9b555285005e29c4545e",
         "images": "119e23adfc3684f59dff88106c16ccf99cdefca24c39028bcbd4fdd48c32583e",
         "masks": "74fab14a33b5c569487ddd69e98eed51ab89d4188b94993f5b95f4131b362704",
-        "manifest": "4a0588b4557d43ce9d733303cffaaaf85670d6e0819ab18aa12c0a4927f4199e",
+        "manifest": "3fd0a3bb8350ad521300e35c8914b900caf0d17cdb55d174406d759c3a4476ea",
     },
     ("inbreast", (2042, 1664)): {
-        "source": "e74f0ace733dd63765fb12f50e502d301a06843afe543951ee8980a7f291676d",
+        "source": "5ffa6cbbd9a9c33763ed6bcb3f7bbbb50ca58729747b420dcda4fe311852ab94",
         "images": "8f5b7497080e5b713b453c6362ddf54e5fa30430532c7fd64bd5fa0aa900b0a4",
         "masks": "c25406f2281f094f0724f5009a22415d6385d28dbc21ef7a05dc52b1eb2540d2",
-        "manifest": "a0ba4d10e361d5ab1254226fc1fffbf003e38924172fdf0f0dc171429689c6f6",
+        "manifest": "f76f1293ffc1febbe2f26016c6f1046d5509f85eeab398d16f827e96488e9f32",
     },
 }
 PATIENTS, SEED, SIZE = 2, 7, 512
