@@ -113,7 +113,7 @@ def _measure(fmt: str, src: str, out: str, size: int, workers: int) -> dict[str,
 def _startup_cpu(workers: int) -> float:
     """CPU seconds that `workers` prepare worker processes take to start, refuse one record each
     (a listing problem: no image is read) and stop."""
-    from mammoseg.prepare import _init_worker, _run_one
+    from mammoseg.prepare_image import _init_worker, _run_one
     from mammoseg.sources import Record
     from mammoseg.workers import run_tasks
 

@@ -280,6 +280,8 @@ class KillingMask:
 
 def test_prepare_reports_the_one_record_whose_worker_died(tmp_path):
     from mammoseg.prepare import PrepareSummary, _prepare_records
+    from mammoseg.prepare_journal import Journal, read_journals
+    from mammoseg.shards import Part
     from mammoseg.sources.records import Record
 
     data = source_dataset(tmp_path / "data", n=5)
@@ -288,12 +290,13 @@ def test_prepare_reports_the_one_record_whose_worker_died(tmp_path):
     records = [r if r.mask is not None else Record(r.id, r.image, r.patient_id) for r in records]
     out = tmp_path / "prep"
     (out / "images").mkdir(parents=True)
-    entries, errors = {}, []
-    died = _prepare_records(records, out, 32, workers=2, progress=False, entries=entries, errors=errors)
-    assert died == 1 and sorted(entries) == ["case0", "case1", "case3", "case4"]
-    assert [e["id"] for e in errors] == ["case2"]
+    with Journal(out, Part()) as journal:
+        died = _prepare_records(records, out, 32, workers=2, progress=False, journal=journal)
+    found = read_journals(out)
+    assert died == 1 and sorted(found.rows) == ["case0", "case1", "case3", "case4"]
+    assert list(found.errors) == ["case2"]
     assert "worker process was killed by SIGKILL (e.g. by the out-of-memory killer) while preparing it" in \
-        errors[0]["reason"]
+        found.errors["case2"]["reason"]
     assert PrepareSummary(out, n_images=4, n_worker_died=died).exit_code == 1
 
 

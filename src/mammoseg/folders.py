@@ -146,6 +146,25 @@ class OutputFolder:
         self.close()
 
 
+def _is_bookkeeping(name: str) -> bool:
+    """The marker and lock files, which do not make a folder 'occupied'."""
+    return name == MARKER or (name.startswith(".mammoseg") and name.endswith(".lock"))
+
+
+def _write_marker(out: Path, command: str) -> None:
+    """Create the marker; shards starting together into a new folder create it once (O_EXCL)."""
+    text = json.dumps({"command": command, "mammoseg": __version__}) + "\n"
+    if (out / MARKER).exists():  # another command's marker on an empty folder: replace it
+        write_text_atomic(out / MARKER, text)
+        return
+    try:
+        fd = os.open(out / MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return  # a shard beside this one just wrote it
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
 def _refusal(out: Path, command: str, owner: str | None, hint: str) -> FileExistsError:
     if owner is None:
         return FileExistsError(f"{out}: is not empty and was not written by `mammoseg {command}`; choose another "
@@ -165,12 +184,14 @@ def open_output_folder(
     overwrite: bool = False,
     resume: bool = False,
     lock: bool = True,
+    lock_name: str = LOCK,
     stale: Callable[[Path], bool] | None = None,
     hint: str = "pass --overwrite to replace it, or choose another --out",
 ) -> OutputFolder:
     """Make `out` ready for `command` (see the module docstring); the caller closes it when done.
 
-    `owned`: the entries (names or glob patterns) `overwrite` deletes. `hosts`: inputs `out` may
+    `owned`: the entries (names or glob patterns) `overwrite` deletes. `lock_name`: the lock file
+    (a shard takes its own, so shards of one job run side by side). `hosts`: inputs `out` may
     lie inside (see `check_not_overlapping`). `resume`: a folder the
     same command wrote is continued rather than refused. `stale`: which leftover temp files
     to remove (by the file they were going to become; default all).
@@ -180,16 +201,16 @@ def open_output_folder(
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
     owner = written_by(out) if out.is_dir() else None
-    occupied = out.is_dir() and any(entry.name not in (MARKER, LOCK) for entry in out.iterdir())
+    occupied = out.is_dir() and any(not _is_bookkeeping(entry.name) for entry in out.iterdir())
     if occupied and (owner != command or not (overwrite or resume)):
         raise _refusal(out, command, owner, hint)
     out.mkdir(parents=True, exist_ok=True)
-    folder_lock = FolderLock(out) if lock else None
+    folder_lock = FolderLock(out, lock_name) if lock else None
     try:
         if owner == command and overwrite:
             remove_entries(out, owned)
-        if owner != command or overwrite:
-            write_text_atomic(out / MARKER, json.dumps({"command": command, "mammoseg": __version__}) + "\n")
+        if owner != command or not (out / MARKER).is_file():  # new, another's empty folder, or pre-marker
+            _write_marker(out, command)
         remove_stale_temps(out, stale)
     except BaseException:
         if folder_lock is not None:

@@ -4,6 +4,10 @@ Writes images/<id>.png (16-bit, windowed, padded to square and resized), masks/<
 (0/255), manifest.csv with a patient-grouped train/holdout split, and errors.csv listing
 inputs that could not be used. A rerun into the same folder with the same settings
 resumes where the last run stopped.
+
+On a cluster: `--parts N --part I` prepares one shard of the inputs into the shared --out
+(e.g. a SLURM array job, --part $SLURM_ARRAY_TASK_ID); `mammoseg prepare --merge --out DIR`
+then writes manifest.csv and errors.csv, the same as a one-machine run (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ FORMATS = ("manifest", "inbreast", "cbis-ddsm", "dicomweb")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", required=True, choices=FORMATS, help="layout of the source")
+    parser.add_argument("--format", choices=FORMATS, help="layout of the source (required unless --merge)")
     parser.add_argument(
-        "--src", required=True, help="dataset folder (manifest: or the CSV itself; dicomweb: the server's DICOMweb URL)"
+        "--src", help="dataset folder (manifest: or the CSV itself; dicomweb: the server's DICOMweb URL)"
     )
     parser.add_argument("--out", required=True, help="prepared folder to write")
     parser.add_argument("--size", type=int, default=512, help="side of the square output images (default 512)")
@@ -27,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder")
     parser.add_argument("--strict", action="store_true", help="exit non-zero if any input failed")
+    parser.add_argument("--parts", type=int, default=None, metavar="N", help="split the inputs into N shards ...")
+    parser.add_argument("--part", type=int, default=None, metavar="I", help="... and prepare shard I (0..N-1)")
+    parser.add_argument("--merge", action="store_true",
+                        help="after every --parts shard finished: write manifest.csv and errors.csv of --out")
     parser.add_argument(
         "--csv",
         action="append",
@@ -108,8 +116,18 @@ def source_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mammoseg.prepare import prepare_dataset
+    from mammoseg.prepare import merge_prepared, prepare_dataset
+    from mammoseg.shards import parse_part
 
+    if args.merge:
+        if args.src or args.format or args.parts is not None or args.part is not None:
+            raise ValueError("--merge takes --out (and --holdout, --seed, --strict): the shards recorded the rest")
+        summary = merge_prepared(args.out, holdout=args.holdout, seed=args.seed, strict=args.strict)
+        print(summary.format())
+        return summary.exit_code
+    if not args.format or not args.src:
+        raise ValueError("--format and --src are required (unless --merge)")
+    part = parse_part(args.parts, args.part)
     options = source_options(args)
     src = args.src
     if args.format == "dicomweb":
@@ -127,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         strict=args.strict,
         progress=not args.no_progress,
+        part=part,
         **options,
     )
     print(summary.format())

@@ -1,0 +1,125 @@
+"""Shards (`--parts N --part I`) of prepare and predict: real commands into one shared folder,
+merged, compared byte for byte with a one-machine run."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mammoseg.cli import main
+from mammoseg.io import read_csv, write_png
+from mammoseg.shards import Part, shard_of, stable_key
+
+from dicom_factory import write_mg
+
+MAMMOSEG = [sys.executable, "-m", "mammoseg"]
+#: Files that say how a folder was made (per shard or whole), not what it holds.
+BOOKKEEPING = (".mammoseg", ".prepare", ".predict")
+
+
+def tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(BOOKKEEPING)}
+
+
+def dataset(root: Path, n: int = 10) -> Path:
+    """A manifest source: DICOMs of different sizes, masses on some, and one broken file."""
+    lines = ["image,mask,patient_id"]
+    for i in range(n):
+        h, w = 80 + 4 * i, 64 + 2 * i
+        pixels = np.full((h, w), 100, np.uint16)
+        pixels[:, : w * 2 // 3] = 1500 + 50 * i
+        write_mg(root / "dicoms" / f"case{i}.dcm", pixels, bits_stored=12, PatientID=f"P{i // 2}",
+                 WindowCenter=2048, WindowWidth=4096)
+        mask = ""
+        if i % 3 == 0:
+            m = np.zeros((h, w), np.uint8)
+            m[20:40, 10:30] = 255
+            write_png(root / "masks" / f"case{i}.png", m)
+            mask = f"masks/case{i}.png"
+        lines.append(f"dicoms/case{i}.dcm,{mask},P{i // 2}")
+    (root / "dicoms" / "broken.dcm").write_bytes(b"not a DICOM")
+    lines.append("dicoms/broken.dcm,,P99")
+    (root / "cases.csv").write_text("\n".join(lines) + "\n")
+    return root / "cases.csv"
+
+
+def prepare_args(src: Path, out: Path, *extra: str) -> list[str]:
+    return ["prepare", "--format", "manifest", "--src", str(src), "--out", str(out), "--size", "32", "--holdout", "0.3",
+            "--no-progress", *extra]
+
+
+def test_parts_split_the_inputs_deterministically():
+    keys = [f"dicoms/case{i}.dcm" for i in range(200)]
+    for count in (1, 2, 3, 8):
+        owners = [[Part(i, count).owns(k) for i in range(count)] for k in keys]
+        assert all(sum(o) == 1 for o in owners)  # every input in exactly one part
+    assert [shard_of(k, 3) for k in keys[:6]] == [shard_of(k, 3) for k in keys[:6]]
+    assert {shard_of(k, 2) for k in keys} == {0, 1}
+    assert stable_key("/data/x/dicoms/a.dcm", "/data/x") == "dicoms/a.dcm"
+    assert stable_key("/elsewhere/a.dcm", "/data/x/cases.csv") == "/elsewhere/a.dcm"
+    with pytest.raises(ValueError, match="--part 2: must be in 0..1"):
+        Part(2, 2)
+
+
+def test_two_shards_and_merge_equal_one_run(tmp_path, capsys):
+    src = dataset(tmp_path / "src")
+    whole, shared = tmp_path / "whole", tmp_path / "shared"
+    assert main(prepare_args(src, whole)) == 0
+    # merging before every part is done is refused, naming the missing part
+    assert main(prepare_args(src, shared, "--parts", "2", "--part", "0")) == 0
+    assert "when every part is done: mammoseg prepare --merge" in capsys.readouterr().out
+    assert not (shared / "manifest.csv").exists()
+    assert main(["prepare", "--merge", "--out", str(shared)]) == 2
+    assert "cannot merge yet: part 1 missing (of --parts 2)" in capsys.readouterr().err
+    assert main(prepare_args(src, shared, "--parts", "2", "--part", "1", "--workers", "2")) == 0
+    assert main(["prepare", "--merge", "--out", str(shared), "--holdout", "0.3"]) == 0
+    assert tree(shared) == tree(whole)  # images, masks, manifest (row order, split), errors.csv
+    assert read_csv(shared / "manifest.csv") == read_csv(whole / "manifest.csv")
+    assert [e["id"] for e in read_csv(shared / "errors.csv")] == ["broken"]
+    # the merged folder is a whole prepared folder: a one-machine rerun resumes everything
+    assert main(prepare_args(src, shared)) == 0
+    assert "10 images already prepared by an earlier run (resumed)" in capsys.readouterr().out
+    assert tree(shared) == tree(whole)
+
+
+def test_shards_run_side_by_side_and_a_killed_shard_is_completed_by_its_rerun(tmp_path, capsys):
+    src = dataset(tmp_path / "src", n=12)
+    whole, shared = tmp_path / "whole", tmp_path / "shared"
+    assert main(prepare_args(src, whole)) == 0
+    # both shards at once into one folder: each holds its own lock
+    procs = [subprocess.Popen([*MAMMOSEG, *prepare_args(src, shared, "--parts", "2", "--part", str(i))],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in (0, 1)]
+    assert [p.wait() for p in procs] == [0, 0], [p.stderr.read() for p in procs]
+    # shard 1 run again and killed after its first image: unfinished, so the merge is refused
+    (shared / ".prepare.part-1-of-2.json").unlink()  # as if it had never run: its images are redone
+    (shared / ".prepare-done.part-1-of-2.jsonl").unlink()
+    proc = subprocess.Popen([*MAMMOSEG, *prepare_args(src, shared, "--parts", "2", "--part", "1")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = shared / ".prepare-done.part-1-of-2.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (journal.is_file() and journal.stat().st_size):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert main(["prepare", "--merge", "--out", str(shared), "--holdout", "0.3"]) == 2
+    assert "part 1 unfinished" in capsys.readouterr().err
+    assert main(prepare_args(src, shared, "--parts", "2", "--part", "1")) == 0
+    assert main(["prepare", "--merge", "--out", str(shared), "--holdout", "0.3"]) == 0
+    assert tree(shared) == tree(whole)
+    assert not list(shared.rglob("*.tmp"))
+
+
+def test_overwrite_is_refused_for_a_shard(tmp_path, capsys):
+    src = dataset(tmp_path / "src", n=2)
+    assert main(prepare_args(src, tmp_path / "p", "--parts", "2", "--part", "0", "--overwrite")) == 2
+    assert "--overwrite cannot be combined with --parts" in capsys.readouterr().err
+    assert main(prepare_args(src, tmp_path / "p", "--parts", "2")) == 2
+    assert "--parts and --part go together" in capsys.readouterr().err
