@@ -4,10 +4,12 @@ merged, compared byte for byte with a one-machine run."""
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +125,104 @@ def test_overwrite_is_refused_for_a_shard(tmp_path, capsys):
     assert "--overwrite cannot be combined with --parts" in capsys.readouterr().err
     assert main(prepare_args(src, tmp_path / "p", "--parts", "2")) == 2
     assert "--parts and --part go together" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def tiny_run(run: Path) -> Path:
+    import torch
+
+    from mammoseg.checkpoint import save_checkpoint
+    from mammoseg.models import build_model
+
+    for fold in (0, 1):
+        torch.manual_seed(fold)
+        model = build_model("resnet22", "unet")
+        save_checkpoint(run / f"fold{fold}" / "best.pt", model, model.model_spec, {"mean": 0.3, "std": 0.2},
+                        {"name": "test"}, image_size=64, fold=fold, epoch=1, val_loss=0.5)
+    return run
+
+
+def dicom_tree(root: Path, n: int) -> Path:
+    """An archive-like tree: studies in subfolders, a non-DICOM file, one broken DICOM."""
+    for i in range(n):
+        pixels = np.full((90, 70), 100, np.uint16)
+        pixels[:, :45] = 1200 + 40 * i
+        write_mg(root / f"study{i % 3}" / f"img{i:02d}.dcm", pixels, bits_stored=12, PatientID=f"P{i}",
+                 WindowCenter=2048, WindowWidth=4096)
+    (root / "study0" / "notes.txt").write_text("not an image")
+    (root / "study1" / "zz_broken.dcm").write_bytes(b"broken")
+    return root
+
+
+def predict_args(run: Path, src: Path, out: Path, *extra: str) -> list[str]:
+    return ["predict", "--run", str(run), "--input", str(src), "--out", str(out), "--device", "cpu", "--no-progress",
+            *extra]
+
+
+def test_predict_shards_and_merge_equal_one_run(tmp_path, capsys):
+    run, src = tiny_run(tmp_path / "run"), dicom_tree(tmp_path / "archive", 9)
+    whole, shared = tmp_path / "whole", tmp_path / "shared"
+    with pytest.warns(UserWarning):
+        assert main(predict_args(run, src, whole)) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the shard that holds the broken file warns about it
+        for i in range(3):
+            assert main(predict_args(run, src, shared, "--parts", "3", "--part", str(i))) == 0
+    capsys.readouterr()
+    assert main(["predict", "--merge", "--out", str(shared)]) == 0
+    # masks, overlays, predictions.csv (row order), errors.csv; predict.json differs in out_dir and part only
+    assert {k: v for k, v in tree(shared).items() if k != "predict.json"} == \
+        {k: v for k, v in tree(whole).items() if k != "predict.json"}
+    a, b = (json.loads((d / "predict.json").read_text()) for d in (shared, whole))
+    assert {k: v for k, v in a.items() if k not in ("out_dir", "part")} == \
+        {k: v for k, v in b.items() if k not in ("out_dir", "part")}
+    assert len(read_csv(shared / "predictions.csv")) == 9
+    assert [e["input"].endswith("zz_broken.dcm") for e in read_csv(shared / "errors.csv")] == [True]
+
+
+def test_predict_resume_after_kill_9_skips_finished_inputs(tmp_path):
+    run, src = tiny_run(tmp_path / "run"), dicom_tree(tmp_path / "archive", 12)
+    clean, out = tmp_path / "clean", tmp_path / "pred"
+    with pytest.warns(UserWarning):
+        assert main(predict_args(run, src, clean, "--batch-size", "1")) == 0
+    proc = subprocess.Popen([*MAMMOSEG, *predict_args(run, src, out, "--batch-size", "1")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = out / ".predict-done.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (journal.is_file() and len(journal.read_text().splitlines()) >= 3):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {p.name: p.stat().st_mtime_ns for p in (out / "masks").glob("*.png")}
+    assert 3 <= len(done_before) < 12 and not (out / "predictions.csv").exists()
+    assert main(predict_args(run, src, out)) == 2  # not without --resume or --overwrite
+    with pytest.warns(UserWarning):
+        assert main(predict_args(run, src, out, "--resume", "--batch-size", "1")) == 0
+    assert {n: (out / "masks" / n).stat().st_mtime_ns for n in done_before} == done_before  # not redone
+    assert {k: v for k, v in tree(out).items() if k != "predict.json"} == \
+        {k: v for k, v in tree(clean).items() if k != "predict.json"}
+    # a finished folder resumed again predicts nothing; other settings are refused
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "masks").glob("*.png")}
+    with pytest.warns(UserWarning):
+        assert main(predict_args(run, src, out, "--resume")) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "masks").glob("*.png")} == stamps
+    assert main(predict_args(run, src, out, "--resume", "--threshold", "0.7")) == 2
+
+
+def test_inputs_are_streamed_not_scanned_first(tmp_path):
+    """The first input is handed out before the walk reaches later folders: a file created after
+    that still appears in the same stream."""
+    from mammoseg.inference.inputs import InputItem, iter_inputs
+
+    src = dicom_tree(tmp_path / "archive", 3)
+    (src / "study9").mkdir()  # a study folder the walk has not opened yet
+    stream = iter_inputs([src])
+    first = next(stream)
+    assert isinstance(first, InputItem) and first.id == "img00" and first.seq == 0
+    write_mg(src / "study9" / "late.dcm", np.full((80, 64), 500, np.uint16), bits_stored=12, PatientID="L",
+             WindowCenter=2048, WindowWidth=4096)
+    rest = list(stream)
+    assert [e.id for e in rest if isinstance(e, InputItem)] == ["img01", "zz_broken", "img02", "late"]
+    assert [e.seq for e in rest] == [1, 2, 3, 4]

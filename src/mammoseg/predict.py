@@ -1,17 +1,22 @@
 """Fold-ensemble prediction: a trained run's fold models → masks for prepared images or DICOMs.
 
-Drives the three units of `mammoseg.inference`: `inputs` (what to predict), `ensemble` (the
-mean of the fold models' probabilities) and `outputs` (the prediction folder). Broken
-inputs are listed in errors.csv and the rest go on.
+Drives the units of `mammoseg.inference`: `inputs` (what to predict, streamed), `ensemble`
+(the mean of the fold models' probabilities), `outputs` (the per-image files) and `journal`
+(the folder's settings, per-input journal and final CSVs). Broken inputs are listed in
+errors.csv and the rest go on. `resume` skips inputs a killed or finished run already
+predicted; `part` predicts one shard (`--parts N --part I`) into a folder shared with the
+other shards, which `merge_predictions` completes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +26,45 @@ from tqdm import tqdm
 
 from mammoseg.dicom_seg import require_highdicom
 from mammoseg.distributed import resolve_device
+from mammoseg.folders import OutputFolder, open_output_folder
 from mammoseg.inference.ensemble import Ensemble, ensemble_probability, load_ensemble
-from mammoseg.inference.inputs import InputError, collect_inputs, prefetched
-from mammoseg.inference.outputs import OUTPUT_ENTRIES, finish_folder, write_outputs
-from mammoseg.folders import open_output_folder
+from mammoseg.inference.inputs import InputError, InputItem, LoadedItem, iter_inputs, prefetched
+from mammoseg.inference.journal import (
+    Done,
+    PredictionJournal,
+    finished_shards,
+    read_done,
+    read_state,
+    write_results,
+    write_state,
+)
+from mammoseg.inference.outputs import OUTPUT_ENTRIES, write_outputs
+from mammoseg.shards import Part
 
 log = logging.getLogger(__name__)
 
 
-def _check_arguments(inputs: Sequence[Any], threshold: float, batch_size: int, dicom_seg: bool) -> None:
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    if not inputs:
-        raise ValueError("no inputs given")
-    if dicom_seg:
-        require_highdicom()
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to predict: what decides the masks besides the models (recorded, so a resumed run keeps
+    them), and the batch size (speed only)."""
+
+    threshold: float = 0.5
+    tta: bool = False
+    save_prob: bool = False
+    dicom_seg: bool = False
+    split: str | None = None
+    batch_size: int = 4
+
+    def check(self, inputs: Sequence[Any]) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must lie in [0, 1], got {self.threshold}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        if not inputs:
+            raise ValueError("no inputs given")
+        if self.dicom_seg:
+            require_highdicom()
 
 
 @contextlib.contextmanager
@@ -52,10 +79,59 @@ def _all_cores(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _probabilities(ensemble: Ensemble, loaded: Sequence[Any], device: torch.device, tta: bool) -> np.ndarray:
-    """(B, size, size) float32 ensemble probabilities of a batch of loaded inputs."""
+def run_id(checkpoints: Sequence[str]) -> str:
+    """A short digest of the fold checkpoints' bytes: a retrained run is another run, whatever its name."""
+    digest = hashlib.sha256()
+    for path in checkpoints:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _settings(run_dir: str | os.PathLike, ensemble: Ensemble, inputs: Sequence[Any], options: PredictOptions) -> dict:
+    return {"run": os.path.abspath(run_dir), "run_id": run_id(ensemble.checkpoints), "checkpoints": ensemble.checkpoints,
+            "image_size": ensemble.image_size, "inputs": [os.path.abspath(i) for i in inputs],
+            **{k: v for k, v in asdict(options).items() if k != "batch_size"}}  # the batch changes speed only
+
+
+def _open(out: Path, settings: dict, inputs: Sequence[Any], overwrite: bool, resume: bool, part: Part) -> OutputFolder:
+    """Open (and lock) the prediction folder for this part; a resumed part must keep its settings."""
+    folder = open_output_folder(out, "predict", inputs=inputs, owned=OUTPUT_ENTRIES, overwrite=overwrite,
+                                resume=resume or not part.whole, lock_name=part.lock_name,
+                                hint="pass --resume to continue it, --overwrite to replace it, or choose another --out")
+    state = read_state(out, part) if folder.continued else None
+    if state is not None and resume and state.get("settings") != settings:
+        folder.close()
+        changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+        raise FileExistsError(f"{out}: was predicted with other settings ({', '.join(changed)}); --resume needs the "
+                              "same ones (or pass --overwrite, or choose another --out)")
+    if state is None or not resume:
+        write_state(out, part, settings, finished=False)
+        (out / f".predict-done{part.suffix}.jsonl").unlink(missing_ok=True)
+    return folder
+
+
+def _todo(stream: Iterable[InputItem | InputError], part: Part, done: Done, out: Path,
+          journal: PredictionJournal) -> Iterator[InputItem]:
+    """This part's inputs still to predict; their collection errors go to the journal."""
+    for entry in stream:
+        if isinstance(entry, InputError):
+            if part.owns(f"error:{entry.input}"):
+                journal.add_error(entry)
+        elif part.owns(entry.key) and not done.finished(entry, out):
+            yield entry
+
+
+def _predict_batch(ensemble: Ensemble, loaded: Sequence[LoadedItem], device: torch.device, options: PredictOptions,
+                   out: Path, journal: PredictionJournal) -> None:
     x = torch.from_numpy(np.stack([li.model_input for li in loaded]).astype(np.float32) / 65535.0)
-    return ensemble_probability(ensemble.members, x.unsqueeze(1).to(device), tta=tta)[:, 0].float().cpu().numpy()
+    probs = ensemble_probability(ensemble.members, x.unsqueeze(1).to(device), tta=options.tta)[:, 0].float().cpu()
+    for li, prob in zip(loaded, probs.numpy()):
+        try:
+            journal.add_row(li.item, write_outputs(li, prob, out, options.threshold, options.save_prob, options.dicom_seg))
+        except Exception as exc:  # e.g. an unwritable SEG for an odd header
+            journal.add_error(InputError(li.item.input, f"{type(exc).__name__}: {exc}", li.item.seq, li.item.key))
 
 
 def predict(
@@ -71,35 +147,52 @@ def predict(
     device: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    resume: bool = False,
+    part: Part = Part(),
 ) -> dict[str, Any]:
     """Predict masks for prepared folders and/or DICOM files with a run's fold ensemble.
 
     Writes the prediction folder of docs/architecture.md; returns its summary (`n_predicted`,
-    `n_errors`, `out_dir`, `checkpoints`, ...). The folder must be new or empty unless `overwrite`.
+    `n_errors`, `out_dir`, `checkpoints`, ...; a shard's: its own part). The folder must be new
+    or empty unless `overwrite` or `resume`.
     """
-    _check_arguments(inputs, threshold, batch_size, dicom_seg)
+    options = PredictOptions(threshold, tta, save_prob, dicom_seg, split, batch_size)
+    options.check(inputs)
+    if overwrite and not part.whole:
+        raise ValueError("--overwrite cannot be combined with --parts: a shard must not delete the other shards' "
+                         "work; predict into a new folder instead")
     out, dev = Path(out_dir), resolve_device(device)
     ensemble = load_ensemble(run_dir, dev)
-    items, errors = collect_inputs(inputs, split=split)
-    if dicom_seg and any(i.kind == "prepared" for i in items):
-        log.warning("--dicom-seg: DICOM Segmentations are written for DICOM inputs only, not prepared images")
-    rows: list[dict[str, Any]] = []
-    folder = open_output_folder(out, "predict", inputs=inputs, owned=OUTPUT_ENTRIES, overwrite=overwrite)
-    with folder, _all_cores(dev), torch.inference_mode(), tqdm(total=len(items), desc="predict", unit="img",
-                                                               disable=not progress) as bar:
-        for loaded, load_errors, n in prefetched(items, ensemble.image_size, batch_size, want_dataset=dicom_seg):
-            errors += load_errors
-            probs = _probabilities(ensemble, loaded, dev, tta) if loaded else []
-            for li, prob in zip(loaded, probs):
-                try:
-                    rows.append(write_outputs(li, prob, out, threshold, save_prob, dicom_seg))
-                except Exception as exc:  # e.g. an unwritable SEG for an odd header
-                    errors.append(InputError(li.item.input, f"{type(exc).__name__}: {exc}"))
+    settings = _settings(run_dir, ensemble, inputs, options)
+    with _open(out, settings, inputs, overwrite, resume, part), PredictionJournal(out, part) as journal, \
+            _all_cores(dev), torch.inference_mode():
+        done = read_done(out) if resume else Done({}, {})
+        bar = tqdm(desc="predict", unit="img", disable=not progress)
+        todo = _todo(iter_inputs(inputs, split), part, done, out, journal)
+        for loaded, load_errors, n in prefetched(todo, ensemble.image_size, batch_size, want_dataset=dicom_seg):
+            for error in load_errors:
+                journal.add_error(error)
+            if loaded:
+                _predict_batch(ensemble, loaded, dev, options, out, journal)
             bar.update(n)
-        for err in errors:
-            warnings.warn(f"skipped {err.input}: {err.reason}", stacklevel=2)
-        summary = {"run": str(Path(run_dir)), "checkpoints": ensemble.checkpoints, "image_size": ensemble.image_size,
-                   "threshold": threshold, "tta": tta, "n_predicted": len(rows), "n_errors": len(errors),
-                   "out_dir": str(out)}
-        finish_folder(out, rows, errors, summary)
+        bar.close()
+        write_state(out, part, settings, finished=True)
+        summary = {**settings, "part": str(part)}
+        summary = write_results(out, summary) if part.whole else _shard_summary(out, summary, part)
+    for error in read_done(out, part).errors.values():
+        warnings.warn(f"skipped {error['error']['input']}: {error['error']['reason']}", stacklevel=2)
     return summary
+
+
+def _shard_summary(out: Path, summary: dict[str, Any], part: Part) -> dict[str, Any]:
+    done = read_done(out, part)
+    return {**summary, "n_predicted": len(done.rows), "n_errors": len(done.errors), "out_dir": str(out)}
+
+
+def merge_predictions(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """predictions.csv, errors.csv and predict.json of a sharded predict once every part finished
+    (in input order: the same files a one-machine run writes)."""
+    out = Path(out_dir)
+    settings, count = finished_shards(out)
+    with open_output_folder(out, "predict", owned=OUTPUT_ENTRIES, resume=True):
+        return write_results(out, {**settings, "part": f"{count} parts, merged"})

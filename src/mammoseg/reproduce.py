@@ -28,7 +28,7 @@ from typing import Any
 from mammoseg.config import load_config
 from mammoseg.evaluate import evaluate_predictions
 from mammoseg.folders import open_output_folder
-from mammoseg.inference.outputs import prediction_complete
+from mammoseg.inference.journal import prediction_complete
 from mammoseg.io import write_text_atomic
 from mammoseg.manifest import load_manifest
 from mammoseg.predict import predict

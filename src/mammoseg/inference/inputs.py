@@ -1,18 +1,22 @@
 """What `predict` reads: prepared folders (rows of their manifest) and DICOM files or folders.
 
-`collect_inputs` expands the command line into `InputItem`s with unique, file-name-safe ids
-(`mammoseg.manifest.UniqueIds`, the rule every stage uses); `load_item` turns one into model
-input. A DICOM given directly is windowed and standardised by the same functions `prepare`
-uses (`mammoseg.dicom.read_mammogram`, `mammoseg.geometry.standardise`), so it reaches the
-models bit-identical to its prepared image. `prefetched` reads the next batch in a thread
-while the current one runs through the models.
+`iter_inputs` expands the command line into `InputItem`s with unique, file-name-safe ids
+(`mammoseg.manifest.UniqueIds`, the rule every stage uses) as it walks the folders — a
+stream, so prediction over an archive of 10⁵ files starts at once and holds no list of
+them. Each item carries its place in the stream (`seq`, the order of predictions.csv) and a
+stable key (`mammoseg.shards`: which shard takes it, and how a resumed run recognises it).
+`load_item` turns one into model input. A DICOM given directly is windowed and standardised
+by the same functions `prepare` uses (`mammoseg.dicom.read_mammogram`,
+`mammoseg.geometry.standardise`), so it reaches the models bit-identical to its prepared
+image. `prefetched` reads the next batch in a thread while the current one runs through the models.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +44,8 @@ class InputItem:
     kind: str  # "prepared" or "dicom"
     row: dict[str, str] | None = None
     data_dir: Path | None = None
+    seq: int = 0  # place in the stream of inputs: the order of predictions.csv
+    key: str = ""  # stable across machines and runs (the input as named on the command line)
 
 
 @dataclass
@@ -61,6 +67,8 @@ class InputError:
 
     input: str
     reason: str
+    seq: int = 0
+    key: str = ""  # the item's key, when the error is about an item
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -85,40 +93,57 @@ def is_prepared_folder(path: Path) -> bool:
     return all(c in header for c in MANIFEST_COLUMNS)
 
 
-def _dicom_files(folder: Path) -> list[Path]:
-    """DICOM files under `folder`, hidden entries skipped, in path order."""
-    return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts) and is_dicom_file(p)
-    )
+def _dicom_files(folder: Path) -> Iterator[Path]:
+    """DICOM files under `folder`, hidden entries skipped, in path order — walked lazily."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(root) / name
+            if not name.startswith(".") and is_dicom_file(path):
+                yield path
+
+
+def _expand(raw: str | os.PathLike, split: str | None, ids: UniqueIds) -> Iterator[InputItem | InputError]:
+    """The items (or the error) one command-line input stands for, in order, `seq` not yet set."""
+    path = Path(raw)
+    if not path.exists():
+        yield InputError(str(path), "no such file or folder")
+    elif path.is_dir() and is_prepared_folder(path):
+        for row in load_manifest(path, split=None if split in (None, "all") else split):
+            yield InputItem(ids.take(row["id"]), str(path / row["image"]), "prepared", row, path,
+                            key=f"{Path(raw).as_posix()}#{row['id']}")
+    elif path.is_dir():
+        found = False
+        for file in _dicom_files(path):
+            found = True
+            yield InputItem(ids.take(file.stem), str(file), "dicom", key=f"{Path(raw).as_posix()}/"
+                            f"{file.relative_to(path).as_posix()}")
+        if not found:
+            yield InputError(str(path), "folder has no manifest.csv and no DICOM files")
+    else:
+        yield InputItem(ids.take(path.stem), str(path), "dicom", key=path.as_posix())
+
+
+def iter_inputs(inputs: Sequence[str | os.PathLike], split: str | None = None) -> Iterator[InputItem | InputError]:
+    """Prepared folders, DICOM folders and DICOM files as a stream of items with unique ids, in
+    command-line order (folders walked in path order); an input that does not exist or holds
+    nothing usable comes as an `InputError` in its place. `split` (`train`, `holdout`,
+    `all`/None) selects rows of prepared folders only."""
+    if split not in SPLIT_CHOICES:
+        raise ValueError(f"unknown split {split!r}; expected holdout, train or all")
+    ids = UniqueIds()
+    seq = 0
+    for raw in inputs:
+        for entry in _expand(raw, split, ids):
+            entry.seq = seq
+            seq += 1
+            yield entry
 
 
 def collect_inputs(inputs: Sequence[str | os.PathLike], split: str | None = None) -> tuple[list[InputItem], list[InputError]]:
-    """Expand prepared folders, DICOM folders and DICOM files into items with unique ids.
-
-    `split` (`train`, `holdout`, `all`/None) selects rows of prepared folders only.
-    Inputs that do not exist or hold nothing usable come back as errors.
-    """
-    if split not in SPLIT_CHOICES:
-        raise ValueError(f"unknown split {split!r}; expected holdout, train or all")
-    items: list[InputItem] = []
-    errors: list[InputError] = []
-    ids = UniqueIds()
-    for raw in inputs:
-        path = Path(raw)
-        if not path.exists():
-            errors.append(InputError(str(path), "no such file or folder"))
-        elif path.is_dir() and is_prepared_folder(path):
-            for row in load_manifest(path, split=None if split in (None, "all") else split):
-                items.append(InputItem(ids.take(row["id"]), str(path / row["image"]), "prepared", row, path))
-        elif path.is_dir():
-            files = _dicom_files(path)
-            if not files:
-                errors.append(InputError(str(path), "folder has no manifest.csv and no DICOM files"))
-            items.extend(InputItem(ids.take(p.stem), str(p), "dicom") for p in files)
-        else:
-            items.append(InputItem(ids.take(path.stem), str(path), "dicom"))
-    return items, errors
+    """`iter_inputs` as two lists: the items and the errors."""
+    entries = list(iter_inputs(inputs, split))
+    return [e for e in entries if isinstance(e, InputItem)], [e for e in entries if isinstance(e, InputError)]
 
 
 def _load_prepared(item: InputItem, size: int) -> LoadedItem:
@@ -154,20 +179,24 @@ def _load_batch(items: Sequence[InputItem], size: int, want_dataset: bool) -> tu
         try:
             loaded.append(load_item(item, size, want_dataset=want_dataset and item.kind == "dicom"))
         except Exception as exc:  # one broken input must not stop the others
-            errors.append(InputError(item.input, f"{type(exc).__name__}: {exc}"))
+            errors.append(InputError(item.input, f"{type(exc).__name__}: {exc}", item.seq, item.key))
     return loaded, errors
 
 
 def prefetched(
-    items: Sequence[InputItem], size: int, batch_size: int, want_dataset: bool = False
+    items: Iterable[InputItem], size: int, batch_size: int, want_dataset: bool = False
 ) -> Iterator[tuple[list[LoadedItem], list[InputError], int]]:
-    """(loaded items, load errors, items in the batch) per batch; the next batch is read in a
-    thread while the caller works on the current one."""
-    batches = [list(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+    """(loaded items, load errors, items in the batch) per batch of the stream `items`; the next
+    batch is read in a thread while the caller works on the current one."""
+    stream = iter(items)
+    batches = iter(lambda: list(itertools.islice(stream, batch_size)), [])
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_load_batch, batches[0], size, want_dataset) if batches else None
-        for index, batch in enumerate(batches):
+        batch = next(batches, None)
+        pending = pool.submit(_load_batch, batch, size, want_dataset) if batch else None
+        while batch:
             loaded, errors = pending.result()  # type: ignore[union-attr]
-            if index + 1 < len(batches):
-                pending = pool.submit(_load_batch, batches[index + 1], size, want_dataset)
+            following = next(batches, None)
+            if following:
+                pending = pool.submit(_load_batch, following, size, want_dataset)
             yield loaded, errors, len(batch)
+            batch = following

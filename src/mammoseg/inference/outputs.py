@@ -1,17 +1,13 @@
-"""The prediction folder (docs/architecture.md): masks, probabilities, overlays, DICOM SEG, CSVs.
+"""The prediction folder's per-image files (docs/architecture.md): masks, probabilities,
+overlays, DICOM SEG. (Its CSVs and settings are `mammoseg.inference.journal`'s.)
 
 A DICOM input's probability is mapped back onto its original pixel grid *before*
 thresholding, so the mask matches the source image pixel for pixel (and a DICOM
 Segmentation can reference it); a prepared input's mask stays on the prepared grid.
-`predictions.csv` is written last: its presence marks a finished prediction folder.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +17,13 @@ import numpy as np
 from mammoseg.dicom_seg import write_dicom_seg
 from mammoseg.geometry import invert_probability
 from mammoseg.inference.ensemble import threshold_probability
-from mammoseg.inference.inputs import InputError, LoadedItem
-from mammoseg.io import read_csv, write_csv_atomic, write_png, write_text_atomic
+from mammoseg.inference.inputs import LoadedItem
+from mammoseg.inference.journal import SUMMARY_FILE
+from mammoseg.io import write_png
 
-PREDICTIONS_COLUMNS = ("id", "input", "mask", "height", "width", "grid")
-ERRORS_COLUMNS = ("input", "reason")
-SUMMARY_FILE = "predict.json"
 #: Folders and files `predict` owns inside a prediction folder (cleared by `overwrite=True`).
-OUTPUT_ENTRIES = ("masks", "prob", "overlays", "seg", "predictions.csv", "errors.csv", SUMMARY_FILE)
+OUTPUT_ENTRIES = ("masks", "prob", "overlays", "seg", "predictions.csv", "errors.csv", SUMMARY_FILE, ".predict.json",
+                  ".predict-done.jsonl", ".predict.part-*.json", ".predict-done.part-*.jsonl")
 #: Overlays of large originals are shrunk so their longer side is at most this.
 OVERLAY_MAX_SIDE = 1024
 #: Overlay colours (RGB): predicted contour, reference contour.
@@ -89,18 +84,3 @@ def write_outputs(
         write_dicom_seg(mask > 0, loaded.dataset, out / "seg" / f"{item.id}.dcm")
     return {"id": item.id, "input": item.input, "mask": f"masks/{item.id}.png",
             "height": mask.shape[0], "width": mask.shape[1], "grid": grid}
-
-
-def finish_folder(out: Path, rows: Sequence[Mapping[str, Any]], errors: Sequence[InputError], summary: Mapping[str, Any]) -> None:
-    """errors.csv, predict.json, then predictions.csv (last: it marks the folder finished)."""
-    write_csv_atomic(out / "errors.csv", [asdict(e) for e in errors], ERRORS_COLUMNS)
-    write_text_atomic(out / SUMMARY_FILE, json.dumps(dict(summary), indent=2) + "\n")
-    write_csv_atomic(out / "predictions.csv", rows, PREDICTIONS_COLUMNS)
-
-
-def prediction_complete(out_dir: str | os.PathLike) -> bool:
-    """True when a prediction folder was finished (predictions.csv exists and its masks do)."""
-    out = Path(out_dir)
-    if not (out / "predictions.csv").is_file() or not (out / SUMMARY_FILE).is_file():
-        return False
-    return all((out / r["mask"]).is_file() for r in read_csv(out / "predictions.csv"))
