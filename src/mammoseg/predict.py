@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mammoseg.dicom_seg import require_highdicom
+from mammoseg.dicom_seg import SegIdentity, require_highdicom
 from mammoseg.distributed import resolve_device
 from mammoseg.inference.ensemble import Ensemble, ensemble_probability, load_ensemble
 from mammoseg.inference.inputs import InputError, collect_inputs, prefetched
@@ -71,11 +71,13 @@ def predict(
     device: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    seg_identity: SegIdentity | None = None,
 ) -> dict[str, Any]:
     """Predict masks for prepared folders and/or DICOM files with a run's fold ensemble.
 
     Writes the prediction folder of docs/architecture.md; returns its summary (`n_predicted`,
     `n_errors`, `out_dir`, `checkpoints`, ...). The folder must be new or empty unless `overwrite`.
+    `seg_identity` (run and threshold) is recorded in each DICOM SEG, so `--store` can find it again.
     """
     _check_arguments(inputs, threshold, batch_size, dicom_seg)
     out, dev = Path(out_dir), resolve_device(device)
@@ -92,7 +94,7 @@ def predict(
             probs = _probabilities(ensemble, loaded, dev, tta) if loaded else []
             for li, prob in zip(loaded, probs):
                 try:
-                    rows.append(write_outputs(li, prob, out, threshold, save_prob, dicom_seg))
+                    rows.append(write_outputs(li, prob, out, threshold, save_prob, dicom_seg, seg_identity))
                 except Exception as exc:  # e.g. an unwritable SEG for an odd header
                     errors.append(InputError(li.item.input, f"{type(exc).__name__}: {exc}"))
             bar.update(n)
