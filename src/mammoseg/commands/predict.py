@@ -2,25 +2,36 @@
 
 Averages the fold models' probabilities (the paper's ensemble) and thresholds them.
 Inputs are prepared folders (masks at the prepared size) or DICOM files/folders (masks
-on each DICOM's original pixel grid, optionally also as DICOM Segmentation objects).
+on each DICOM's original pixel grid, optionally also as DICOM Segmentation objects), or the
+For Presentation mammograms of studies on a DICOMweb server (--dicomweb), whose DICOM
+Segmentations --store sends back to it, once per image, run and threshold.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
+
+#: Flags that apply to --dicomweb only, and their argparse destinations.
+DICOMWEB_FLAGS = (("--study", "study"), ("--query", "query"), ("--store", "store"), ("--force", "force"),
+                  ("--cache", "cache"), ("--netrc", "netrc"), ("--ca-bundle", "ca_bundle"), ("--timeout", "timeout"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, metavar="RUN", help="run folder written by `mammoseg train`")
-    parser.add_argument(
-        "--input", required=True, nargs="+", metavar="DIR|FILE",
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--input", nargs="+", metavar="DIR|FILE",
         help="prepared folder(s) (with manifest.csv), DICOM folder(s) or DICOM file(s)",
     )
+    source.add_argument("--dicomweb", metavar="URL", help="DICOMweb service root of a PACS or archive (see below)")
     parser.add_argument("--out", required=True, metavar="PRED", help="prediction folder to write")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
     parser.add_argument("--tta", action="store_true", help="also predict the horizontally flipped image and average")
     parser.add_argument("--save-prob", action="store_true", help="also write prob/<id>.png (uint16 probability)")
-    parser.add_argument("--dicom-seg", action="store_true", help="write seg/<id>.dcm DICOM Segmentations for DICOM inputs")
+    parser.add_argument("--dicom-seg", action="store_true",
+                        help="write seg/<id>.dcm DICOM Segmentations for DICOM inputs (always on with --dicomweb)")
     parser.add_argument(
         "--split", choices=("holdout", "train", "all"), default="all",
         help="rows of a prepared folder to predict (default all)",
@@ -28,9 +39,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per forward pass (default 4)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an existing prediction folder")
+    _add_dicomweb_arguments(parser)
+
+
+def _add_dicomweb_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "--dicomweb",
+        "credentials: MAMMOSEG_DICOMWEB_USER/_PASSWORD or _TOKEN, or a netrc file; never on the command line",
+    )
+    group.add_argument("--study", action="append", default=[], metavar="UID", help="Study Instance UID (repeatable)")
+    group.add_argument("--query", action="append", default=[], metavar="KEY=VALUE",
+                       help="QIDO study filter, e.g. ModalitiesInStudy=MG or StudyDate=20240101-20241231 (repeatable)")
+    group.add_argument("--store", action="store_true",
+                       help="send each SEG back (STOW-RS), unless this run and threshold stored one before")
+    group.add_argument("--force", action="store_true", help="with --store: store new SEGs even where some exist")
+    group.add_argument("--cache", default=None, metavar="DIR",
+                       help="where fetched instances are kept (default: ~/.cache/mammoseg/dicomweb)")
+    group.add_argument("--netrc", default=None, metavar="FILE", help="netrc file with the server's credentials")
+    group.add_argument("--ca-bundle", default=None, metavar="FILE", help="PEM file of CAs to trust besides the default")
+    group.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                       help="per-request timeout (default: 10 s to connect, 120 s to read)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dicomweb:
+        return _run_dicomweb(args)
+    given = [flag for flag, dest in DICOMWEB_FLAGS if getattr(args, dest)]
+    if given:
+        raise ValueError(f"{', '.join(given)}: only with --dicomweb")
     from mammoseg.predict import predict
 
     summary = predict(
@@ -52,3 +88,31 @@ def run(args: argparse.Namespace) -> int:
         + (f"; {summary['n_errors']} input(s) skipped, see errors.csv" if summary["n_errors"] else "")
     )
     return 0 if summary["n_predicted"] > 0 else 1
+
+
+def _run_dicomweb(args: argparse.Namespace) -> int:
+    """Exit 0 when every mammogram was predicted (and, with --store, its SEG is on the server), else 1."""
+    from mammoseg.commands.prepare import default_cache
+    from mammoseg.predict_dicomweb import DicomWebInput, predict_dicomweb
+
+    source = DicomWebInput(
+        url=args.dicomweb, cache=Path(args.cache) if args.cache else default_cache(), studies=tuple(args.study),
+        query=tuple(args.query), netrc=os.path.abspath(args.netrc) if args.netrc else None,
+        ca_bundle=args.ca_bundle, timeout=args.timeout,
+    )
+    summary = predict_dicomweb(
+        args.run, source, args.out, store=args.store, force=args.force, threshold=args.threshold, tta=args.tta,
+        save_prob=args.save_prob, batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
+    )
+    web = summary["dicomweb"]
+    parts = [f"predicted {summary['n_predicted']} of {web['n_mammograms']} mammogram(s) from {web['url']} with "
+             f"{len(summary['checkpoints'])} fold model(s) into {summary['out_dir']}"]
+    if web["n_skipped"]:
+        parts.append(f"{web['n_skipped']} other instance(s) skipped, see skipped.csv")
+    if summary["n_errors"]:
+        parts.append(f"{summary['n_errors']} failed, see errors.csv")
+    if web["store"]:
+        parts.append(f"SEGs: {web['n_stored']} stored, {web['n_already_stored']} already stored, "
+                     f"{web['n_store_failed']} failed (stored.csv)")
+    print("; ".join(parts))
+    return 0 if web["n_failed"] == 0 else 1
