@@ -17,6 +17,7 @@ highdicom is an optional extra (`pip install mammoseg[dicom-seg]`).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ import numpy as np
 
 from mammoseg.dicom_codes import mammo_patient_orientation
 from mammoseg.io import atomic_path
+
+# highdicom logs every module it copies at INFO (nine lines per SEG); mammoseg reports what matters itself.
+if logging.getLogger("highdicom").level == logging.NOTSET:
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 #: Series number given to mammoseg's SEG series (distinct from typical image series numbers).
 SEG_SERIES_NUMBER = 9001

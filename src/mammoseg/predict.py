@@ -11,7 +11,6 @@ other shards, which `merge_predictions` completes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import warnings
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mammoseg.dicom_seg import require_highdicom
+from mammoseg.dicom_seg import SegIdentity, require_highdicom
 from mammoseg.distributed import resolve_device
 from mammoseg.folders import OutputFolder, open_output_folder
 from mammoseg.inference.ensemble import Ensemble, ensemble_probability, load_ensemble
@@ -39,6 +38,7 @@ from mammoseg.inference.journal import (
     write_state,
 )
 from mammoseg.inference.outputs import OUTPUT_ENTRIES, write_outputs
+from mammoseg.run_identity import run_id
 from mammoseg.shards import Part
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class PredictOptions:
     dicom_seg: bool = False
     split: str | None = None
     batch_size: int = 4
+    seg_identity: SegIdentity | None = None
 
     def check(self, inputs: Sequence[Any]) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -79,18 +80,8 @@ def _all_cores(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def run_id(checkpoints: Sequence[str]) -> str:
-    """A short digest of the fold checkpoints' bytes: a retrained run is another run, whatever its name."""
-    digest = hashlib.sha256()
-    for path in checkpoints:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def _settings(run_dir: str | os.PathLike, ensemble: Ensemble, inputs: Sequence[Any], options: PredictOptions) -> dict:
-    return {"run": os.path.abspath(run_dir), "run_id": run_id(ensemble.checkpoints), "checkpoints": ensemble.checkpoints,
+    return {"run": os.path.abspath(run_dir), "run_id": run_id(run_dir), "checkpoints": ensemble.checkpoints,
             "image_size": ensemble.image_size, "inputs": [os.path.abspath(i) for i in inputs],
             **{k: v for k, v in asdict(options).items() if k != "batch_size"}}  # the batch changes speed only
 
@@ -129,7 +120,9 @@ def _predict_batch(ensemble: Ensemble, loaded: Sequence[LoadedItem], device: tor
     probs = ensemble_probability(ensemble.members, x.unsqueeze(1).to(device), tta=options.tta)[:, 0].float().cpu()
     for li, prob in zip(loaded, probs.numpy()):
         try:
-            journal.add_row(li.item, write_outputs(li, prob, out, options.threshold, options.save_prob, options.dicom_seg))
+            row = write_outputs(li, prob, out, options.threshold, options.save_prob, options.dicom_seg,
+                                options.seg_identity)
+            journal.add_row(li.item, row)
         except Exception as exc:  # e.g. an unwritable SEG for an odd header
             journal.add_error(InputError(li.item.input, f"{type(exc).__name__}: {exc}", li.item.seq, li.item.key))
 
@@ -149,14 +142,16 @@ def predict(
     progress: bool = True,
     resume: bool = False,
     part: Part = Part(),
+    seg_identity: SegIdentity | None = None,
 ) -> dict[str, Any]:
     """Predict masks for prepared folders and/or DICOM files with a run's fold ensemble.
 
     Writes the prediction folder of docs/architecture.md; returns its summary (`n_predicted`,
     `n_errors`, `out_dir`, `checkpoints`, ...; a shard's: its own part). The folder must be new
-    or empty unless `overwrite` or `resume`.
+    or empty unless `overwrite` or `resume`. `seg_identity` (run and threshold) is recorded in
+    each DICOM SEG, so `--store` can find it again.
     """
-    options = PredictOptions(threshold, tta, save_prob, dicom_seg, split, batch_size)
+    options = PredictOptions(threshold, tta, save_prob, dicom_seg, split, batch_size, seg_identity)
     options.check(inputs)
     if overwrite and not part.whole:
         raise ValueError("--overwrite cannot be combined with --parts: a shard must not delete the other shards' "

@@ -3,26 +3,37 @@
 Averages the fold models' probabilities (the paper's ensemble) and thresholds them.
 Inputs are prepared folders (masks at the prepared size) or DICOM files/folders (masks
 on each DICOM's original pixel grid, optionally also as DICOM Segmentation objects),
-streamed: an archive's first masks appear at once. `--resume` continues an interrupted run;
-`--parts N --part I` predicts one shard into a shared --out, `--merge` completes it.
+streamed: an archive's first masks appear at once; or the For Presentation mammograms of
+studies on a DICOMweb server (--dicomweb), whose DICOM Segmentations --store sends back to
+it, once per image, run and threshold. `--resume` continues an interrupted run; `--parts N
+--part I` predicts one shard into a shared --out, `--merge` completes it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
+
+#: Flags that apply to --dicomweb only, and their argparse destinations.
+DICOMWEB_FLAGS = (("--study", "study"), ("--query", "query"), ("--store", "store"), ("--force", "force"),
+                  ("--cache", "cache"), ("--netrc", "netrc"), ("--ca-bundle", "ca_bundle"), ("--timeout", "timeout"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", metavar="RUN", help="run folder written by `mammoseg train` (required unless --merge)")
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
         "--input", nargs="+", metavar="DIR|FILE",
         help="prepared folder(s) (with manifest.csv), DICOM folder(s) or DICOM file(s)",
     )
+    source.add_argument("--dicomweb", metavar="URL", help="DICOMweb service root of a PACS or archive (see below)")
     parser.add_argument("--out", required=True, metavar="PRED", help="prediction folder to write")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
     parser.add_argument("--tta", action="store_true", help="also predict the horizontally flipped image and average")
     parser.add_argument("--save-prob", action="store_true", help="also write prob/<id>.png (uint16 probability)")
-    parser.add_argument("--dicom-seg", action="store_true", help="write seg/<id>.dcm DICOM Segmentations for DICOM inputs")
+    parser.add_argument("--dicom-seg", action="store_true",
+                        help="write seg/<id>.dcm DICOM Segmentations for DICOM inputs (always on with --dicomweb)")
     parser.add_argument(
         "--split", choices=("holdout", "train", "all"), default="all",
         help="rows of a prepared folder to predict (default all)",
@@ -37,19 +48,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge", action="store_true",
                         help="after every --parts shard finished: write predictions.csv and errors.csv of --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_dicomweb_arguments(parser)
+
+
+def _add_dicomweb_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "--dicomweb",
+        "credentials: MAMMOSEG_DICOMWEB_USER/_PASSWORD or _TOKEN, or a netrc file; never on the command line",
+    )
+    group.add_argument("--study", action="append", default=[], metavar="UID", help="Study Instance UID (repeatable)")
+    group.add_argument("--query", action="append", default=[], metavar="KEY=VALUE",
+                       help="QIDO study filter, e.g. ModalitiesInStudy=MG or StudyDate=20240101-20241231 (repeatable)")
+    group.add_argument("--store", action="store_true",
+                       help="send each SEG back (STOW-RS), unless this run and threshold stored one before")
+    group.add_argument("--force", action="store_true", help="with --store: store new SEGs even where some exist")
+    group.add_argument("--cache", default=None, metavar="DIR",
+                       help="where fetched instances are kept (default: ~/.cache/mammoseg/dicomweb)")
+    group.add_argument("--netrc", default=None, metavar="FILE", help="netrc file with the server's credentials")
+    group.add_argument("--ca-bundle", default=None, metavar="FILE", help="PEM file of CAs to trust besides the default")
+    group.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                       help="per-request timeout (default: 10 s to connect, 120 s to read)")
 
 
 def run(args: argparse.Namespace) -> int:
     from mammoseg.predict import merge_predictions, predict
     from mammoseg.shards import parse_part
 
+    if args.dicomweb:
+        if args.resume or args.parts is not None or args.merge:
+            raise ValueError("--resume, --parts and --merge apply to --input, not --dicomweb")
+        return _run_dicomweb(args)
+    given = [flag for flag, dest in DICOMWEB_FLAGS if getattr(args, dest)]
+    if given:
+        raise ValueError(f"{', '.join(given)}: only with --dicomweb")
     if args.merge:
         if args.run or args.input or args.parts is not None or args.part is not None:
             raise ValueError("--merge takes --out only: the shards recorded the rest")
         summary = merge_predictions(args.out)
     else:
         if not args.run or not args.input:
-            raise ValueError("--run and --input are required (unless --merge)")
+            raise ValueError("--run and --input (or --dicomweb) are required (unless --merge)")
         summary = predict(
             args.run, args.input, args.out, threshold=args.threshold, tta=args.tta, save_prob=args.save_prob,
             dicom_seg=args.dicom_seg, split=args.split, batch_size=args.batch_size, device=args.device,
@@ -64,3 +102,31 @@ def run(args: argparse.Namespace) -> int:
     )
     shard = summary.get("part", "").startswith("part ")  # a shard's share may hold no image at all
     return 0 if summary["n_predicted"] > 0 or shard else 1
+
+
+def _run_dicomweb(args: argparse.Namespace) -> int:
+    """Exit 0 when every mammogram was predicted (and, with --store, its SEG is on the server), else 1."""
+    from mammoseg.commands.prepare import default_cache
+    from mammoseg.predict_dicomweb import DicomWebInput, predict_dicomweb
+
+    source = DicomWebInput(
+        url=args.dicomweb, cache=Path(args.cache) if args.cache else default_cache(), studies=tuple(args.study),
+        query=tuple(args.query), netrc=os.path.abspath(args.netrc) if args.netrc else None,
+        ca_bundle=args.ca_bundle, timeout=args.timeout,
+    )
+    summary = predict_dicomweb(
+        args.run, source, args.out, store=args.store, force=args.force, threshold=args.threshold, tta=args.tta,
+        save_prob=args.save_prob, batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
+    )
+    web = summary["dicomweb"]
+    parts = [f"predicted {summary['n_predicted']} of {web['n_mammograms']} mammogram(s) from {web['url']} with "
+             f"{len(summary['checkpoints'])} fold model(s) into {summary['out_dir']}"]
+    if web["n_skipped"]:
+        parts.append(f"{web['n_skipped']} other instance(s) skipped, see skipped.csv")
+    if summary["n_errors"]:
+        parts.append(f"{summary['n_errors']} failed, see errors.csv")
+    if web["store"]:
+        parts.append(f"SEGs: {web['n_stored']} stored, {web['n_already_stored']} already stored, "
+                     f"{web['n_store_failed']} failed (stored.csv)")
+    print("; ".join(parts))
+    return 0 if web["n_failed"] == 0 else 1

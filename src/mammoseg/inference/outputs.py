@@ -14,16 +14,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mammoseg.dicom_seg import write_dicom_seg
+from mammoseg.dicom_seg import SegIdentity, write_dicom_seg
 from mammoseg.geometry import invert_probability
 from mammoseg.inference.ensemble import threshold_probability
 from mammoseg.inference.inputs import LoadedItem
 from mammoseg.inference.journal import SUMMARY_FILE
 from mammoseg.io import write_png
 
+#: What `predict --dicomweb` adds: the instances it did not segment, and what `--store` did with each SEG.
+SKIPPED_FILE, STORED_FILE = "skipped.csv", "stored.csv"
 #: Folders and files `predict` owns inside a prediction folder (cleared by `overwrite=True`).
-OUTPUT_ENTRIES = ("masks", "prob", "overlays", "seg", "predictions.csv", "errors.csv", SUMMARY_FILE, ".predict.json",
-                  ".predict-done.jsonl", ".predict.part-*.json", ".predict-done.part-*.jsonl")
+OUTPUT_ENTRIES = ("masks", "prob", "overlays", "seg", "predictions.csv", "errors.csv", SUMMARY_FILE, SKIPPED_FILE,
+                  STORED_FILE, ".predict.json", ".predict-done.jsonl", ".predict.part-*.json", ".predict-done.part-*.jsonl")
 #: Overlays of large originals are shrunk so their longer side is at most this.
 OVERLAY_MAX_SIDE = 1024
 #: Overlay colours (RGB): predicted contour, reference contour.
@@ -70,9 +72,10 @@ def output_probability(loaded: LoadedItem, prob_model: np.ndarray) -> tuple[np.n
 
 
 def write_outputs(
-    loaded: LoadedItem, prob_model: np.ndarray, out: Path, threshold: float, save_prob: bool, dicom_seg: bool
+    loaded: LoadedItem, prob_model: np.ndarray, out: Path, threshold: float, save_prob: bool, dicom_seg: bool,
+    seg_identity: SegIdentity | None = None,
 ) -> dict[str, Any]:
-    """Write one input's mask, overlay (and probability, SEG); its predictions.csv row."""
+    """Write one input's mask, overlay (and probability, SEG recording `seg_identity`); its predictions.csv row."""
     item = loaded.item
     prob, grid = output_probability(loaded, prob_model)
     mask = threshold_probability(prob, threshold)
@@ -81,6 +84,6 @@ def write_outputs(
         write_png(out / "prob" / f"{item.id}.png", np.round(np.clip(prob, 0.0, 1.0) * 65535).astype(np.uint16))
     write_png(out / "overlays" / f"{item.id}.png", overlay_image(loaded.display, mask, loaded.reference))
     if dicom_seg and loaded.dataset is not None:
-        write_dicom_seg(mask > 0, loaded.dataset, out / "seg" / f"{item.id}.dcm")
+        write_dicom_seg(mask > 0, loaded.dataset, out / "seg" / f"{item.id}.dcm", identity=seg_identity)
     return {"id": item.id, "input": item.input, "mask": f"masks/{item.id}.png",
             "height": mask.shape[0], "width": mask.shape[1], "grid": grid}

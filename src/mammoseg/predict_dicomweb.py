@@ -1,0 +1,292 @@
+"""`predict --dicomweb`: segment the mammograms of studies on a DICOMweb server, store the SEGs back.
+
+Why: a group's mammograms live in a PACS or archive, and the predictions belong beside them,
+where viewers show them. The round trip is layered on the units that already do each part:
+
+1. **search** (QIDO-RS) the studies given by UID and/or QIDO study filters. For Presentation
+   MG images are segmented; every other instance (SEGs, For Processing images, other
+   modalities, tomosynthesis) goes to `skipped.csv` with the reason (`dicomweb.classify`),
+   and is not a failure;
+2. **fetch** (WADO-RS) the mammograms into the cache folder (`<study>/<series>/<sop>.dcm`,
+   fetched once, shared with `prepare --format dicomweb`). An instance that fails to
+   download goes to `errors.csv` and the others go on;
+3. **predict** them as local DICOM files (`mammoseg.predict.predict`, DICOM SEG on), each SEG
+   recording the run id and threshold (`mammoseg.run_identity`). Ids are SOP Instance UIDs,
+   so the mask of an image is `masks/<SOPInstanceUID>.png`;
+4. with `store`, **send back** (STOW-RS) each `seg/<uid>.dcm`, unless the server already holds
+   a SEG of that image by this run at this threshold (the study's SEGs are looked up once);
+   `force` stores anew. `stored.csv` says what happened to each image's SEG.
+
+`predict.json` gains the run's name and id and a `dicomweb` section with the counts. The cache
+lies outside the prediction folder, because predict never reads inputs inside its own output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pydicom
+
+from mammoseg.dicom_seg import SegIdentity, require_highdicom
+from mammoseg.folders import open_output_folder
+from mammoseg.inference.journal import ERRORS_COLUMNS, SUMMARY_FILE
+from mammoseg.inference.outputs import OUTPUT_ENTRIES, SKIPPED_FILE, STORED_FILE
+from mammoseg.io import read_csv, write_csv_atomic, write_text_atomic
+from mammoseg.predict import predict
+from mammoseg.run_identity import run_identity
+from mammoseg.sources.dicomweb import parse_query
+
+if TYPE_CHECKING:  # the optional extra, imported where used
+    from mammoseg.dicomweb import DicomWeb, InstanceRef, StoredSeg
+
+SKIPPED_COLUMNS = ("sop_instance_uid", "study_instance_uid", "series_instance_uid", "sop_class_uid", "modality",
+                   "reason")
+STORED_COLUMNS = ("source_sop_instance_uid", "study_instance_uid", "seg_sop_instance_uid", "outcome", "reason")
+#: `stored.csv` outcomes.
+STORED, ALREADY_STORED, FAILED = "stored", "already stored", "failed"
+
+
+@dataclass(frozen=True)
+class DicomWebInput:
+    """Where the images come from: the server, which studies, the cache, and how to connect."""
+
+    url: str
+    cache: Path
+    studies: tuple[str, ...] = ()
+    query: tuple[str, ...] = ()  # QIDO study filters as "KEY=VALUE"
+    netrc: str | None = None
+    ca_bundle: str | None = None
+    timeout: float | None = None  # seconds per request; None keeps the client's default
+
+    def connect(self) -> DicomWeb:
+        """A `mammoseg.dicomweb.DicomWeb` for the server (credentials from the environment or netrc)."""
+        from mammoseg.dicomweb import DicomWeb
+
+        options: dict[str, Any] = {"netrc_file": self.netrc, "ca_bundle": self.ca_bundle}
+        if self.timeout is not None:
+            if self.timeout <= 0:
+                raise ValueError(f"--timeout must be positive, got {self.timeout}")
+            options["timeout"] = self.timeout
+        return DicomWeb(self.url, **options)
+
+
+@dataclass
+class Selection:
+    """The instances found, sorted: the mammograms to predict (cached files) and what was not used."""
+
+    refs: dict[str, InstanceRef] = field(default_factory=dict)  # SOP Instance UID -> each mammogram
+    files: dict[str, Path] = field(default_factory=dict)  # SOP Instance UID -> cached file, to predict
+    skipped: list[dict[str, str]] = field(default_factory=list)  # skipped.csv rows
+    errors: list[dict[str, str]] = field(default_factory=list)  # errors.csv rows (downloads that failed)
+
+
+def predict_dicomweb(
+    run_dir: str | os.PathLike,
+    source: DicomWebInput,
+    out_dir: str | os.PathLike,
+    *,
+    store: bool = False,
+    force: bool = False,
+    threshold: float = 0.5,
+    overwrite: bool = False,
+    **predict_options: Any,
+) -> dict[str, Any]:
+    """The round trip of the module docstring; returns predict's summary with the `dicomweb` counts.
+
+    `predict_options` go to `mammoseg.predict.predict` (tta, save_prob, batch_size, device, progress).
+    """
+    filters = parse_query(source.query)
+    if not source.studies and not filters:
+        raise ValueError("--dicomweb: give the studies with --study UID and/or --query KEY=VALUE")
+    if force and not store:
+        raise ValueError("--force applies with --store only")
+    require_highdicom()
+    identity = run_identity(run_dir, threshold)
+    with source.connect() as web:
+        web.check()
+        claim_output(out_dir, source.cache, overwrite)
+        refs = web.search_instances(source.studies, filters)
+        if not refs:
+            asked = [f"study {uid}" for uid in source.studies] + [f"{k}={v}" for k, v in filters.items()]
+            raise ValueError(f"{web.url}: no instances in the studies asked for ({', '.join(asked)})")
+        return _round_trip(web, refs, run_dir, out_dir, source.cache, identity, store=store, force=force,
+                           overwrite=overwrite, query=filters, **predict_options)
+
+
+def claim_output(out_dir: str | os.PathLike, cache: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse an unusable prediction folder (or a cache inside it) before anything is downloaded."""
+    open_output_folder(out_dir, "predict", inputs=[cache], owned=OUTPUT_ENTRIES, overwrite=overwrite).close()
+
+
+def predict_instances(
+    web: DicomWeb,
+    refs: Sequence[InstanceRef],
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cache: str | os.PathLike,
+    identity: SegIdentity,
+    *,
+    store: bool = False,
+    force: bool = False,
+    overwrite: bool = False,
+    **predict_options: Any,
+) -> dict[str, Any]:
+    """Steps 2-4 of the module docstring for instances already found on the server `web` (a `DicomWeb`)."""
+    claim_output(out_dir, cache, overwrite)
+    return _round_trip(web, refs, run_dir, out_dir, cache, identity, store=store, force=force, overwrite=overwrite,
+                       **predict_options)
+
+
+def _round_trip(
+    web: DicomWeb,
+    refs: Sequence[InstanceRef],
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cache: str | os.PathLike,
+    identity: SegIdentity,
+    *,
+    store: bool,
+    force: bool,
+    overwrite: bool,
+    query: Mapping[str, str] | None = None,
+    **predict_options: Any,
+) -> dict[str, Any]:
+    out, cache = Path(out_dir), Path(cache)
+    about = {"url": web.url, "studies": sorted({r.study_uid for r in refs}), "query": dict(query or {}),
+             "cache": str(cache), "store": store, "force": force}
+    selection = select_mammograms(refs)
+    if not selection.refs:
+        raise ValueError(f"{web.url}: no For Presentation mammogram among the {len(refs)} instance(s) found; "
+                         f"first skipped: {selection.skipped[0]['sop_instance_uid']}, {selection.skipped[0]['reason']}")
+    fetch_mammograms(web, selection, cache)
+    summary = predict(run_dir, [str(p) for p in selection.files.values()], out, threshold=identity.threshold,
+                      dicom_seg=True, overwrite=overwrite, seg_identity=identity, **predict_options)
+    with open_output_folder(out, "predict", resume=True, owned=OUTPUT_ENTRIES):
+        stored = store_segs(web, out, selection, identity, force) if store else None
+        return _finish(out, summary, selection, identity, stored, about)
+
+
+def select_mammograms(refs: Sequence[InstanceRef]) -> Selection:
+    """Which instances are segmented (For Presentation MG, by QIDO's SOP class and modality) and why not the rest."""
+    from mammoseg.dicomweb import classify
+
+    selection = Selection()
+    for ref in refs:
+        verdict = classify(ref.sop_class, ref.modality)
+        if verdict.segment:
+            selection.refs.setdefault(ref.sop_uid, ref)
+        else:
+            selection.skipped.append(_skipped_row(ref, verdict.reason))
+    return selection
+
+
+def fetch_mammograms(web: DicomWeb, selection: Selection, cache: Path) -> None:
+    """Download the selected mammograms; failures and headers that are not For Presentation MG after all
+    move out of the selection (to errors and skipped). A server-wide failure (password, connection) raises."""
+    from mammoseg.dicomweb import DicomWebError
+
+    fetched = web.fetch(list(selection.refs.values()), cache)
+    for sop, reason in fetched.failures.items():
+        ref = selection.refs.pop(sop)
+        selection.errors.append({"input": instance_url(web.url, ref), "reason": reason})
+    for sop, path in fetched.files.items():
+        reason = _header_skip_reason(path)
+        if reason:
+            selection.skipped.append(_skipped_row(selection.refs.pop(sop), reason))
+        else:
+            selection.files[sop] = path
+    if not selection.files and selection.errors:
+        raise DicomWebError(f"{web.url}: none of the {len(selection.errors)} mammogram(s) could be fetched; "
+                            f"first: {selection.errors[0]['reason']}")
+    if not selection.files:
+        raise ValueError(f"{web.url}: no For Presentation mammogram among the instances found; first skipped: "
+                         f"{selection.skipped[0]['sop_instance_uid']}, {selection.skipped[0]['reason']}")
+
+
+def _header_skip_reason(path: Path) -> str:
+    """Why a fetched file is not a For Presentation mammogram after all (its header decides), or ''."""
+    from mammoseg.dicomweb import classify
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # unreadable: predict reads it again and reports why in errors.csv
+        return ""
+    verdict = classify(str(header.get("SOPClassUID", "")), str(header.get("Modality", "")),
+                       str(header.get("PresentationIntentType", "")))
+    return "" if verdict.segment else verdict.reason
+
+
+def _skipped_row(ref: InstanceRef, reason: str) -> dict[str, str]:
+    return {"sop_instance_uid": ref.sop_uid, "study_instance_uid": ref.study_uid,
+            "series_instance_uid": ref.series_uid, "sop_class_uid": ref.sop_class, "modality": ref.modality,
+            "reason": reason}
+
+
+def instance_url(url: str, ref: InstanceRef) -> str:
+    """The instance's WADO-RS address: how errors.csv names an instance that was never downloaded."""
+    return f"{url}/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_uid}"
+
+
+class _SegStore:
+    """Stores SEGs on one server: each study's SEGs are looked up once; after a server-wide failure
+    (authentication, connection) the remaining SEGs are not tried, and say why."""
+
+    def __init__(self, web: DicomWeb, identity: SegIdentity, force: bool) -> None:
+        self.web, self.identity, self.force = web, identity, force
+        self.known: dict[str, list[StoredSeg]] = {}
+        self.halted = ""
+
+    def store(self, ref: InstanceRef, seg_path: Path) -> dict[str, str]:
+        from mammoseg.dicomweb import DicomWebError
+
+        row = {"source_sop_instance_uid": ref.sop_uid, "study_instance_uid": ref.study_uid,
+               "seg_sop_instance_uid": "", "outcome": FAILED, "reason": ""}
+        if self.halted:
+            return {**row, "reason": f"not tried after a server failure: {self.halted}"}
+        try:
+            if not self.force and ref.study_uid not in self.known:
+                self.known[ref.study_uid] = self.web.stored_segs(ref.study_uid)
+            seg = pydicom.dcmread(seg_path)
+            outcome = self.web.store_seg(seg, self.identity, force=self.force, known=self.known.get(ref.study_uid))
+        except DicomWebError as exc:
+            self.halted = str(exc) if exc.fatal else ""
+            return {**row, "reason": str(exc)}
+        except (OSError, ValueError) as exc:  # an unreadable SEG file
+            return {**row, "reason": f"{seg_path}: {type(exc).__name__}: {exc}"}
+        return {**row, "seg_sop_instance_uid": outcome.seg_uid, "outcome": STORED if outcome.stored else ALREADY_STORED}
+
+
+def store_segs(web: DicomWeb, out: Path, selection: Selection, identity: SegIdentity,
+               force: bool) -> list[dict[str, str]]:
+    """Send each predicted image's SEG back (step 4); one `stored.csv` row per image, in predictions.csv order."""
+    by_input = {str(path): selection.refs[sop] for sop, path in selection.files.items()}
+    segs = _SegStore(web, identity, force)
+    return [segs.store(by_input[row["input"]], out / "seg" / f"{row['id']}.dcm")
+            for row in read_csv(out / "predictions.csv")]
+
+
+def _finish(out: Path, summary: dict[str, Any], selection: Selection, identity: SegIdentity,
+            stored: list[dict[str, str]] | None, about: dict[str, Any]) -> dict[str, Any]:
+    """skipped.csv, errors.csv with the failed downloads first, stored.csv; predict.json with the counts."""
+    write_csv_atomic(out / SKIPPED_FILE, selection.skipped, SKIPPED_COLUMNS)
+    errors = selection.errors + read_csv(out / "errors.csv")
+    write_csv_atomic(out / "errors.csv", errors, ERRORS_COLUMNS)
+    if stored is not None:
+        write_csv_atomic(out / STORED_FILE, stored, STORED_COLUMNS)
+    outcomes = [row["outcome"] for row in stored or []]
+    n_mammograms = len(selection.files) + len(selection.errors)
+    summary.update(run_name=identity.run_name, run_id=identity.run_id, n_errors=len(errors))
+    summary["dicomweb"] = {
+        **about, "n_mammograms": n_mammograms, "n_skipped": len(selection.skipped),
+        "n_fetch_failed": len(selection.errors), "n_stored": outcomes.count(STORED),
+        "n_already_stored": outcomes.count(ALREADY_STORED), "n_store_failed": outcomes.count(FAILED),
+        # Mammograms not predicted, or (with store) whose SEG could not be stored: what the exit status counts.
+        "n_failed": n_mammograms - summary["n_predicted"] + outcomes.count(FAILED),
+    }
+    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    return summary

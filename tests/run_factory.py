@@ -1,0 +1,29 @@
+"""A run folder with random-weight fold models, for tests that predict (no training needed).
+
+`write_random_run(folder)` saves one ResNet22-UNet checkpoint per fold in the run layout
+(`fold{k}/best.pt`), each seeded by its fold and with its own input normalisation, trained
+"at" `image_size` pixels. Imported as `from run_factory import write_random_run`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mammoseg.checkpoint import save_checkpoint
+from mammoseg.models import build_model
+from mammoseg.run_layout import RunLayout
+
+SPEC = {"encoder": "resnet22", "decoder": "unet", "in_channels": 1, "dropout": 0.2}
+
+
+def write_random_run(folder: str | Path, folds: tuple[int, ...] = (0, 1), image_size: int = 64) -> Path:
+    """A run folder at `folder` whose fold k has random weights (seed k) and norm mean 0.3 + k/10, SD 0.2."""
+    layout = RunLayout(folder)
+    for fold in folds:
+        torch.manual_seed(fold)
+        model = build_model(SPEC["encoder"], SPEC["decoder"])
+        save_checkpoint(layout.fold(fold).best, model, SPEC, {"mean": 0.3 + fold / 10, "std": 0.2}, {"name": "test"},
+                        image_size=image_size, fold=fold, epoch=1, val_loss=0.5)
+    return layout.root
