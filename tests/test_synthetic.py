@@ -18,18 +18,12 @@ from pydicom.pixels import apply_voi_lut
 from mammoseg.cli import main
 from mammoseg.commands.synth import parse_shape
 from mammoseg.io import read_png
-from mammoseg.sources.synthetic import (
-    CBIS_CSV_COLUMNS,
-    MG_FOR_PRESENTATION,
-    MG_FOR_PROCESSING,
-    MassSpec,
-    make_phantom,
-    mass_diameter_px,
-    plan_dataset,
-    power_law_noise,
-    render_phantom,
-    write_synthetic_dataset,
-)
+from mammoseg.sources.synthetic import write_synthetic_dataset
+from mammoseg.sources.synthetic.dicom_writer import MG_FOR_PRESENTATION, MG_FOR_PROCESSING
+from mammoseg.sources.synthetic.layouts import CBIS_CSV_COLUMNS
+from mammoseg.sources.synthetic.phantom import MassSpec, make_phantom, mass_diameter_px, render_phantom
+from mammoseg.sources.synthetic.plan import plan_dataset
+from mammoseg.sources.synthetic.texture import power_law_noise
 
 SHAPE = (192, 160)
 POINT = re.compile(r"^\(\s*(-?[0-9.]+),\s*(-?[0-9.]+)\)$")

@@ -34,6 +34,7 @@ from typing import Any
 import albumentations as A
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from mammoseg.augment_device import (
     CUTOUT,
@@ -96,8 +97,6 @@ class FloatMedianBlur(A.ImageOnlyTransform):
         img = np.ascontiguousarray(img, dtype=np.float32)
         if self.ksize <= 5:
             return cv2.medianBlur(img, self.ksize)
-        from scipy import ndimage
-
         size = (self.ksize, self.ksize) + (1,) * (img.ndim - 2)
         return ndimage.median_filter(img, size=size, mode="nearest")
 

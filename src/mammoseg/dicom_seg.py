@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
 
+from mammoseg import __version__
 from mammoseg.dicom_codes import mammo_patient_orientation
 from mammoseg.io import atomic_path
 
@@ -102,8 +107,6 @@ def require_highdicom() -> Any:
 
 def _source_header(source: Any) -> Any:
     """A copy of the source header without pixel data, with empty Type 2 attributes filled in."""
-    from pydicom.dataset import Dataset
-
     where = getattr(source, "filename", None) or "source DICOM"
     missing = [k for k in _REQUIRED_FROM_SOURCE if k not in source]
     if missing:
@@ -136,10 +139,6 @@ def build_dicom_seg(
     (run and threshold) is recorded as the module docstring says.
     """
     hd = require_highdicom()
-    from pydicom.uid import generate_uid
-
-    from mammoseg import __version__
-
     header = _source_header(source)
     where = getattr(source, "filename", None) or "source DICOM"
     mask = np.asarray(mask)
@@ -173,10 +172,6 @@ def build_dicom_seg(
 
 def _mass_segment(hd: Any, identity: SegIdentity | None) -> Any:
     """Segment 1, "Mass" (SCT 4147007), AUTOMATIC, identified as mammoseg (and the run, when given)."""
-    from pydicom.sr.codedict import codes
-
-    from mammoseg import __version__
-
     algorithm = hd.AlgorithmIdentificationSequence(
         name=identity.algorithm_name if identity else "mammoseg",
         version=__version__,
@@ -280,8 +275,6 @@ def read_seg_mask(path: str | os.PathLike, sop_instance_uid: str, segment_number
     where it reaches half its maximum. An image the SEG references but has no frame for (an
     empty frame left out) gets an empty mask.
     """
-    import pydicom
-
     try:
         seg = pydicom.dcmread(path)
         frames = np.asarray(seg.pixel_array).reshape(-1, int(seg.Rows), int(seg.Columns))

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mammoseg.geometry import PadResize, apply_to_mask, invert_mask
 from mammoseg.folders import OutputFolder, open_output_folder
+from mammoseg.geometry import PadResize, apply_to_mask, invert_mask
 from mammoseg.io import read_png, write_csv_atomic, write_text_atomic
 from mammoseg.manifest import load_manifest
 from mammoseg.metrics import dice_iou, fmt_mean_sd, lesion_counts, summarise

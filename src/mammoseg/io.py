@@ -22,7 +22,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-
 #: Temp files of `atomic_path`: "." + target name + "." + mkstemp's 8 random characters + ".tmp".
 _TEMP_FILE = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
 

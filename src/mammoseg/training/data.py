@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from mammoseg.augment import build_eval_transform, build_train_transform
-from mammoseg.config import ExperimentConfig
 from mammoseg.augment_device import prepare_batch
+from mammoseg.config import ExperimentConfig
 from mammoseg.dataset import PreparedDataset, SeededSampler, ShardSampler, loader_options
 from mammoseg.distributed import DistInfo, all_reduce_sum
 from mammoseg.seeding import AUGMENT, ORDER, derive_seed

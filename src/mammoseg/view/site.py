@@ -29,8 +29,16 @@ from mammoseg.plots import plot_learning_curves
 from mammoseg.report import table2_markdown
 from mammoseg.run_layout import RunLayout
 from mammoseg.view.collect import Case, ViewInput, collect_cases, resolve_input
-from mammoseg.view.render import DEFAULT_MAX_SIDE, LESION_IOU, PRED_RGB, REF_RGB, case_scores, load_layers, outcome
-from mammoseg.view.render import write_case_files
+from mammoseg.view.render import (
+    DEFAULT_MAX_SIDE,
+    LESION_IOU,
+    PRED_RGB,
+    REF_RGB,
+    case_scores,
+    load_layers,
+    outcome,
+    write_case_files,
+)
 
 ASSETS = ("index.html", "case.html", "view.css", "view.js")
 #: Everything view writes into its folder (and all that --overwrite removes).

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mammoseg.dicom_codes import (
     BREAST,
@@ -27,9 +28,6 @@ from mammoseg.dicom_codes import (
 )
 from mammoseg.io import atomic_path
 from mammoseg.sources.synthetic.acquisition import MANUFACTURER, Acquisition, set_acquisition_attributes
-
-if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
 
 
 @dataclass(frozen=True)
@@ -98,8 +96,6 @@ def _window_center_width(lo: int, hi: int) -> tuple[float, float]:
 
 def _voi_lut_item(lo: int, hi: int, lut_bits: int) -> Dataset:
     """A VOI LUT Sequence item mapping stored lo..hi through a gentle S-curve to 0..2^lut_bits-1."""
-    from pydicom.dataset import Dataset
-
     n = hi - lo + 1
     u = np.linspace(0.0, 1.0, n)
     k = 2.5
@@ -114,8 +110,6 @@ def _voi_lut_item(lo: int, hi: int, lut_bits: int) -> Dataset:
 
 def _code_item(code: Code) -> Dataset:
     """A code sequence item (value, scheme, meaning)."""
-    from pydicom.dataset import Dataset
-
     item = Dataset()
     item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code
     return item
@@ -182,9 +176,6 @@ def write_dicom(
 
 
 def _file_dataset(path: str | os.PathLike, info: DicomInfo, sop_class: str) -> Dataset:
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = info.sop_uid
@@ -283,8 +274,6 @@ def _set_voi(ds: Dataset, encoding: Encoding, window: tuple[int, int]) -> None:
 
 def stable_uid(seed: int, fmt: str, shape: tuple[int, int], *parts: object) -> str:
     """A DICOM UID that is the same on every rerun with the same seed, format and shape."""
-    from pydicom.uid import generate_uid
-
     sources = ["mammoseg-synth", str(seed), fmt, f"{shape[0]}x{shape[1]}", *map(str, parts)]
     return str(generate_uid(entropy_srcs=sources))
 

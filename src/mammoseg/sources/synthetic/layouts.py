@@ -17,6 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from mammoseg.folders import open_output_folder
 from mammoseg.io import write_bytes_atomic, write_csv_atomic, write_png, write_text_atomic
@@ -114,8 +115,6 @@ def write_synthetic_dataset(
     CBIS CSVs, synth.json). `naming` (`new` or `old`) picks CBIS-DDSM's folder naming.
     Every file is written atomically; the same arguments give byte-identical files.
     """
-    from tqdm import tqdm
-
     out = Path(out)
     if fmt not in FORMATS:
         raise ValueError(f"unknown synthetic format {fmt!r}; expected one of {', '.join(FORMATS)}")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from mammoseg.sources.synthetic.masses import draw_masses, sigmoid
 from mammoseg.sources.synthetic.texture import power_law_fields
 
 MASS_KINDS = ("round", "lobulated", "spiculated")
@@ -40,7 +41,6 @@ _GLAND_SOFTNESS = 1.0  # width of the fat/gland transition (in SDs of the textur
 # with (0.06, 0.12) / 0.85 / softness 0.8 / gland 0.22 a quick 160-image run reached only
 # ~0.66 holdout Dice on mass images; these values reached ~0.86 in the same quick run.
 _CONTRAST = (0.09, 0.15)  # density a mass adds over the (smoothed) tissue it sits in
-_HOMOGENISE = 0.9  # how far a mass's interior is smoothed: masses are more uniform than tissue
 _PECTORAL = 0.56  # density of the pectoral muscle
 
 
@@ -187,10 +187,6 @@ def chest_side_for(laterality: str) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32, copy=False)
-
-
 def _breast_region(shape: tuple[int, int], breast: BreastSpec, view: str) -> tuple[np.ndarray, np.ndarray, float]:
     """(breast region, glandular envelope 0..1, chest-wall-to-nipple px) with the chest wall at column 0.
 
@@ -235,63 +231,41 @@ def _pectoral(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     y = np.arange(h, dtype=np.float32)[:, None] / np.float32(ph)
     s = x ** np.float32(q) + y ** np.float32(q)
     softness = np.float32(max(1.5, 0.004 * max(h, w)) / min(pw, ph))
-    return _sigmoid((1.0 - s) / softness)
+    return sigmoid((1.0 - s) / softness)
 
 
-def _mass_profile(mass: MassSpec, half: int) -> np.ndarray:
-    """Mass density profile (max ~1) on a (2*half+1)^2 window centred on the mass."""
-    coords = np.arange(-half, half + 1, dtype=np.float32)
-    dy = coords[:, None]
-    dx = coords[None, :]
-    rho = np.sqrt(dx * dx + dy * dy)
-    theta = np.arctan2(dy, dx) - np.float32(mass.angle)
-    radius = np.full_like(theta, np.float32(mass.diameter_px / 2))
-    for k, amp, phase in mass.harmonics:
-        radius *= 1.0 + np.float32(amp) * np.cos(k * theta + np.float32(phase))
-    core = _sigmoid((1.0 - rho / radius) / np.float32(mass.edge))
-    profile = core
-    r0 = mass.diameter_px / 2
-    for angle, length, width in mass.spicules:
-        a = angle + mass.angle
-        ux, uy = math.cos(a), math.sin(a)
-        start = 0.8 * r0
-        along = dx * np.float32(ux) + dy * np.float32(uy) - np.float32(start)
-        across = np.abs(-dx * np.float32(uy) + dy * np.float32(ux))
-        t = along / np.float32(length * r0 + r0 * 0.2)
-        taper = np.clip(1.0 - t, 0.0, 1.0) * (along >= 0)
-        spicule = (0.95 * taper * np.exp(-((across / np.float32(width)) ** 2))).astype(np.float32)
-        profile = np.maximum(profile, spicule)
-    return profile
+def _tissue(rng: np.random.Generator, shape: tuple[int, int], breast: BreastSpec, envelope: np.ndarray,
+            region: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(image of breast tissue with thickness fall-off and skin line, fine texture field)."""
+    size = max(shape)
+    # Fibroglandular tissue: a thresholded 1/f^3 field, denser behind the nipple region.
+    glands, fine = power_law_fields(rng, shape, beta=3.0)
+    glands += np.float32(1.8) * (envelope - np.float32(0.5))
+    threshold = np.float32(1.25 - 3.2 * breast.density)
+    tissue = np.float32(_FAT) + np.float32(_GLAND) * sigmoid((glands - threshold) / np.float32(_GLAND_SOFTNESS))
+    del glands
+    tissue += np.float32(0.025) * fine
+    # Compressed thickness falls off towards the skin; the skin itself is a thin bright line.
+    falloff = np.float32(0.07 * size)
+    t = np.minimum(dist / falloff, np.float32(1.0))
+    thickness = np.float32(0.4) + np.float32(0.6) * np.sqrt(np.float32(1.0) - (np.float32(1.0) - t) ** 2)
+    del t
+    image = np.float32(_BACKGROUND) + (tissue - np.float32(_BACKGROUND)) * thickness
+    del tissue, thickness
+    skin_width = np.float32(max(1.0, 0.002 * size))
+    image += np.float32(0.08) * np.exp(-((dist / skin_width) ** 2)) * region
+    return image, fine
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if count <= 2:
-        return mask
-    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return labels == biggest
-
-
-def _place_mass(
-    rng: np.random.Generator,
-    allowed: np.ndarray,
-    depth_px: float | None,
-    a_x: float,
-) -> tuple[int, int]:
-    """A (row, col) centre among `allowed` pixels, near `depth_px` from the chest wall if given."""
-    h, w = allowed.shape
-    stride = max(1, int(min(h, w) // 200))
-    grid = allowed[::stride, ::stride]
-    rows, cols = np.nonzero(grid)
-    if rows.size == 0:
-        raise ValueError("no room in the breast for the mass")
-    rows, cols = rows * stride, cols * stride
-    if depth_px is not None:
-        near = np.abs(cols - depth_px) < 0.12 * a_x
-        if near.any():
-            rows, cols = rows[near], cols[near]
-    pick = int(rng.integers(rows.size))
-    return int(rows[pick]), int(cols[pick])
+def _pectoral_muscle(rng: np.random.Generator, image: np.ndarray, region: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    """Draw the MLO view's pectoral muscle into `image`; the breast region off the muscle."""
+    h, w = image.shape
+    muscle = _pectoral(rng, (h, w)) * region
+    texture = fine  # the muscle replaces the tissue there, so its texture can be reused
+    gradient = np.float32(0.06) * (np.float32(1.0) - np.arange(w, dtype=np.float32)[None, :] / np.float32(w))
+    muscle_value = np.float32(_PECTORAL) + gradient + np.float32(0.02) * texture
+    image[...] = image * (np.float32(1.0) - muscle) + muscle_value * muscle
+    return region & (muscle < 0.05)
 
 
 def render_phantom(
@@ -312,83 +286,15 @@ def render_phantom(
     side = chest_side_for(laterality)
     masses: list[MassSpec] = [] if mass is None else [mass] if isinstance(mass, MassSpec) else list(mass)
     breast = breast or random_breast(rng)
-    size = max(h, w)
-
     # Everything is drawn with the chest wall at column 0 and mirrored at the end if needed.
     region, envelope, a_x = _breast_region((h, w), breast, view)
     dist = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 5)  # to the skin, not the chest edge
-
-    # Fibroglandular tissue: a thresholded 1/f^3 field, denser behind the nipple region.
-    glands, fine = power_law_fields(rng, (h, w), beta=3.0)
-    glands += np.float32(1.8) * (envelope - np.float32(0.5))
+    image, fine = _tissue(rng, (h, w), breast, envelope, region, dist)
     del envelope
-    threshold = np.float32(1.25 - 3.2 * breast.density)
-    tissue = np.float32(_FAT) + np.float32(_GLAND) * _sigmoid((glands - threshold) / np.float32(_GLAND_SOFTNESS))
-    del glands
-    tissue += np.float32(0.025) * fine
-
-    # Compressed thickness falls off towards the skin; the skin itself is a thin bright line.
-    falloff = np.float32(0.07 * size)
-    t = np.minimum(dist / falloff, np.float32(1.0))
-    thickness = np.float32(0.4) + np.float32(0.6) * np.sqrt(np.float32(1.0) - (np.float32(1.0) - t) ** 2)
-    del t
-    image = np.float32(_BACKGROUND) + (tissue - np.float32(_BACKGROUND)) * thickness
-    del tissue, thickness
-    skin_width = np.float32(max(1.0, 0.002 * size))
-    image += np.float32(0.08) * np.exp(-((dist / skin_width) ** 2)) * region
-
-    pectoral_free = region
-    if view == "MLO":
-        muscle = _pectoral(rng, (h, w)) * region
-        texture = fine  # the muscle replaces the tissue there, so its texture can be reused
-        gradient = np.float32(0.06) * (np.float32(1.0) - np.arange(w, dtype=np.float32)[None, :] / np.float32(w))
-        muscle_value = np.float32(_PECTORAL) + gradient + np.float32(0.02) * texture
-        image = image * (np.float32(1.0) - muscle) + muscle_value * muscle
-        pectoral_free = region & (muscle < 0.05)
-        del muscle_value
+    pectoral_free = _pectoral_muscle(rng, image, region, fine) if view == "MLO" else region
     del fine
     image[~region] = np.float32(_BACKGROUND)
-
-    # Masses: placed well inside the breast, off the pectoral muscle and off each other.
-    # The image edges count as boundaries here, so no mass is cut off by the chest-wall edge.
-    bordered = cv2.copyMakeBorder(pectoral_free.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    room = cv2.distanceTransform(bordered, cv2.DIST_L2, 5)[1:-1, 1:-1]
-    del bordered
-    mass_masks: list[np.ndarray] = []
-    centers: list[tuple[int, int]] = []
-    taken = np.zeros((h, w), dtype=bool)
-    for spec in masses:
-        extent = spec.extent_px
-        allowed = (room > extent * 1.1 + 0.02 * size) & ~taken
-        if not allowed.any():  # a small breast: take the roomiest free spots
-            allowed = (room >= room.max() * 0.9) & ~taken
-        if not allowed.any():
-            allowed = room >= room.max() * 0.9
-        depth_px = None if spec.depth is None else spec.depth * a_x
-        cy, cx = _place_mass(rng, allowed, depth_px, a_x)
-        reach = extent
-        for _, length, width in spec.spicules:
-            reach = max(reach, spec.diameter_px / 2 * (1.0 + length) + 2 * width)
-        half = int(math.ceil(reach + 3))
-        profile = _mass_profile(spec, half)
-        full_mask = np.zeros((h, w), dtype=bool)
-        y0, x0 = cy - half, cx - half
-        sy0, sx0 = max(0, -y0), max(0, -x0)
-        ty0, tx0 = max(0, y0), max(0, x0)
-        ty1, tx1 = min(h, y0 + 2 * half + 1), min(w, x0 + 2 * half + 1)
-        prof = profile[sy0:sy0 + ty1 - ty0, sx0:sx0 + tx1 - tx0] * region[ty0:ty1, tx0:tx1]
-        patch = image[ty0:ty1, tx0:tx1]
-        # A mass is denser and more homogeneous than the tissue it sits in.
-        smooth = cv2.GaussianBlur(patch, (0, 0), sigmaX=max(1.0, spec.diameter_px / 6))
-        patch -= np.float32(_HOMOGENISE) * prof * (patch - smooth)
-        patch += np.float32(spec.contrast) * prof
-        local = _largest_component(profile >= 0.5 * float(profile.max()))
-        full_mask[ty0:ty1, tx0:tx1] = local[sy0:sy0 + ty1 - ty0, sx0:sx0 + tx1 - tx0] & region[ty0:ty1, tx0:tx1]
-        mass_masks.append(full_mask)
-        centers.append((cy, cx))
-        keep_out = int(extent * 2.2 + 4)
-        taken[max(0, cy - keep_out):cy + keep_out + 1, max(0, cx - keep_out):cx + keep_out + 1] = True
-
+    mass_masks, centers = draw_masses(rng, image, region, pectoral_free, masses, a_x)
     if noise > 0:
         image += np.float32(noise) * rng.standard_normal((h, w), dtype=np.float32)
     np.clip(image, 0.0, 1.0, out=image)
