@@ -28,6 +28,7 @@ from mammoseg.manifest import load_manifest
 
 from dicom_factory import mg_dataset, save_dataset, write_mg
 from prepared_factory import make_prepared
+from run_factory import write_random_run
 
 MAMMOSEG = [sys.executable, "-m", "mammoseg"]
 
@@ -74,11 +75,11 @@ def test_prepare_out_equal_to_the_source_folder_deletes_nothing(tmp_path, capsys
     code = main(["prepare", "--format", "manifest", "--src", str(data / "manifest.csv"), "--out", str(data),
                  "--overwrite", "--size", "32", "--no-progress"])
     assert code == 2
-    assert "the output folder is the input" in one_line_error(capsys)
+    assert "the output folder contains the input" in one_line_error(capsys)
     assert tree(data) == before
-    # an output folder inside the source folder, or holding it, is refused as well
-    for out in (data / "prepared", tmp_path):
-        assert main(["prepare", "--format", "manifest", "--src", str(data / "manifest.csv"), "--out", str(out),
+    # an output folder holding the source, or inside a dataset folder given as --src, is refused as well
+    for src, out in ((data / "manifest.csv", tmp_path), (data, data / "prepared")):
+        assert main(["prepare", "--format", "manifest", "--src", str(src), "--out", str(out),
                      "--size", "32", "--no-progress"]) == 2
         assert "choose an --out outside your data" in one_line_error(capsys)
     assert tree(data) == before and not (data / "prepared").exists()
@@ -86,7 +87,7 @@ def test_prepare_out_equal_to_the_source_folder_deletes_nothing(tmp_path, capsys
 
 def test_predict_into_the_prepared_folder_replaces_no_reference_mask(tmp_path, capsys):
     prep = make_prepared(tmp_path / "prep", n_patients=2, per_patient=1, size=64)
-    run = tiny_run(tmp_path / "run")
+    run = write_random_run(tmp_path / "run")
     before = tree(prep)
     code = main(["predict", "--run", str(run), "--input", str(prep), "--out", str(prep), "--overwrite",
                  "--device", "cpu"])
@@ -191,7 +192,7 @@ def test_outputs_follow_the_umask(tmp_path, umask, expected):
     subprocess.run([*MAMMOSEG, "prepare", "--format", "manifest", "--src", str(data / "manifest.csv"), "--out",
                     str(out), "--size", "32", "--no-progress"], check=True, preexec_fn=lambda: os.umask(umask))
     assert _modes(out) == {expected}
-    run = tiny_run(tmp_path / "run")
+    run = write_random_run(tmp_path / "run")
     pred = tmp_path / "pred"
     subprocess.run([*MAMMOSEG, "predict", "--run", str(run), "--input", str(out), "--out", str(pred), "--device",
                     "cpu"], check=True, preexec_fn=lambda: os.umask(umask), capture_output=True)
@@ -280,7 +281,7 @@ class KillingMask:
 
 def test_prepare_reports_the_one_record_whose_worker_died(tmp_path):
     from mammoseg.prepare import PrepareSummary, _prepare_records
-    from mammoseg.prepare_journal import Journal, read_journals
+    from mammoseg.prepare_journal import open_journal, read_journals
     from mammoseg.shards import Part
     from mammoseg.sources.records import Record
 
@@ -290,7 +291,7 @@ def test_prepare_reports_the_one_record_whose_worker_died(tmp_path):
     records = [r if r.mask is not None else Record(r.id, r.image, r.patient_id) for r in records]
     out = tmp_path / "prep"
     (out / "images").mkdir(parents=True)
-    with Journal(out, Part()) as journal:
+    with open_journal(out, Part()) as journal:
         died = _prepare_records(records, out, 32, workers=2, progress=False, journal=journal)
     found = read_journals(out)
     assert died == 1 and sorted(found.rows) == ["case0", "case1", "case3", "case4"]
@@ -306,21 +307,6 @@ def test_prepare_reports_the_one_record_whose_worker_died(tmp_path):
 TINY = ["crop_size=64", "batch_size=2", "num_workers=0", "norm_samples=2", "n_folds=2", "model.encoder=resnet22",
         "model.encoder_weights=null", "epochs.combo=1", "epochs.focal_tversky=1", "freeze_encoder_epochs=0",
         "lr_milestones=[]"]
-
-
-def tiny_run(run: Path) -> Path:
-    """Two random-weight ResNet22-UNet folds at 64 px, written as training writes them."""
-    import torch
-
-    from mammoseg.checkpoint import save_checkpoint
-    from mammoseg.models import build_model
-
-    for fold in (0, 1):
-        torch.manual_seed(fold)
-        model = build_model("resnet22", "unet")
-        save_checkpoint(run / f"fold{fold}" / "best.pt", model, model.model_spec, {"mean": 0.3, "std": 0.2},
-                        {"name": "test"}, image_size=64, fold=fold, epoch=1, val_loss=0.5)
-    return run
 
 
 def test_unfinished_fold_is_kept_and_overwrite_removes_derived_outputs(tmp_path, capsys):

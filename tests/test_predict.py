@@ -19,6 +19,7 @@ from mammoseg.io import read_csv, read_png, write_bytes_atomic
 
 from dicom_factory import mg_dataset, save_dataset
 from prepared_factory import Case, write_prepared
+from run_factory import write_random_run
 
 UNIT_NORM = {"mean": 0.0, "std": 1.0}
 
@@ -191,20 +192,8 @@ def test_dicom_prediction_lands_on_the_original_grid(tmp_path, shape, chest, dis
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A run folder with two random-weight ResNet22-UNet folds at 64 px."""
-    from mammoseg.checkpoint import save_checkpoint
-    from mammoseg.models import build_model
-
-    run = tmp_path_factory.mktemp("run")
-    for fold, mean in ((0, 0.3), (1, 0.4)):
-        torch.manual_seed(fold)
-        model = build_model("resnet22", "unet")
-        spec = {"encoder": "resnet22", "decoder": "unet", "in_channels": 1, "dropout": 0.2}
-        save_checkpoint(
-            run / f"fold{fold}" / "best.pt", model, spec, {"mean": mean, "std": 0.2}, {"name": "test"},
-            image_size=64, fold=fold, epoch=1, val_loss=0.5,
-        )
-    return run
+    """A run folder with two random-weight ResNet22-UNet folds at 64 px (norm means 0.3 and 0.4)."""
+    return write_random_run(tmp_path_factory.mktemp("run"))
 
 
 def _prepared(tmp_path, n: int = 3) -> tuple:

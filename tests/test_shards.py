@@ -20,6 +20,7 @@ from mammoseg.io import read_csv, write_png
 from mammoseg.shards import Part, shard_of, stable_key
 
 from dicom_factory import write_mg
+from run_factory import write_random_run
 
 MAMMOSEG = [sys.executable, "-m", "mammoseg"]
 #: Files that say how a folder was made (per shard or whole), not what it holds.
@@ -130,20 +131,6 @@ def test_overwrite_is_refused_for_a_shard(tmp_path, capsys):
 # --------------------------------------------------------------------------- predict
 
 
-def tiny_run(run: Path) -> Path:
-    import torch
-
-    from mammoseg.checkpoint import save_checkpoint
-    from mammoseg.models import build_model
-
-    for fold in (0, 1):
-        torch.manual_seed(fold)
-        model = build_model("resnet22", "unet")
-        save_checkpoint(run / f"fold{fold}" / "best.pt", model, model.model_spec, {"mean": 0.3, "std": 0.2},
-                        {"name": "test"}, image_size=64, fold=fold, epoch=1, val_loss=0.5)
-    return run
-
-
 def dicom_tree(root: Path, n: int) -> Path:
     """An archive-like tree: studies in subfolders, a non-DICOM file, one broken DICOM."""
     for i in range(n):
@@ -162,7 +149,7 @@ def predict_args(run: Path, src: Path, out: Path, *extra: str) -> list[str]:
 
 
 def test_predict_shards_and_merge_equal_one_run(tmp_path, capsys):
-    run, src = tiny_run(tmp_path / "run"), dicom_tree(tmp_path / "archive", 9)
+    run, src = write_random_run(tmp_path / "run"), dicom_tree(tmp_path / "archive", 9)
     whole, shared = tmp_path / "whole", tmp_path / "shared"
     with pytest.warns(UserWarning):
         assert main(predict_args(run, src, whole)) == 0
@@ -183,7 +170,7 @@ def test_predict_shards_and_merge_equal_one_run(tmp_path, capsys):
 
 
 def test_predict_resume_after_kill_9_skips_finished_inputs(tmp_path):
-    run, src = tiny_run(tmp_path / "run"), dicom_tree(tmp_path / "archive", 12)
+    run, src = write_random_run(tmp_path / "run"), dicom_tree(tmp_path / "archive", 12)
     clean, out = tmp_path / "clean", tmp_path / "pred"
     with pytest.warns(UserWarning):
         assert main(predict_args(run, src, clean, "--batch-size", "1")) == 0

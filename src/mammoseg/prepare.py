@@ -29,15 +29,16 @@ from tqdm import tqdm
 
 from mammoseg.folders import FolderLock, OutputFolder, open_output_folder
 from mammoseg.io import write_csv_atomic
+from mammoseg.journals import Journal
 from mammoseg.manifest import MANIFEST_COLUMNS, SPLITS, check_patients_disjoint
 from mammoseg.prepare_image import results, source_signature
 from mammoseg.prepare_journal import (
     JOURNAL_FILE,
     SETTINGS_FILE,
-    Journal,
     JournalEntries,
     finished_shards,
     journal_path,
+    open_journal,
     read_journals,
     read_state,
     settings_path,
@@ -134,13 +135,13 @@ def _settings(fmt: str, src: Path, size: int, options: Mapping[str, Any]) -> dic
     return {"format": fmt, "src": os.path.abspath(src), "size": int(size), "options": opts}
 
 
-def _input_folders(src: Path, records: Sequence[Record], options: Mapping[str, Any]) -> list[Path]:
-    """The source folder and every folder an input file lies in: the output may not overlap them."""
-    folders = {src if src.is_dir() else src.parent}
-    folders.update(Path(p).parent for p in options.get("csv") or ())
+def _inputs(src: Path, records: Sequence[Record], options: Mapping[str, Any]) -> list[Path]:
+    """What the output may not overlap: the source as given (a dataset folder: not even lie inside
+    it), the CSVs, and every image and mask file."""
+    inputs = {src, *(Path(p) for p in options.get("csv") or ())}
     for record in records:
-        folders.update(path.parent for path in record.source_files())
-    return sorted(folders)
+        inputs.update(record.source_files())
+    return sorted(inputs)
 
 
 def _open_output(out: Path, settings: dict[str, Any], inputs: list[Path], overwrite: bool, part: Part,
@@ -277,9 +278,9 @@ def prepare_dataset(
     records = list(iter_records(fmt, src, **source_options))
     mine = [r for r in records if part.owns(stable_key(r.image, src))]
     settings = _settings(fmt, src, size, source_options)
-    folder, resumed = _open_output(out, settings, _input_folders(src, records, source_options), overwrite, part, mine)
+    folder, resumed = _open_output(out, settings, _inputs(src, records, source_options), overwrite, part, mine)
     with folder:
-        with Journal(out, part) as journal:
+        with open_journal(out, part) as journal:
             entries, todo, n_changed = _sort_out(mine, read_journals(out) if resumed else JournalEntries({}, {}), journal)
             n_died = _prepare_records(todo, out, size, workers, progress, journal)
         found = read_journals(out)

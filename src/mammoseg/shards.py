@@ -10,6 +10,7 @@ step builds the folder-wide files once every shard has finished.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 from dataclasses import dataclass
@@ -76,3 +77,11 @@ def parse_part(parts: int | None, part: int | None) -> Part:
     if parts is None or part is None:
         raise ValueError("--parts and --part go together, e.g. --parts 8 --part $SLURM_ARRAY_TASK_ID")
     return Part(part, parts)
+
+
+def add_shard_arguments(parser: argparse.ArgumentParser, verb: str, merged_files: str) -> None:
+    """`--parts N --part I` and `--merge`, as `prepare` and `predict` take them."""
+    parser.add_argument("--parts", type=int, default=None, metavar="N", help="split the inputs into N shards ...")
+    parser.add_argument("--part", type=int, default=None, metavar="I", help=f"... and {verb} shard I (0..N-1)")
+    parser.add_argument("--merge", action="store_true",
+                        help=f"after every --parts shard finished: write {merged_files} of --out")

@@ -15,6 +15,8 @@ import argparse
 import os
 from pathlib import Path
 
+from mammoseg.shards import add_shard_arguments
+
 #: Flags that apply to --dicomweb only, and their argparse destinations.
 DICOMWEB_FLAGS = (("--study", "study"), ("--query", "query"), ("--store", "store"), ("--force", "force"),
                   ("--cache", "cache"), ("--netrc", "netrc"), ("--ca-bundle", "ca_bundle"), ("--timeout", "timeout"))
@@ -43,10 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an existing prediction folder")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted prediction: skip inputs whose outputs are complete")
-    parser.add_argument("--parts", type=int, default=None, metavar="N", help="split the inputs into N shards ...")
-    parser.add_argument("--part", type=int, default=None, metavar="I", help="... and predict shard I (0..N-1)")
-    parser.add_argument("--merge", action="store_true",
-                        help="after every --parts shard finished: write predictions.csv and errors.csv of --out")
+    add_shard_arguments(parser, "predict", "predictions.csv and errors.csv")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_dicomweb_arguments(parser)
 

@@ -16,6 +16,8 @@ import argparse
 import os
 from pathlib import Path
 
+from mammoseg.shards import add_shard_arguments
+
 FORMATS = ("manifest", "inbreast", "cbis-ddsm", "dicomweb")
 
 
@@ -31,10 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder")
     parser.add_argument("--strict", action="store_true", help="exit non-zero if any input failed")
-    parser.add_argument("--parts", type=int, default=None, metavar="N", help="split the inputs into N shards ...")
-    parser.add_argument("--part", type=int, default=None, metavar="I", help="... and prepare shard I (0..N-1)")
-    parser.add_argument("--merge", action="store_true",
-                        help="after every --parts shard finished: write manifest.csv and errors.csv of --out")
+    add_shard_arguments(parser, "prepare", "manifest.csv and errors.csv")
     parser.add_argument(
         "--csv",
         action="append",
