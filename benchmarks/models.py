@@ -13,6 +13,7 @@ plain eager (contiguous NCHW) reference.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -69,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--channels-last", action="store_true", help="also time channels_last memory format")
+    parser.add_argument("--json", default=None, metavar="FILE", help="write the figures here")
     args = parser.parse_args(argv)
+    results = []
     if args.threads:
         torch.set_num_threads(args.threads)
     formats = [False, True] if args.channels_last else [False]
@@ -83,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
             fwd, fwd_bwd = bench(name, args.size, args.batch, args.warmup, args.reps, cl)
             layout = "channels_last" if cl else "NCHW (eager)"
             print(f"{name:<15} {params:>11,} {layout:<14} {fwd:>9.3f} {fwd_bwd:>9.3f}", flush=True)
+            results.append({"model": name, "parameters": params, "layout": layout, "size": args.size,
+                            "batch": args.batch, "forward_s_per_image": fwd, "forward_backward_s_per_image": fwd_bwd})
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=2)
     return 0
 
 

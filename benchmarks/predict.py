@@ -12,6 +12,7 @@ mask + overlay. Loading the fold models is timed separately (paid once per run).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import tempfile
@@ -42,7 +43,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", default=None, metavar="FILE", help="write the figures here")
     args = parser.parse_args()
+    results = []
 
     from mammoseg.inference.ensemble import load_ensemble
     from mammoseg.predict import predict
@@ -70,6 +73,11 @@ def main() -> None:
             per_image = (total - load_s) / len(dicoms)
             print(f"{name:15s} load {load_s:6.2f} s (once) | {per_image:6.2f} s per mammogram "
                   f"({per_image / args.folds:5.2f} s per fold model) | whole predict() {total:6.2f} s")
+            results.append({"model": name, "folds": args.folds, "images": len(dicoms), "shape": [h, w],
+                             "device": args.device, "load_s": load_s, "s_per_mammogram": per_image,
+                             "s_per_fold_model": per_image / args.folds, "predict_s": total})
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

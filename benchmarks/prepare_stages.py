@@ -28,9 +28,9 @@ STAGES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("chest-wall side", (("mammoseg.geometry", "chest_wall_side"), ("mammoseg.dicom", "chest_wall_side"))),
     ("image pad + resize", (("mammoseg.geometry", "apply_to_image"),)),
     ("mask load", (("mammoseg.sources.records", "Record.load_mask"),)),
-    ("mask pad + resize", (("mammoseg.prepare", "apply_to_mask"),)),
+    ("mask pad + resize", (("mammoseg.prepare_image", "apply_to_mask"),)),
     ("PNG encode", (("cv2", "imencode"),)),
-    ("PNG file write", (("mammoseg.prepare", "write_png"),)),
+    ("PNG file write", (("mammoseg.prepare_image", "write_png"),)),
 )
 
 
@@ -78,7 +78,7 @@ def time_stages(fmt: str, src: str, size: int, repeat: int) -> dict[str, Any]:
     one OpenCV thread, as a worker does; median ms per image for each stage."""
     import cv2
 
-    from mammoseg import prepare
+    from mammoseg import prepare_image as prepare
     from mammoseg.sources import iter_records
 
     cv2.setNumThreads(1)
