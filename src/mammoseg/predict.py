@@ -104,13 +104,17 @@ def _open(out: Path, settings: dict, inputs: Sequence[Any], overwrite: bool, res
 
 
 def _todo(stream: Iterable[InputItem | InputError], part: Part, done: Done, out: Path,
-          journal: PredictionJournal) -> Iterator[InputItem]:
+          journal: PredictionJournal, dicom_seg: bool) -> Iterator[InputItem]:
     """This part's inputs still to predict; their collection errors go to the journal."""
+    warned = False
     for entry in stream:
         if isinstance(entry, InputError):
             if part.owns(f"error:{entry.input}"):
                 journal.add_error(entry)
         elif part.owns(entry.key) and not done.finished(entry, out):
+            if dicom_seg and entry.kind == "prepared" and not warned:
+                log.warning("--dicom-seg: DICOM Segmentations are written for DICOM inputs only, not prepared images")
+                warned = True
             yield entry
 
 
@@ -163,7 +167,7 @@ def predict(
             _all_cores(dev), torch.inference_mode():
         done = read_done(out) if resume else Done({}, {})
         bar = tqdm(desc="predict", unit="img", disable=not progress)
-        todo = _todo(iter_inputs(inputs, split), part, done, out, journal)
+        todo = _todo(iter_inputs(inputs, split), part, done, out, journal, dicom_seg)
         for loaded, load_errors, n in prefetched(todo, ensemble.image_size, batch_size, want_dataset=dicom_seg):
             for error in load_errors:
                 journal.add_error(error)
