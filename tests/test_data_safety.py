@@ -451,3 +451,23 @@ def test_failure_messages_say_what_to_do():
         == ("DICOM Segmentation output needs highdicom: pip install mammoseg[dicom-seg]", 2)
     text, status = failure_message(RuntimeError("CUDA error"))
     assert status == 1 and text == "RuntimeError: CUDA error (run with -v for the traceback)"
+
+
+def test_folds_train_side_by_side_as_separate_jobs(tmp_path):
+    """Each fold is trained under its own lock: two jobs into one run folder both succeed, and a
+    second job on the same fold is refused while the first trains it."""
+    data = make_prepared(tmp_path / "data", n_patients=6, per_patient=1, size=64)
+    run = tmp_path / "run"
+    args = [*MAMMOSEG, "train", "--config", "demo", "--data", str(data), "--out", str(run), "--device", "cpu",
+            "--no-progress", *TINY]
+    jobs = [subprocess.Popen([*args, "--folds", str(k)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for k in (0, 1)]
+    assert [job.wait() for job in jobs] == [0, 0], [job.stderr.read() for job in jobs]
+    assert (run / "fold0" / "best.pt").is_file() and (run / "fold1" / "best.pt").is_file()
+    holder = FolderLock(run, ".mammoseg.fold0.lock")  # a job training fold 0 (finished folds are skipped,
+    try:                                                # so ask for an overwrite, which must not touch it)
+        busy = subprocess.run([*args, "--folds", "0", "--overwrite"], capture_output=True, text=True)
+    finally:
+        holder.release()
+    assert busy.returncode == 1 and "fold0: in use by another mammoseg run" in busy.stderr
+    assert (run / "fold0" / "best.pt").is_file()

@@ -100,8 +100,11 @@ class FolderLock:
     nothing behind (a killed one leaves it unlocked: the next run takes it over).
     """
 
-    def __init__(self, folder: Path, name: str = LOCK) -> None:
+    def __init__(self, folder: Path, name: str = LOCK, wait: float = 0.0, what: str = "") -> None:
+        """`wait`: seconds to keep trying (for a step that takes a moment, e.g. opening a run folder);
+        `what`: what the lock guards, for the message (default: the folder)."""
         self.path = folder / name
+        deadline = time.monotonic() + wait
         while True:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
@@ -109,8 +112,11 @@ class FolderLock:
             except OSError:
                 holder = os.pread(self.fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
                 os.close(self.fd)
-                raise FolderInUse(f"{folder}: in use by another mammoseg run ({holder}); wait for it to finish, "
-                                  "or use another output folder") from None
+                if time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                raise FolderInUse(f"{what or folder}: in use by another mammoseg run ({holder}); wait for it to "
+                                  "finish, or use another output folder") from None
             try:
                 if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
                     break  # the file is still the one at the path: the lock is ours
@@ -185,6 +191,7 @@ def open_output_folder(
     resume: bool = False,
     lock: bool = True,
     lock_name: str = LOCK,
+    lock_wait: float = 0.0,
     stale: Callable[[Path], bool] | None = None,
     hint: str = "pass --overwrite to replace it, or choose another --out",
 ) -> OutputFolder:
@@ -205,7 +212,7 @@ def open_output_folder(
     if occupied and (owner != command or not (overwrite or resume)):
         raise _refusal(out, command, owner, hint)
     out.mkdir(parents=True, exist_ok=True)
-    folder_lock = FolderLock(out, lock_name) if lock else None
+    folder_lock = FolderLock(out, lock_name, wait=lock_wait) if lock else None
     try:
         if owner == command and overwrite:
             remove_entries(out, owned)

@@ -22,7 +22,7 @@ import yaml
 from mammoseg.checkpoint import read_checkpoint
 from mammoseg.config import RUNTIME_KEYS, ExperimentConfig, config_differences, config_from_dict, save_config
 from mammoseg.distributed import DistInfo, barrier, broadcast_object, env_dist_info, init_distributed, resolve_device
-from mammoseg.folders import OutputFolder, open_output_folder
+from mammoseg.folders import FolderLock, OutputFolder, open_output_folder, remove_entries
 from mammoseg.folds import load_or_create_folds
 from mammoseg.manifest import load_manifest
 from mammoseg.run_layout import FoldFiles, RunLayout
@@ -64,9 +64,13 @@ def open_run_folder(cfg: ExperimentConfig, layout: RunLayout, data_dir: Path, ov
     """Open (and lock) a run folder for `cfg`: a new one, the same config's (continued), or with
     `overwrite` an earlier run's, whose models and everything derived from them are removed first."""
     folder = open_output_folder(layout.root, "train", inputs=[data_dir], owned=layout.owned_entries(),
-                                overwrite=overwrite, resume=True,
+                                overwrite=False, resume=True, lock_wait=60,
                                 hint="pass --overwrite to replace it (this removes its models and predictions)")
     try:
+        if overwrite:
+            for fold in layout.folds():  # never delete a fold another job is training
+                FolderLock(layout.root, fold_lock(fold.fold), what=f"{fold.dir}").release()
+            remove_entries(layout.root, layout.owned_entries())
         saved = _saved_config(layout) if folder.continued else None
         diffs = [d for d in config_differences(saved, cfg.to_dict()) if d not in RUNTIME_KEYS] if saved else []
         if diffs:
@@ -84,6 +88,11 @@ def open_run_folder(cfg: ExperimentConfig, layout: RunLayout, data_dir: Path, ov
     return folder
 
 
+def fold_lock(k: int) -> str:
+    """The lock one job holds while it trains fold k, so folds can train side by side as separate jobs."""
+    return f".mammoseg.fold{k}.lock"
+
+
 def _refuse_unfinished(files: FoldFiles) -> None:
     """An unfinished fold is continued only when asked (--resume) and never deleted silently."""
     try:
@@ -96,6 +105,17 @@ def _refuse_unfinished(files: FoldFiles) -> None:
 
 def _train_or_skip(cfg: ExperimentConfig, layout: RunLayout, k: int, rows: list[dict[str, str]], fold_of: dict[str, int],
                    data_dir: Path, device: torch.device, info: DistInfo, resume: bool, progress: bool) -> FoldResult:
+    lock = FolderLock(layout.root, fold_lock(k), what=f"{layout.fold(k).dir}") if info.is_main else None
+    try:
+        return _train_fold_of_run(cfg, layout, k, rows, fold_of, data_dir, device, info, resume, progress)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_fold_of_run(cfg: ExperimentConfig, layout: RunLayout, k: int, rows: list[dict[str, str]],
+                       fold_of: dict[str, int], data_dir: Path, device: torch.device, info: DistInfo, resume: bool,
+                       progress: bool) -> FoldResult:
     files = layout.fold(k)
     if fold_finished(files, cfg.total_epochs):
         if info.is_main:
@@ -138,13 +158,14 @@ def run_cross_validation(
     if not rows:
         raise ValueError(f"{data_dir / 'manifest.csv'}: no images in the train split")
     chosen = select_folds(folds, cfg.n_folds)
-    folder = open_run_folder(cfg, layout, data_dir, overwrite) if info.is_main else contextlib.nullcontext()
-    with folder:
-        barrier()
+    # The run folder's lock is held while its config and folds are settled; each fold is then
+    # trained under its own lock, so folds can run as separate jobs into the same folder.
+    with open_run_folder(cfg, layout, data_dir, overwrite) if info.is_main else contextlib.nullcontext():
         fold_of = load_or_create_folds(layout.folds_csv, rows, cfg.n_folds, cfg.seed) if info.is_main else None
-        fold_of = broadcast_object(fold_of)
-        assert isinstance(fold_of, dict)
-        results = [_train_or_skip(cfg, layout, k, rows, fold_of, data_dir, dev, info, resume, progress) for k in chosen]
+    barrier()
+    fold_of = broadcast_object(fold_of)
+    assert isinstance(fold_of, dict)
+    results = [_train_or_skip(cfg, layout, k, rows, fold_of, data_dir, dev, info, resume, progress) for k in chosen]
     if info.is_main:
         for r in results:
             log.info("fold %d: best epoch %d, val loss %.4f, val Dice %.4f%s", r.fold, r.best_epoch,
