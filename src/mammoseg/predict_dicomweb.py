@@ -109,13 +109,13 @@ def predict_dicomweb(
     identity = run_identity(run_dir, threshold)
     with source.connect() as web:
         web.check()
-        claim_output(out_dir, source.cache, overwrite)
+        claim_output(out_dir, source.cache, overwrite)  # a bad --out is refused before the search
         refs = web.search_instances(source.studies, filters)
         if not refs:
             asked = [f"study {uid}" for uid in source.studies] + [f"{k}={v}" for k, v in filters.items()]
             raise ValueError(f"{web.url}: no instances in the studies asked for ({', '.join(asked)})")
-        return _round_trip(web, refs, run_dir, out_dir, source.cache, identity, store=store, force=force,
-                           overwrite=overwrite, query=filters, **predict_options)
+        return predict_instances(web, refs, run_dir, out_dir, source.cache, identity, store=store, force=force,
+                                 overwrite=overwrite, query=filters, **predict_options)
 
 
 def claim_output(out_dir: str | os.PathLike, cache: str | os.PathLike, overwrite: bool) -> None:
@@ -134,28 +134,11 @@ def predict_instances(
     store: bool = False,
     force: bool = False,
     overwrite: bool = False,
+    query: Mapping[str, str] | None = None,
     **predict_options: Any,
 ) -> dict[str, Any]:
     """Steps 2-4 of the module docstring for instances already found on the server `web` (a `DicomWeb`)."""
     claim_output(out_dir, cache, overwrite)
-    return _round_trip(web, refs, run_dir, out_dir, cache, identity, store=store, force=force, overwrite=overwrite,
-                       **predict_options)
-
-
-def _round_trip(
-    web: DicomWeb,
-    refs: Sequence[InstanceRef],
-    run_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    cache: str | os.PathLike,
-    identity: SegIdentity,
-    *,
-    store: bool,
-    force: bool,
-    overwrite: bool,
-    query: Mapping[str, str] | None = None,
-    **predict_options: Any,
-) -> dict[str, Any]:
     out, cache = Path(out_dir), Path(cache)
     about = {"url": web.url, "studies": sorted({r.study_uid for r in refs}), "query": dict(query or {}),
              "cache": str(cache), "store": store, "force": force}
