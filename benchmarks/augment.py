@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 import torch
 
-from mammoseg.augment import build_train_transform
-from mammoseg.augment_device import apply_device_rows
 from mammoseg.seeding import derive_seed, seed_transform
+from mammoseg.training.augment import build_train_transform
+from mammoseg.training.device_augment import apply_device_rows
 
 
 def phantom(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

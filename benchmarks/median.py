@@ -13,7 +13,7 @@ Methods (all with replicated borders, as the Table 1 row):
                    of the high bytes, then the low byte by bisection over the window
   unfold-median    torch unfold in 16-row chunks + Tensor.median
   unfold-kth       torch unfold in 16-row chunks + Tensor.kthvalue (partial sort)
-  network          mammoseg.median_filter: pruned min/max selection network (what we use)
+  network          mammoseg.training.median_blur: pruned min/max selection network (what we use)
   kornia           kornia.filters.median_blur(border_type="replicate"), when kornia imports
 
 "exact" compares with the float reference bit for bit; "err" is the largest difference in
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from mammoseg.median_filter import median_filter
+from mammoseg.training.median_blur import median_filter
 
 CROP = 448
 KERNELS = (3, 7, 11)

@@ -2,7 +2,7 @@
 
 Writes a few synthetic full-field DICOMs (default 2000x1600) with
 `mammoseg.sources.synthetic`, saves `--folds` random-weight checkpoints of each model at
-`--size` px, and times `mammoseg.predict.predict` on the DICOM folder: read + window,
+`--size` px, and times `mammoseg.inference.predict.predict` on the DICOM folder: read + window,
 pad/resize, the ensemble's forward passes, mapping back to the original grid, and writing
 mask + overlay. Loading the fold models is timed separately (paid once per run).
 
@@ -48,7 +48,7 @@ def main() -> None:
     results = []
 
     from mammoseg.inference.ensemble import load_ensemble
-    from mammoseg.predict import predict
+    from mammoseg.inference.predict import predict
     from mammoseg.sources.synthetic import write_synthetic_dataset
 
     h, w = (int(v) for v in args.shape.lower().split("x"))

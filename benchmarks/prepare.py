@@ -69,7 +69,7 @@ def _measure(fmt: str, src: str, out: str, size: int, workers: int) -> dict[str,
     import cv2
 
     import mammoseg
-    from mammoseg import prepare
+    from mammoseg.prepare import pipeline as prepare
 
     if workers == 1:  # one core, as in a worker process (prepare's own worker initialiser does this)
         cv2.setNumThreads(1)
@@ -113,7 +113,7 @@ def _measure(fmt: str, src: str, out: str, size: int, workers: int) -> dict[str,
 def _startup_cpu(workers: int) -> float:
     """CPU seconds that `workers` prepare worker processes take to start, refuse one record each
     (a listing problem: no image is read) and stop."""
-    from mammoseg.prepare_image import _init_worker, _run_one
+    from mammoseg.prepare.image import _init_worker, _run_one
     from mammoseg.sources import Record
     from mammoseg.workers import run_tasks
 

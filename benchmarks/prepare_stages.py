@@ -21,16 +21,16 @@ from typing import Any
 
 #: (stage label, [(module, attribute path), ...]) in pipeline order.
 STAGES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("read file + header", (("mammoseg.dicom", "read_dataset"), ("mammoseg.dicom", "_read_dataset"))),
-    ("header checks", (("mammoseg.dicom", "check_header"),)),
-    ("read + decode pixels", (("mammoseg.dicom", "decode_pixels"), ("mammoseg.dicom", "_decode_pixels"))),
-    ("window (VOI LUT)", (("mammoseg.dicom", "_window"),)),
-    ("chest-wall side", (("mammoseg.geometry", "chest_wall_side"), ("mammoseg.dicom", "chest_wall_side"))),
+    ("read file + header", (("mammoseg.dicom.reader", "read_dataset"), ("mammoseg.dicom.reader", "_read_dataset"))),
+    ("header checks", (("mammoseg.dicom.reader", "check_header"),)),
+    ("read + decode pixels", (("mammoseg.dicom.reader", "decode_pixels"), ("mammoseg.dicom.reader", "_decode_pixels"))),
+    ("window (VOI LUT)", (("mammoseg.dicom.reader", "_window"),)),
+    ("chest-wall side", (("mammoseg.geometry", "chest_wall_side"), ("mammoseg.dicom.reader", "chest_wall_side"))),
     ("image pad + resize", (("mammoseg.geometry", "apply_to_image"),)),
     ("mask load", (("mammoseg.sources.records", "Record.load_mask"),)),
-    ("mask pad + resize", (("mammoseg.prepare_image", "apply_to_mask"),)),
+    ("mask pad + resize", (("mammoseg.prepare.image", "apply_to_mask"),)),
     ("PNG encode", (("cv2", "imencode"),)),
-    ("PNG file write", (("mammoseg.prepare_image", "write_png"),)),
+    ("PNG file write", (("mammoseg.prepare.image", "write_png"),)),
 )
 
 
@@ -78,7 +78,7 @@ def time_stages(fmt: str, src: str, size: int, repeat: int) -> dict[str, Any]:
     one OpenCV thread, as a worker does; median ms per image for each stage."""
     import cv2
 
-    from mammoseg import prepare_image as prepare
+    from mammoseg.prepare import image as prepare
     from mammoseg.sources import iter_records
 
     cv2.setNumThreads(1)

@@ -32,16 +32,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from prepared_factory import Case, write_prepared  # noqa: E402
-
 from mammoseg.config import ExperimentConfig, ModelConfig  # noqa: E402
 from mammoseg.distributed import DistInfo  # noqa: E402
-from mammoseg.losses import focal_tversky_loss  # noqa: E402
 from mammoseg.manifest import load_manifest  # noqa: E402
-from mammoseg.schedule import build_optimiser  # noqa: E402
 from mammoseg.training.data import build_fold_data  # noqa: E402
 from mammoseg.training.engine import BatchPipeline, choose_precision, optimisation_step, train_one_epoch  # noqa: E402
+from mammoseg.training.losses import focal_tversky_loss  # noqa: E402
 from mammoseg.training.model import build_fold_model, uses_channels_last, wrap_model  # noqa: E402
+from mammoseg.training.schedule import build_optimiser  # noqa: E402
+
+from prepared_factory import Case, write_prepared  # noqa: E402
 
 VARIANTS = {  # name -> config keys: eager float32; bf16 autocast + channels_last; the same compiled
     "fp32": {"amp": False, "cpu_bf16": False, "channels_last": False, "compile": False},

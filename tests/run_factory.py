@@ -13,7 +13,7 @@ import torch
 
 from mammoseg.checkpoint import save_checkpoint
 from mammoseg.models import build_model
-from mammoseg.run_layout import RunLayout
+from mammoseg.layouts import RunLayout
 
 SPEC = {"encoder": "resnet22", "decoder": "unet", "in_channels": 1, "dropout": 0.2}
 

@@ -6,7 +6,7 @@ import albumentations as A
 import numpy as np
 import pytest
 
-from mammoseg.augment import (
+from mammoseg.training.augment import (
     FloatMedianBlur,
     build_eval_transform,
     build_train_transform,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, SequentialSampler
 
-from mammoseg.augment import FloatMedianBlur, build_eval_transform, build_train_transform
-from mammoseg.augment_device import (
+from mammoseg.training.augment import FloatMedianBlur, build_eval_transform, build_train_transform
+from mammoseg.training.device_augment import (
     CUTOUT,
     CUTOUT_BOTTOM,
     CUTOUT_LEFT,
@@ -22,7 +22,7 @@ from mammoseg.augment_device import (
     median_blur,
     prepare_batch,
 )
-from mammoseg.dataset import (
+from mammoseg.training.dataset import (
     PreparedDataset,
     SeededSampler,
     default_num_workers,
@@ -30,7 +30,7 @@ from mammoseg.dataset import (
     worker_init,
 )
 from mammoseg.io import write_png
-from mammoseg.median_filter import chunk_shape, median_filter, median_program
+from mammoseg.training.median_blur import chunk_shape, median_filter, median_program
 from mammoseg.seeding import derive_seed, seed_transform
 
 SHAPES = [(3, 23, 19), (2, 5, 3), (1, 1, 1), (2, 40, 33), (1, 12, 4)]

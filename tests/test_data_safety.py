@@ -21,7 +21,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from mammoseg.cli import main
 from mammoseg.dicom import DicomReadError, read_mammogram
-from mammoseg.dicom_checks import ReadLimits
+from mammoseg.dicom.checks import ReadLimits
 from mammoseg.folders import MARKER, FolderLock
 from mammoseg.io import read_csv, read_png, write_png
 from mammoseg.manifest import load_manifest
@@ -280,8 +280,8 @@ class KillingMask:
 
 
 def test_prepare_reports_the_one_record_whose_worker_died(tmp_path):
-    from mammoseg.prepare import PrepareSummary, _prepare_records
-    from mammoseg.prepare_journal import open_journal, read_journals
+    from mammoseg.prepare.pipeline import PrepareSummary, _prepare_records
+    from mammoseg.prepare.journal import open_journal, read_journals
     from mammoseg.shards import Part
     from mammoseg.sources.records import Record
 

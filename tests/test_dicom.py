@@ -1,4 +1,4 @@
-"""DICOM ingestion (mammoseg.dicom): windowing with known answers, metadata, refusals.
+"""DICOM ingestion (mammoseg.dicom.reader): windowing with known answers, metadata, refusals.
 
 Expected values are computed here with plain numpy from the DICOM formulas (PS3.3
 C.11.2.1.2 / C.11.2.1.3), not by calling pydicom.
@@ -14,7 +14,7 @@ from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from mammoseg.dicom import DicomReadError, Mammogram
 from mammoseg.dicom import read_mammogram as read_with_limits
-from mammoseg.dicom_checks import ReadLimits
+from mammoseg.dicom.checks import ReadLimits
 
 from dicom_factory import mg_dataset, save_dataset
 

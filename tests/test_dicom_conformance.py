@@ -15,7 +15,7 @@ import pydicom
 import pytest
 
 from dicom_validator import assert_conformant
-from mammoseg.dicom_codes import MG_FOR_PRESENTATION, MG_FOR_PROCESSING, SECONDARY_CAPTURE
+from mammoseg.dicom.codes import MG_FOR_PRESENTATION, MG_FOR_PROCESSING, SECONDARY_CAPTURE
 from mammoseg.sources.synthetic import write_synthetic_dataset
 
 SHAPE = (160, 128)
@@ -75,7 +75,7 @@ def test_synthetic_mammogram_carries_what_vendors_write(tmp_path):
 
 
 def _seg_of(source_path: Path, out: Path, **kwargs) -> Path:
-    from mammoseg.dicom_seg import write_dicom_seg
+    from mammoseg.dicom.seg import write_dicom_seg
 
     source = pydicom.dcmread(source_path)
     mask = np.zeros((source.Rows, source.Columns), dtype=bool)
@@ -85,7 +85,7 @@ def _seg_of(source_path: Path, out: Path, **kwargs) -> Path:
 
 def test_seg_passes_dciodvfy_with_identity_and_orientation(tmp_path):
     pytest.importorskip("highdicom")
-    from mammoseg.dicom_seg import SegIdentity
+    from mammoseg.dicom.seg import SegIdentity
 
     summary = write_synthetic_dataset(tmp_path / "m", patients=1, fmt="manifest", shape=SHAPE, seed=3, progress=False)
     source = next(p for p in summary.images if pydicom.dcmread(p).SOPClassUID == MG_FOR_PRESENTATION)

@@ -1,4 +1,4 @@
-"""Per-level tables applied to stored values (mammoseg.dicom_levels) equal the plain way of doing it.
+"""Per-level tables applied to stored values (mammoseg.dicom.levels) equal the plain way of doing it.
 
 The reference is what `dicom._window` did before: levels from the minimum to the maximum (or
 the distinct values of wide data), int64 offsets from the minimum, `lut[offsets]` and
@@ -8,7 +8,7 @@ the distinct values of wide data), int64 offsets from the minimum, `lut[offsets]
 import numpy as np
 import pytest
 
-from mammoseg.dicom_levels import DENSE_RANGE, stored_levels
+from mammoseg.dicom.levels import DENSE_RANGE, stored_levels
 
 
 def reference(stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Pixel decoding (mammoseg.dicom_pixels): the read-into-a-buffer path gives pydicom's own array.
+"""Pixel decoding (mammoseg.dicom.pixels): the read-into-a-buffer path gives pydicom's own array.
 
 The reference is `pydicom.dcmread(path).pixel_array`. Files are larger than DEFER_BYTES so
 the fast path is taken where it applies — checked, so these tests cannot pass by falling
@@ -13,8 +13,8 @@ import pydicom
 import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian, UID
 
-from mammoseg.dicom_checks import ReadLimits
-from mammoseg.dicom_pixels import DEFER_BYTES, DicomReadError, _native_pixels, decode_pixels, read_dataset
+from mammoseg.dicom.checks import ReadLimits
+from mammoseg.dicom.pixels import DEFER_BYTES, DicomReadError, _native_pixels, decode_pixels, read_dataset
 
 from dicom_factory import mg_dataset, save_dataset
 

@@ -10,7 +10,7 @@ from pydicom.uid import generate_uid
 
 pytest.importorskip("highdicom")
 
-from mammoseg.dicom_seg import build_dicom_seg, write_dicom_seg  # noqa: E402
+from mammoseg.dicom.seg import build_dicom_seg, write_dicom_seg  # noqa: E402
 
 from dicom_factory import mg_dataset  # noqa: E402
 
@@ -76,7 +76,7 @@ def test_wrong_shape_and_missing_uid_are_clear_errors():
 
 
 def test_identity_recorded_and_read_back(tmp_path):
-    from mammoseg.dicom_seg import SegIdentity, referenced_instances, seg_identity
+    from mammoseg.dicom.seg import SegIdentity, referenced_instances, seg_identity
 
     source = make_mg()
     identity = SegIdentity("paper run", "r-1a2b", 0.35)
@@ -98,7 +98,7 @@ def test_identity_recorded_and_read_back(tmp_path):
 
 @pytest.mark.parametrize(("run_id", "threshold"), [("a,b", 0.5), ("x=1", 0.5), ("", 0.5), ("ok", 1.0), ("ok", 0.0)])
 def test_identity_rejects_what_cannot_be_written_back(run_id, threshold):
-    from mammoseg.dicom_seg import SegIdentity
+    from mammoseg.dicom.seg import SegIdentity
 
     with pytest.raises(ValueError):
         SegIdentity("run", run_id, threshold)
@@ -106,7 +106,7 @@ def test_identity_rejects_what_cannot_be_written_back(run_id, threshold):
 
 def test_mass_segments_of_an_annotation_seg_are_read_per_image(tmp_path):
     from dicom_factory import annotation_seg
-    from mammoseg.dicom_seg import mass_segment_numbers, read_seg_mask
+    from mammoseg.dicom.seg import mass_segment_numbers, read_seg_mask
 
     source = make_mg()
     source.PixelSpacing = [0.07, 0.07]  # highdicom then writes Pixel Measures it cannot read back itself
@@ -128,7 +128,7 @@ def test_mass_segments_of_an_annotation_seg_are_read_per_image(tmp_path):
 
 
 def test_predictions_are_not_reference_masks(tmp_path):
-    from mammoseg.dicom_seg import mass_segment_numbers, read_seg_mask
+    from mammoseg.dicom.seg import mass_segment_numbers, read_seg_mask
 
     source = make_mg()
     source.PixelSpacing = [0.07, 0.07]

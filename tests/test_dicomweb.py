@@ -22,8 +22,8 @@ pytest.importorskip("dicomweb_client")
 pytest.importorskip("highdicom")
 
 from dicom_validator import assert_conformant  # noqa: E402
-from mammoseg.dicom_codes import MG_FOR_PRESENTATION, MG_FOR_PROCESSING  # noqa: E402
-from mammoseg.dicom_seg import SegIdentity, build_dicom_seg  # noqa: E402
+from mammoseg.dicom.codes import MG_FOR_PRESENTATION, MG_FOR_PROCESSING  # noqa: E402
+from mammoseg.dicom.seg import SegIdentity, build_dicom_seg  # noqa: E402
 from mammoseg.dicomweb import DicomWeb, DicomWebError, InstanceRef, classify  # noqa: E402
 from mammoseg.sources.synthetic import write_synthetic_dataset  # noqa: E402
 from orthanc_server import PASSWORD, USER, free_port, start_orthanc  # noqa: E402

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mammoseg.cli import main
-from mammoseg.evaluate import evaluate_predictions
+from mammoseg.evaluation.scoring import evaluate_predictions
 from mammoseg.io import write_png
 
 from prepared_factory import Case, write_prepared

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mammoseg.cli import main
-from mammoseg.evaluate import evaluate_folders
+from mammoseg.evaluation.scoring import evaluate_folders
 from mammoseg.io import read_csv, write_png
 
 S = 32

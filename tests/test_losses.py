@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mammoseg.losses import combo_loss, focal_tversky_loss, soft_jaccard, tversky_index
+from mammoseg.training.losses import combo_loss, focal_tversky_loss, soft_jaccard, tversky_index
 
 EPS = 1e-6
 

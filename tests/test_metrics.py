@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from mammoseg.metrics import dice_iou, fmt_mean_sd, lesion_counts, summarise
+from mammoseg.evaluation.metrics import dice_iou, fmt_mean_sd, lesion_counts, summarise
 
 
 def blank(h=64, w=64):

@@ -27,12 +27,12 @@ pytest.importorskip("highdicom")
 from dicom_factory import annotation_seg, mg_dataset  # noqa: E402
 from dicom_validator import assert_conformant  # noqa: E402
 from mammoseg.cli import main  # noqa: E402
-from mammoseg.dicom_codes import MG_FOR_PRESENTATION, MG_FOR_PROCESSING  # noqa: E402
-from mammoseg.dicom_seg import SegIdentity, referenced_instances, seg_identity  # noqa: E402
+from mammoseg.dicom.codes import MG_FOR_PRESENTATION, MG_FOR_PROCESSING  # noqa: E402
+from mammoseg.dicom.seg import SegIdentity, referenced_instances, seg_identity  # noqa: E402
 from mammoseg.dicomweb import DicomWeb, InstanceRef, cache_path  # noqa: E402
 from mammoseg.io import read_csv, read_png  # noqa: E402
-from mammoseg.predict_dicomweb import Selection, instance_url, predict_instances, store_segs  # noqa: E402
-from mammoseg.run_identity import run_id, run_identity  # noqa: E402
+from mammoseg.inference.dicomweb import Selection, instance_url, predict_instances, store_segs  # noqa: E402
+from mammoseg.inference.run_identity import run_id, run_identity  # noqa: E402
 from mammoseg.sources.synthetic import write_synthetic_dataset  # noqa: E402
 from orthanc_server import PASSWORD, USER, free_port, start_orthanc  # noqa: E402
 from run_factory import write_random_run  # noqa: E402

@@ -14,8 +14,8 @@ from mammoseg.geometry import PadResize
 from mammoseg.io import read_csv, read_png, write_png
 from mammoseg.manifest import MANIFEST_COLUMNS, check_patients_disjoint, load_manifest
 from mammoseg.prepare import prepare_dataset
-from mammoseg.prepare_journal import JOURNAL_FILE
-from mammoseg.splits import split_holdout
+from mammoseg.prepare.journal import JOURNAL_FILE
+from mammoseg.prepare.splits import split_holdout
 
 from dicom_factory import write_mg
 

@@ -18,8 +18,8 @@ pytest.importorskip("highdicom")
 
 from dicom_factory import annotation_seg  # noqa: E402
 from mammoseg.cli import main  # noqa: E402
-from mammoseg.dicom_codes import MG_FOR_PRESENTATION, MG_FOR_PROCESSING  # noqa: E402
-from mammoseg.dicom_seg import SegIdentity, build_dicom_seg  # noqa: E402
+from mammoseg.dicom.codes import MG_FOR_PRESENTATION, MG_FOR_PROCESSING  # noqa: E402
+from mammoseg.dicom.seg import SegIdentity, build_dicom_seg  # noqa: E402
 from mammoseg.geometry import PadResize, apply_to_mask  # noqa: E402
 from mammoseg.io import read_png  # noqa: E402
 from mammoseg.sources.synthetic import write_synthetic_dataset  # noqa: E402

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mammoseg.io import read_csv, read_png, write_csv_atomic, write_png, write_text_atomic
-from mammoseg.report import pick_cases, weights_label, write_report
+from mammoseg.evaluation.runs import weights_label
+from mammoseg.report import pick_cases, write_report
 from mammoseg.training.state import LOG_COLUMNS
 
 from prepared_factory import Case, write_prepared

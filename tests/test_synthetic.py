@@ -21,7 +21,8 @@ from mammoseg.io import read_png
 from mammoseg.sources.synthetic import write_synthetic_dataset
 from mammoseg.sources.synthetic.dicom_writer import MG_FOR_PRESENTATION, MG_FOR_PROCESSING
 from mammoseg.sources.synthetic.layouts import CBIS_CSV_COLUMNS
-from mammoseg.sources.synthetic.phantom import MassSpec, make_phantom, mass_diameter_px, render_phantom
+from mammoseg.sources.synthetic.masses import MassSpec
+from mammoseg.sources.synthetic.phantom import make_phantom, mass_diameter_px, render_phantom
 from mammoseg.sources.synthetic.plan import plan_dataset
 from mammoseg.sources.synthetic.texture import power_law_noise
 

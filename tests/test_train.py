@@ -11,11 +11,11 @@ import torch
 
 from mammoseg.checkpoint import load_fold_model, normalise_batch, read_checkpoint, unwrap_model
 from mammoseg.config import ExperimentConfig, load_config
-from mammoseg.dataset import PreparedDataset
-from mammoseg.folds import assign_folds, load_or_create_folds
+from mammoseg.training.dataset import PreparedDataset
+from mammoseg.training.folds import assign_folds, load_or_create_folds
 from mammoseg.io import read_csv, read_png, write_png
 from mammoseg.manifest import check_patients_disjoint, load_manifest
-from mammoseg.schedule import encoder_frozen_at, lr_at_epoch, phase_at_epoch
+from mammoseg.training.schedule import encoder_frozen_at, lr_at_epoch, phase_at_epoch
 from mammoseg.seeding import derive_seed
 from mammoseg.training.data import compute_norm_stats
 from mammoseg.training.engine import dice_per_image
@@ -329,8 +329,8 @@ def test_table1_augmentation_with_device_rows_resumes_exactly(tiny_data, tmp_pat
 def test_device_rows_reach_the_normalisation_statistics(tiny_data):
     """Normalisation statistics see what training sees: with every Table 1 row the statistics of
     the same seeded samples differ from those without the device rows only by those rows."""
-    from mammoseg.augment import build_train_transform
-    from mammoseg.augment_device import apply_device_rows
+    from mammoseg.training.augment import build_train_transform
+    from mammoseg.training.device_augment import apply_device_rows
 
     rows = load_manifest(tiny_data, split="train")
     cfg = ExperimentConfig(batch_size=4, num_workers=0)

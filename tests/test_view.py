@@ -13,7 +13,7 @@ import pytest
 from view_cases import CASES, EXPECTED, S, make_evaluation, make_prediction, make_run, rect
 
 from mammoseg.cli import main
-from mammoseg.evaluate import evaluate_folders
+from mammoseg.evaluation.scoring import evaluate_folders
 from mammoseg.io import write_png
 from mammoseg.view import write_view
 from mammoseg.folders import MARKER

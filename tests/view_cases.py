@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mammoseg.evaluate import evaluate_predictions
+from mammoseg.evaluation.scoring import evaluate_predictions
 from mammoseg.io import write_csv_atomic, write_png, write_text_atomic
 from mammoseg.manifest import MANIFEST_COLUMNS
 

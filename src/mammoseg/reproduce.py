@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from mammoseg.config import load_config
-from mammoseg.evaluate import evaluate_predictions
+from mammoseg.evaluation.scoring import evaluate_predictions
 from mammoseg.folders import open_output_folder
 from mammoseg.inference.journal import prediction_complete
+from mammoseg.inference.predict import predict
 from mammoseg.io import write_text_atomic
+from mammoseg.layouts import RunLayout
 from mammoseg.manifest import load_manifest
-from mammoseg.predict import predict
 from mammoseg.report import write_report
-from mammoseg.run_layout import RunLayout
 from mammoseg.training import run_cross_validation
 from mammoseg.view import write_view
 

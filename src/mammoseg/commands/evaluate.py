@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mammoseg.evaluate import evaluate_folders, evaluate_predictions, summary_line
+    from mammoseg.evaluation.scoring import evaluate_folders, evaluate_predictions, summary_line
 
     if args.ref is not None:
         if args.split is not None or args.original_size:

@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mammoseg.checkpoint import load_fold_model
+    from mammoseg.layouts import RunLayout
     from mammoseg.models.export import export_onnx, onnx_max_abs_diff
-    from mammoseg.run_layout import RunLayout
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:

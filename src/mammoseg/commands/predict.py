@@ -70,7 +70,7 @@ def _add_dicomweb_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mammoseg.predict import merge_predictions, predict
+    from mammoseg.inference.predict import merge_predictions, predict
     from mammoseg.shards import parse_part
 
     if args.dicomweb:
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_dicomweb(args: argparse.Namespace) -> int:
     """Exit 0 when every mammogram was predicted (and, with --store, its SEG is on the server), else 1."""
     from mammoseg.commands.prepare import default_cache
-    from mammoseg.predict_dicomweb import DicomWebInput, predict_dicomweb
+    from mammoseg.inference.dicomweb import DicomWebInput, predict_dicomweb
 
     source = DicomWebInput(
         url=args.dicomweb, cache=Path(args.cache) if args.cache else default_cache(), studies=tuple(args.study),

@@ -1,38 +1,31 @@
 """DICOMweb access: find, fetch and classify mammograms on a PACS or archive, store SEGs back.
 
-`client` holds `DicomWeb` (QIDO-RS search, WADO-RS retrieve into a cache, STOW-RS store,
-the SEG look-up that keeps `--store` idempotent) and `classify`; `session` the credentials,
-TLS, timeout and retry rules every request follows. Needs `pip install 'mammoseg[dicomweb]'`.
+`source` holds `DicomWebSource` (which studies of which server, the cache, how to connect)
+and the flags `prepare` and `predict` share; `client` holds `DicomWeb` (QIDO-RS search,
+WADO-RS retrieve into a cache, STOW-RS store, the SEG look-up that keeps `--store`
+idempotent) and `classify`; `session` the credentials, TLS, timeout and retry rules every
+request follows. `client` and `session` need `pip install 'mammoseg[dicomweb]'`; they are
+imported on first use, so the command line works without the extra.
 """
 
 from __future__ import annotations
 
-from mammoseg.dicomweb.client import (
-    DicomWeb,
-    FetchResult,
-    InstanceRef,
-    StoredSeg,
-    StoreOutcome,
-    Verdict,
-    cache_path,
-    classify,
-    matching_seg,
-)
-from mammoseg.dicomweb.session import ENV_PASSWORD, ENV_TOKEN, ENV_USER, DicomWebError, resolve_auth
+import importlib
+from typing import Any
 
-__all__ = [
-    "ENV_PASSWORD",
-    "ENV_TOKEN",
-    "ENV_USER",
-    "DicomWeb",
-    "DicomWebError",
-    "FetchResult",
-    "InstanceRef",
-    "StoreOutcome",
-    "StoredSeg",
-    "Verdict",
-    "cache_path",
-    "classify",
-    "matching_seg",
-    "resolve_auth",
-]
+from mammoseg.dicomweb.source import DicomWebSource, default_cache, parse_query
+
+_LAZY = {
+    **dict.fromkeys(("DicomWeb", "FetchResult", "InstanceRef", "StoredSeg", "StoreOutcome", "Verdict", "cache_path",
+                     "classify", "matching_seg"), "mammoseg.dicomweb.client"),
+    **dict.fromkeys(("ENV_PASSWORD", "ENV_TOKEN", "ENV_USER", "DicomWebError", "resolve_auth"),
+                    "mammoseg.dicomweb.session"),
+}
+
+__all__ = sorted([*_LAZY, "DicomWebSource", "default_cache", "parse_query"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

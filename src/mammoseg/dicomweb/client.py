@@ -35,8 +35,8 @@ from typing import Any, NamedTuple
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from mammoseg.dicom_codes import BREAST_TOMOSYNTHESIS, MG_FOR_PRESENTATION, MG_FOR_PROCESSING, SEGMENTATION
-from mammoseg.dicom_seg import SegIdentity, referenced_instances, seg_identity
+from mammoseg.dicom.codes import BREAST_TOMOSYNTHESIS, MG_FOR_PRESENTATION, MG_FOR_PROCESSING, SEGMENTATION
+from mammoseg.dicom.seg import SegIdentity, referenced_instances, seg_identity
 from mammoseg.dicomweb.session import (
     ENV_USER,
     RETRY_STATUS,

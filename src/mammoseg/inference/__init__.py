@@ -1,4 +1,4 @@
-"""Fold-ensemble inference in three units, driven by `mammoseg.predict`:
+"""Fold-ensemble inference in three units, driven by `mammoseg.inference.predict`:
 
 - `ensemble` — pure: images in, the mean of the fold models' probabilities out;
 - `inputs` — what to predict: prepared folders and DICOM files/folders, read into model input;

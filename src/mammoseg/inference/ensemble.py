@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from mammoseg.checkpoint import load_fold_model, normalise_batch
-from mammoseg.run_layout import RunLayout
+from mammoseg.layouts import RunLayout
 
 
 @dataclass

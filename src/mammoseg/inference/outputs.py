@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mammoseg.dicom_seg import SegIdentity, write_dicom_seg
+from mammoseg.dicom.seg import SegIdentity, write_dicom_seg
 from mammoseg.geometry import invert_probability
 from mammoseg.inference.ensemble import threshold_probability
 from mammoseg.inference.inputs import LoadedItem

@@ -27,28 +27,15 @@ from pathlib import Path
 
 import pydicom
 
-from mammoseg.dicom_codes import SEGMENTATION
-from mammoseg.dicom_seg import mass_segment_numbers, referenced_instances
+from mammoseg.dicom.codes import SEGMENTATION
+from mammoseg.dicom.seg import mass_segment_numbers, referenced_instances
+from mammoseg.dicomweb.source import DicomWebSource
 from mammoseg.manifest import safe_id
 from mammoseg.sources.records import NoMask, Record, SegMask
 
 log = logging.getLogger(__name__)
 
 SOURCE = "dicomweb"
-
-
-def parse_query(items: Sequence[str]) -> dict[str, str]:
-    """`["ModalitiesInStudy=MG", "StudyDate=20240101-20241231"]` -> QIDO filters (a key given twice is an error)."""
-    filters: dict[str, str] = {}
-    for item in items:
-        key, sep, value = str(item).partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key or not value:
-            raise ValueError(f"--query {item!r}: expected KEY=VALUE, e.g. ModalitiesInStudy=MG")
-        if key in filters:
-            raise ValueError(f"--query {key} is given twice")
-        filters[key] = value
-    return filters
 
 
 def iter_dicomweb_records(
@@ -58,19 +45,21 @@ def iter_dicomweb_records(
     query: Sequence[str] = (),
     netrc: str | None = None,
     ca_bundle: str | None = None,
+    timeout: float | None = None,
 ) -> Iterator[Record]:
-    """Records of the studies on the server at `url`, fetched into the cache folder `src` (module docstring)."""
-    from mammoseg.dicomweb import DicomWeb, cache_path, classify
+    """Records of the studies on the server at `url`, fetched into the cache folder `src` (module docstring).
 
-    cache = Path(src)
-    filters = parse_query(query)
-    if not studies and not filters:
-        raise ValueError("--format dicomweb: give the studies with --study UID and/or --query KEY=VALUE")
-    with DicomWeb(url, netrc_file=netrc, ca_bundle=ca_bundle) as web:
+    The keywords are those a prepared folder records (`DicomWebSource.options`)."""
+    from mammoseg.dicomweb import cache_path, classify
+
+    source = DicomWebSource(url, Path(src), tuple(studies), tuple(query), netrc, ca_bundle, timeout)
+    cache = source.cache
+    filters = source.filters("--format dicomweb")
+    with source.connect() as web:
         web.check()
         refs = web.search_instances(studies, filters)
         if not refs:
-            raise ValueError(f"{web.url}: no instances in the studies asked for ({_asked(studies, filters)})")
+            raise ValueError(f"{web.url}: no instances in the studies asked for ({source.asked()})")
         seg_refs = [r for r in refs if r.sop_class == SEGMENTATION]
         wanted = [r for r in refs if r.sop_class != SEGMENTATION and classify(r.sop_class, r.modality).segment]
         segs = web.fetch(seg_refs, cache)
@@ -88,11 +77,6 @@ def iter_dicomweb_records(
         else:
             problem = images.failures.get(ref.sop_uid) or _header_problem(path)
         yield _record(ref.sop_uid, path, masks.get(ref.sop_uid, ()), problem)
-
-
-def _asked(studies: Sequence[str], filters: Mapping[str, str]) -> str:
-    parts = [f"study {uid}" for uid in studies] + [f"{k}={v}" for k, v in filters.items()]
-    return ", ".join(parts)
 
 
 def _mass_segments_by_image(seg_files: Iterable[Path]) -> dict[str, list[tuple[Path, tuple[int, ...]]]]:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pydicom
 
-from mammoseg.dicom_seg import read_seg_mask
+from mammoseg.dicom.seg import read_seg_mask
 from mammoseg.io import read_png
 
 

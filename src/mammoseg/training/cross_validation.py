@@ -23,10 +23,10 @@ from mammoseg.checkpoint import read_checkpoint
 from mammoseg.config import RUNTIME_KEYS, ExperimentConfig, config_differences, config_from_dict, save_config
 from mammoseg.distributed import DistInfo, barrier, broadcast_object, env_dist_info, init_distributed, resolve_device
 from mammoseg.folders import FolderLock, OutputFolder, open_output_folder, remove_entries
-from mammoseg.folds import load_or_create_folds
+from mammoseg.layouts import FoldFiles, RunLayout
 from mammoseg.manifest import load_manifest
-from mammoseg.run_layout import FoldFiles, RunLayout
 from mammoseg.training.fold import FoldResult, train_fold
+from mammoseg.training.folds import load_or_create_folds
 from mammoseg.training.state import fold_finished
 
 log = logging.getLogger(__name__)

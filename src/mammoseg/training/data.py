@@ -20,12 +20,12 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
-from mammoseg.augment import build_eval_transform, build_train_transform
-from mammoseg.augment_device import prepare_batch
 from mammoseg.config import ExperimentConfig
-from mammoseg.dataset import PreparedDataset, SeededSampler, ShardSampler, loader_options
 from mammoseg.distributed import DistInfo, all_reduce_sum
 from mammoseg.seeding import AUGMENT, ORDER, derive_seed
+from mammoseg.training.augment import build_eval_transform, build_train_transform
+from mammoseg.training.dataset import PreparedDataset, SeededSampler, ShardSampler, loader_options
+from mammoseg.training.device_augment import prepare_batch
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def make_loader(
     drop_last: bool = False,
     persistent: bool = True,
 ) -> DataLoader:
-    """A DataLoader that keeps the device fed (`mammoseg.dataset.loader_options`: workers from the
+    """A DataLoader that keeps the device fed (`mammoseg.training.dataset.loader_options`: workers from the
     config or the cores available, persistent, prefetching, pinned memory on CUDA) with its own generator."""
     options = loader_options(device, cfg.num_workers)
     if options["num_workers"] > 0:

@@ -23,15 +23,8 @@ import torch
 
 from mammoseg.config import ExperimentConfig
 from mammoseg.distributed import DistInfo, barrier
+from mammoseg.layouts import FoldFiles
 from mammoseg.models import SegmentationModel
-from mammoseg.run_layout import FoldFiles
-from mammoseg.schedule import (
-    build_optimiser,
-    encoder_frozen_at,
-    final_phase,
-    loss_for_phase,
-    phase_at_epoch,
-)
 from mammoseg.seeding import EPOCH, INIT, NORM, derive_seed, seed_everything
 from mammoseg.training.data import FoldData, build_fold_data, compute_norm_stats
 from mammoseg.training.engine import (
@@ -46,6 +39,13 @@ from mammoseg.training.model import (
     set_encoder_frozen,
     uses_channels_last,
     wrap_model,
+)
+from mammoseg.training.schedule import (
+    build_optimiser,
+    encoder_frozen_at,
+    final_phase,
+    loss_for_phase,
+    phase_at_epoch,
 )
 from mammoseg.training.state import (
     FoldState,

@@ -18,8 +18,8 @@ import torch
 
 from mammoseg.checkpoint import read_checkpoint, save_checkpoint, unwrap_model
 from mammoseg.io import write_csv_atomic
+from mammoseg.layouts import FoldFiles
 from mammoseg.plots import plot_learning_curves
-from mammoseg.run_layout import FoldFiles
 from mammoseg.seeding import rng_state, set_rng_state
 from mammoseg.training.engine import Precision
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mammoseg.evaluate import mask_files
+from mammoseg.evaluation.runs import RunInfo, load_run
+from mammoseg.evaluation.scoring import mask_files
 from mammoseg.geometry import PadResize
 from mammoseg.io import read_csv
+from mammoseg.layouts import RunLayout
 from mammoseg.manifest import load_manifest
-from mammoseg.report import RunInfo, load_run
-from mammoseg.run_layout import RunLayout
 
 IMAGE_SUFFIXES = (".png", ".dcm", ".dicom", ".dic")
 #: Manifest columns that map a mask between the original and the prepared grid.

@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib import colormaps
 
 from mammoseg.dicom import read_mammogram
-from mammoseg.evaluate import score_pair
+from mammoseg.evaluation.scoring import score_pair
 from mammoseg.geometry import apply_to_image, apply_to_mask
 from mammoseg.io import read_png, write_bytes_atomic, write_png
 from mammoseg.view.collect import Case

@@ -21,13 +21,13 @@ import numpy as np
 from tqdm import tqdm
 
 from mammoseg import __version__
-from mammoseg.evaluate import summarise_per_image
+from mammoseg.evaluation.scoring import summarise_per_image
 from mammoseg.folders import open_output_folder
 from mammoseg.io import read_csv, write_bytes_atomic, write_text_atomic
+from mammoseg.layouts import RunLayout
 from mammoseg.manifest import UniqueIds
 from mammoseg.plots import plot_learning_curves
 from mammoseg.report import table2_markdown
-from mammoseg.run_layout import RunLayout
 from mammoseg.view.collect import Case, ViewInput, collect_cases, resolve_input
 from mammoseg.view.render import (
     DEFAULT_MAX_SIDE,

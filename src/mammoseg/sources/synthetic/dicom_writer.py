@@ -17,7 +17,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from mammoseg.dicom_codes import (
+from mammoseg.dicom.codes import (
     BREAST,
     MG_FOR_PRESENTATION,
     MG_FOR_PROCESSING,

@@ -31,10 +31,10 @@ from mammoseg.sources.synthetic.dicom_writer import (
     to_stored_values,
     write_dicom,
 )
+from mammoseg.sources.synthetic.masses import MassSpec
 from mammoseg.sources.synthetic.phantom import (
     LATERALITIES,
     VIEWS,
-    MassSpec,
     Phantom,
     add_calcifications,
     render_phantom,

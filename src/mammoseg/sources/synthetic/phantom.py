@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mammoseg.sources.synthetic.masses import draw_masses, sigmoid
+from mammoseg.sources.synthetic.masses import MassSpec, draw_masses, sigmoid
 from mammoseg.sources.synthetic.texture import power_law_fields
 
 MASS_KINDS = ("round", "lobulated", "spiculated")
@@ -47,36 +47,6 @@ _PECTORAL = 0.56  # density of the pectoral muscle
 # --------------------------------------------------------------------------------------
 # What a phantom is made of
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MassSpec:
-    """One mass, independent of where it is drawn (so both views show the same mass).
-
-    `diameter_px` is the nominal diameter in pixels (see the module's size rule);
-    `contrast` the density added at the core (image scale 0..1, tissue ~0.3-0.6);
-    `edge` the width of the sigmoid margin as a fraction of the radius (small: circumscribed,
-    large: ill-defined); `harmonics` (k, amplitude, phase) shape the outline; `spicules`
-    (angle, length / radius, width px) are thin radiating lines; `depth` the preferred
-    distance from the chest wall as a fraction of the breast's depth (None: anywhere).
-    """
-
-    kind: str
-    diameter_mm: float
-    diameter_px: float
-    contrast: float
-    edge: float
-    margin: str
-    harmonics: tuple[tuple[int, float, float], ...] = ()
-    spicules: tuple[tuple[float, float, float], ...] = ()
-    angle: float = 0.0
-    depth: float | None = None
-
-    @property
-    def extent_px(self) -> float:
-        """Radius (px) that contains the mass core, margins included."""
-        radius = self.diameter_px / 2
-        return radius * (1 + sum(abs(a) for _, a, _ in self.harmonics)) * (1 + 4 * self.edge)
 
 
 @dataclass(frozen=True)

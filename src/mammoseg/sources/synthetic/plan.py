@@ -12,7 +12,8 @@ import numpy as np
 
 from mammoseg.sources.synthetic.acquisition import Acquisition, device_for, draw_acquisition
 from mammoseg.sources.synthetic.dicom_writer import Encoding
-from mammoseg.sources.synthetic.phantom import LATERALITIES, VIEWS, BreastSpec, MassSpec, random_breast, random_mass
+from mammoseg.sources.synthetic.masses import MassSpec
+from mammoseg.sources.synthetic.phantom import LATERALITIES, VIEWS, BreastSpec, random_breast, random_mass
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """Sources → prepared folder: windowed, padded, resized 16-bit PNGs, masks and manifest.csv.
 
-Each image is read (DICOM windowed by `mammoseg.dicom`, or PNG), padded to a square away
+Each image is read (DICOM windowed by `mammoseg.dicom.reader`, or PNG), padded to a square away
 from the chest wall and resized (`mammoseg.geometry`), and written with its 0/255 mask
-(`mammoseg.prepare_image`). Work runs in `workers` processes; an input that fails goes to
-errors.csv and the rest go on. The patient-grouped train/holdout split (`mammoseg.splits`)
+(`mammoseg.prepare.image`). Work runs in `workers` processes; an input that fails goes to
+errors.csv and the rest go on. The patient-grouped train/holdout split (`mammoseg.prepare.splits`)
 is drawn once all images are known.
 
-Resuming (`mammoseg.prepare_journal`): the settings that determine the images and one
+Resuming (`mammoseg.prepare.journal`): the settings that determine the images and one
 journal line per finished image are kept in the folder; a rerun with the same settings skips
 images whose sources did not change and rewrites the manifest (so a changed `--holdout` or
 `--seed` only redraws the split); different settings are refused unless `overwrite=True`.
@@ -31,8 +31,8 @@ from mammoseg.folders import FolderLock, OutputFolder, open_output_folder
 from mammoseg.io import write_csv_atomic
 from mammoseg.journals import Journal
 from mammoseg.manifest import MANIFEST_COLUMNS, SPLITS, check_patients_disjoint
-from mammoseg.prepare_image import results, source_signature
-from mammoseg.prepare_journal import (
+from mammoseg.prepare.image import results, source_signature
+from mammoseg.prepare.journal import (
     JOURNAL_FILE,
     SETTINGS_FILE,
     JournalEntries,
@@ -44,9 +44,9 @@ from mammoseg.prepare_journal import (
     settings_path,
     write_state,
 )
+from mammoseg.prepare.splits import assign_splits
 from mammoseg.shards import Part, stable_key
 from mammoseg.sources import Record, iter_records
-from mammoseg.splits import assign_splits
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The stored levels of a DICOM image, and a per-level table applied to every pixel, exactly.
 
-`mammoseg.dicom` evaluates its whole display pipeline (modality LUT, VOI, scale, inversion)
+`mammoseg.dicom.reader` evaluates its whole display pipeline (modality LUT, VOI, scale, inversion)
 once per stored level and applies the result as a lookup table. This module holds the two
 whole-image passes that costs, kept fast because they run over every pixel of a
 full-field mammogram (~14 Mpx):

@@ -16,12 +16,12 @@ value, a range is sampled uniformly; pixel amounts (translation) scale with
 Host/device split: with ``device_rows=True`` the pipeline runs every row up to the Gaussian
 blur and clips, while the last two rows (median blur, cutout) only *draw* their decisions —
 with the very same draws as the all-on-host pipeline — into an int64 record returned under
-``"device_params"`` (layout: `mammoseg.augment_device.PARAM_FIELDS`);
-`mammoseg.augment_device.apply_device_rows` applies them to the batch on the training device.
+``"device_params"`` (layout: `mammoseg.training.device_augment.PARAM_FIELDS`);
+`mammoseg.training.device_augment.apply_device_rows` applies them to the batch on the training device.
 Both rows commute with the clip, so host + device equals the all-on-host result bit for bit.
 
 Reproducibility: the returned ``A.Compose`` draws from its own random state. A copy of it
-lives in every DataLoader worker, so `mammoseg.dataset` reseeds it per sample with
+lives in every DataLoader worker, so `mammoseg.training.dataset` reseeds it per sample with
 ``mammoseg.seeding.seed_transform`` from a seed that depends only on (seed, epoch, index):
 the augmentation of a sample is then independent of the number of workers and of resuming.
 """
@@ -36,7 +36,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from mammoseg.augment_device import (
+from mammoseg.seeding import seed_transform
+from mammoseg.training.device_augment import (
     CUTOUT,
     CUTOUT_BOTTOM,
     CUTOUT_LEFT,
@@ -47,7 +48,6 @@ from mammoseg.augment_device import (
     MEDIAN_KERNEL,
     no_device_rows,
 )
-from mammoseg.seeding import seed_transform
 
 __all__ = [
     "DEVICE_PARAMS_KEY",
@@ -216,7 +216,7 @@ def build_train_transform(
     ``geometric_only`` keeps only the geometric rows (used by tests to check alignment).
     ``device_rows`` builds the host part of the split pipeline: median blur and cutout are
     drawn but not applied, and the dict also holds ``"device_params"`` (int64, shape
-    (len(PARAM_FIELDS),)) for `mammoseg.augment_device.apply_device_rows`. Without it every
+    (len(PARAM_FIELDS),)) for `mammoseg.training.device_augment.apply_device_rows`. Without it every
     row runs here (the reference pipeline).
     """
     if crop_size < 1 or image_size < 1:

@@ -3,9 +3,9 @@
 Each item is `(image, mask)`: float32 tensors of shape (1, H, W), the image on the
 [0, 1] scale (uint16 / 65535, so the 16-bit precision is kept) and the mask in {0, 1}.
 With `with_device_params=True` it is `(image, mask, params)`: `params` is the int64 record
-(`mammoseg.augment_device.PARAM_FIELDS`) of the Table 1 rows that run on the training
+(`mammoseg.training.device_augment.PARAM_FIELDS`) of the Table 1 rows that run on the training
 device (all zeros when the transform drew none, e.g. validation); the default collate
-stacks them to (B, P) and `mammoseg.augment_device.prepare_batch` applies them.
+stacks them to (B, P) and `mammoseg.training.device_augment.prepare_batch` applies them.
 
 Augmentation randomness does not come from a per-worker random state (which would
 depend on the number of workers and on what ran before) but from a seed that travels
@@ -26,9 +26,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
-from mammoseg.augment_device import DEVICE_PARAMS_KEY, no_device_rows
 from mammoseg.io import read_png
 from mammoseg.seeding import derive_seed, seed_transform
+from mammoseg.training.device_augment import DEVICE_PARAMS_KEY, no_device_rows
 
 Transform = Callable[..., Mapping[str, Any]]
 

@@ -1,7 +1,7 @@
 """Reading a DICOM file: its header first, then its pixels (DESIGN.md §4b: checks before decoding).
 
 `read_dataset` parses the file with large values (in practice only Pixel Data) left in the
-file, so `mammoseg.dicom_checks` can refuse a file from its header before its pixels cost any
+file, so `mammoseg.dicom.checks` can refuse a file from its header before its pixels cost any
 memory. `decode_pixels` then has pydicom's decoder turn them into an array. For uncompressed
 little-endian files (what modalities send) the pixel bytes are read from the file straight
 into a numpy buffer that the decoder works on in place: one copy of the pixels instead of two
@@ -30,7 +30,7 @@ from pydicom.uid import (
     RLETransferSyntaxes,
 )
 
-from mammoseg.dicom_checks import HeaderError, ReadLimits, check_inflated_size
+from mammoseg.dicom.checks import HeaderError, ReadLimits, check_inflated_size
 
 #: Values larger than this many bytes stay in the file until asked for (Pixel Data; a VOI LUT
 #: is at most 128 KiB).

@@ -31,7 +31,7 @@ clips, loose enough that dense masses are not clipped to white). Mammogram.windo
 these happened.
 
 The whole pipeline is evaluated once per distinct stored value and applied as a lookup
-table (`mammoseg.dicom_levels`: indexed by the stored values themselves), which is exact
+table (`mammoseg.dicom.levels`: indexed by the stored values themselves), which is exact
 (every step is a function of the stored value) and keeps a full-field image's memory use to a
 few copies of its uint16 pixels.
 """
@@ -49,9 +49,9 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut
 from pydicom.pixels.processing import apply_voi, apply_windowing
 
-from mammoseg.dicom_checks import HeaderError, ReadLimits, check_header
-from mammoseg.dicom_levels import stored_levels
-from mammoseg.dicom_pixels import DicomReadError, decode_pixels, read_dataset
+from mammoseg.dicom.checks import HeaderError, ReadLimits, check_header
+from mammoseg.dicom.levels import stored_levels
+from mammoseg.dicom.pixels import DicomReadError, decode_pixels, read_dataset
 from mammoseg.geometry import chest_wall_side
 
 #: Percentiles of the breast region's values that bound the fallback window.
@@ -87,7 +87,7 @@ def read_mammogram(path: str | os.PathLike, window_index: int = 0, limits: ReadL
 
     Raises DicomReadError (message: "<path>: <reason>") for anything that is not a
     usable single-frame greyscale mammogram — checked from the header before any pixel is
-    decoded (`mammoseg.dicom_checks`: kind, size `limits`, finite values) — including
+    decoded (`mammoseg.dicom.checks`: kind, size `limits`, finite values) — including
     compressed pixel data whose decoder plugin is not installed (the message names the
     package to install).
     """

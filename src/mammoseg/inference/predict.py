@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mammoseg.dicom_seg import SegIdentity, require_highdicom
+from mammoseg.dicom.seg import SegIdentity, require_highdicom
 from mammoseg.distributed import resolve_device
 from mammoseg.folders import OutputFolder, open_output_folder
 from mammoseg.inference.ensemble import Ensemble, ensemble_probability, load_ensemble
@@ -38,7 +38,7 @@ from mammoseg.inference.journal import (
     write_state,
 )
 from mammoseg.inference.outputs import OUTPUT_ENTRIES, write_outputs
-from mammoseg.run_identity import run_id
+from mammoseg.inference.run_identity import run_id
 from mammoseg.shards import Part
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ the reference there is the prepared mask mapped back (the original annotation is
 in the prepared folder). A prediction already on the original grid (``mammoseg predict`` on
 DICOM inputs) is recognised by its shape and is mapped onto the prepared grid when needed.
 
-Empty masks follow ``mammoseg.metrics`` (both empty: 1; one empty: 0), and the summary
+Empty masks follow ``mammoseg.evaluation.metrics`` (both empty: 1; one empty: 0), and the summary
 counts how many images were of each kind so a mean can be read correctly.
 """
 
@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from mammoseg.evaluation.metrics import dice_iou, fmt_mean_sd, lesion_counts, summarise
 from mammoseg.folders import OutputFolder, open_output_folder
 from mammoseg.geometry import PadResize, apply_to_mask, invert_mask
 from mammoseg.io import read_png, write_csv_atomic, write_text_atomic
 from mammoseg.manifest import load_manifest
-from mammoseg.metrics import dice_iou, fmt_mean_sd, lesion_counts, summarise
 
 log = logging.getLogger(__name__)
 

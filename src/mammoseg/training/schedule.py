@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 
 from mammoseg.config import ExperimentConfig
-from mammoseg.losses import combo_loss, focal_tversky_loss
+from mammoseg.training.losses import combo_loss, focal_tversky_loss
 
 
 def phase_at_epoch(cfg: ExperimentConfig, epoch: int) -> str:

@@ -13,8 +13,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from mammoseg.dicom_seg import SegIdentity
-from mammoseg.run_layout import RunLayout
+from mammoseg.dicom.seg import SegIdentity
+from mammoseg.layouts import RunLayout
 
 #: Hex digits of the SHA-256 kept as the run id (64 bits: no two runs of a group collide).
 RUN_ID_HEX = 16

@@ -10,8 +10,8 @@ where viewers show them. The round trip is layered on the units that already do 
 2. **fetch** (WADO-RS) the mammograms into the cache folder (`<study>/<series>/<sop>.dcm`,
    fetched once, shared with `prepare --format dicomweb`). An instance that fails to
    download goes to `errors.csv` and the others go on;
-3. **predict** them as local DICOM files (`mammoseg.predict.predict`, DICOM SEG on), each SEG
-   recording the run id and threshold (`mammoseg.run_identity`). Ids are SOP Instance UIDs,
+3. **predict** them as local DICOM files (`mammoseg.inference.predict.predict`, DICOM SEG on), each SEG
+   recording the run id and threshold (`mammoseg.inference.run_identity`). Ids are SOP Instance UIDs,
    so the mask of an image is `masks/<SOPInstanceUID>.png`;
 4. with `store`, **send back** (STOW-RS) each `seg/<uid>.dcm`, unless the server already holds
    a SEG of that image by this run at this threshold (the study's SEGs are looked up once);
@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 import pydicom
 
-from mammoseg.dicom_seg import SegIdentity, require_highdicom
+from mammoseg.dicom.seg import SegIdentity, require_highdicom
 from mammoseg.folders import open_output_folder
 from mammoseg.inference.journal import ERRORS_COLUMNS, SUMMARY_FILE
 from mammoseg.inference.outputs import OUTPUT_ENTRIES, SKIPPED_FILE, STORED_FILE
+from mammoseg.inference.predict import predict
+from mammoseg.inference.run_identity import run_identity
 from mammoseg.io import read_csv, write_csv_atomic, write_text_atomic
-from mammoseg.predict import predict
-from mammoseg.run_identity import run_identity
 from mammoseg.sources.dicomweb import parse_query
 
 if TYPE_CHECKING:  # the optional extra, imported where used
@@ -98,7 +98,7 @@ def predict_dicomweb(
 ) -> dict[str, Any]:
     """The round trip of the module docstring; returns predict's summary with the `dicomweb` counts.
 
-    `predict_options` go to `mammoseg.predict.predict` (tta, save_prob, batch_size, device, progress).
+    `predict_options` go to `mammoseg.inference.predict.predict` (tta, save_prob, batch_size, device, progress).
     """
     filters = parse_query(source.query)
     if not source.studies and not filters:

@@ -5,7 +5,7 @@ every row up to the Gaussian blur and only *draws* the decisions of these two ro
 sample's seeded generator, into a small int64 record (`PARAM_FIELDS`); the default collate
 stacks the records into (B, P). `apply_device_rows` then applies the rows to the batch on
 its device, only to the samples that drew them: the median grouped by kernel and chunked
-(`mammoseg.median_filter`), the cutout as one masked fill. A sample's augmentation still
+(`mammoseg.training.median_blur`), the cutout as one masked fill. A sample's augmentation still
 depends only on (seed, epoch, index), and the result equals the all-on-host pipeline bit
 for bit (both rows commute with the host's final clip to [0, 1]).
 
@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 
-from mammoseg.median_filter import median_filter
+from mammoseg.training.median_blur import median_filter
 
 __all__ = [
     "DEVICE_PARAMS_KEY",
@@ -42,7 +42,7 @@ __all__ = [
     "prepare_batch",
 ]
 
-#: Key of the record in the output of the host part of the split pipeline (mammoseg.augment).
+#: Key of the record in the output of the host part of the split pipeline (mammoseg.training.augment).
 DEVICE_PARAMS_KEY = "device_params"
 #: Layout of a sample's device-row record: median fired (0/1) and its kernel (3/7/11; 0 when
 #: not fired); cutout fired (0/1) and its hole, rows top..bottom-1 × columns left..right-1.
@@ -82,7 +82,7 @@ def _one_torch_thread() -> Iterator[None]:
 def median_blur(images: torch.Tensor, k: int, scratch_bytes: int | None = None) -> torch.Tensor:
     """Exact k×k median with replicated borders of float32 images (N, H, W), on their device.
 
-    Equal bit for bit to the host reference `mammoseg.augment.FloatMedianBlur`.
+    Equal bit for bit to the host reference `mammoseg.training.augment.FloatMedianBlur`.
     `scratch_bytes` bounds the extra memory (default by device type, `SCRATCH_BYTES`).
     """
     if scratch_bytes is None:

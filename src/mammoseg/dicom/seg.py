@@ -31,7 +31,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from mammoseg import __version__
-from mammoseg.dicom_codes import mammo_patient_orientation
+from mammoseg.dicom.codes import mammo_patient_orientation
 from mammoseg.io import atomic_path
 
 # highdicom logs every module it copies at INFO (nine lines per SEG); mammoseg reports what matters itself.
