@@ -48,7 +48,7 @@ def main() -> None:
     results = []
 
     from mammoseg.inference.ensemble import load_ensemble
-    from mammoseg.inference.predict import predict
+    from mammoseg.inference.predict import PredictOptions, predict
     from mammoseg.sources.synthetic import write_synthetic_dataset
 
     h, w = (int(v) for v in args.shape.lower().split("x"))
@@ -66,8 +66,8 @@ def main() -> None:
             load_ensemble(run, args.device)
             load_s = time.perf_counter() - start
             start = time.perf_counter()
-            summary = predict(run, [str(p) for p in dicoms], tmp / f"pred-{name}", tta=args.tta,
-                              batch_size=args.batch_size, device=args.device, progress=False)
+            options = PredictOptions(tta=args.tta, batch_size=args.batch_size, device=args.device, progress=False)
+            summary = predict(run, [str(p) for p in dicoms], tmp / f"pred-{name}", options)
             total = time.perf_counter() - start
             assert summary["n_predicted"] == len(dicoms), summary
             per_image = (total - load_s) / len(dicoms)

@@ -311,7 +311,8 @@ TINY = ["crop_size=64", "batch_size=2", "num_workers=0", "norm_samples=2", "n_fo
 
 def test_unfinished_fold_is_kept_and_overwrite_removes_derived_outputs(tmp_path, capsys):
     from mammoseg.config import load_config
-    from mammoseg.training.fold import train_fold
+    from mammoseg.layouts import FoldFiles
+    from mammoseg.training.fold import FoldJob, train_fold
 
     data = make_prepared(tmp_path / "data", n_patients=5, per_patient=1, size=64)
     run = tmp_path / "run"
@@ -320,8 +321,8 @@ def test_unfinished_fold_is_kept_and_overwrite_removes_derived_outputs(tmp_path,
     assert main([*args, "--folds", "0"]) == 0
     # fold 1 interrupted after its first epoch, as a killed run leaves it
     rows = load_manifest(data, split="train")
-    train_fold(load_config("demo", TINY), data, rows[:2], rows[2:], run / "fold1", fold=1, progress=False,
-               stop_after_epoch=1)
+    train_fold(FoldJob(load_config("demo", TINY), data, rows[:2], rows[2:], FoldFiles(1, run / "fold1"),
+                       progress=False), stop_after_epoch=1)
     before = tree(run / "fold1")
     assert main([*args, "--folds", "1"]) == 2
     assert "fold 1 is unfinished (last.pt after epoch 1); use --resume to continue it" in one_line_error(capsys)

@@ -27,8 +27,9 @@ def _worker(rank: int, port: int, data: str, out: str) -> None:
     torch.set_num_threads(1)
     from mammoseg.config import load_config
     from mammoseg.distributed import env_dist_info, init_distributed, shutdown_distributed
+    from mammoseg.layouts import FoldFiles
     from mammoseg.manifest import load_manifest
-    from mammoseg.training.fold import train_fold
+    from mammoseg.training.fold import FoldJob, train_fold
 
     info = env_dist_info()
     device = torch.device("cpu")
@@ -53,8 +54,9 @@ def _worker(rank: int, port: int, data: str, out: str) -> None:
 
     try:
         # 4 training images: one step of 2 images per rank and epoch; 3 validation images split 2 + 1
-        result = train_fold(cfg, data, rows[:4], rows[4:], Path(out) / "fold0", fold=0, device=device,
-                            info=info, progress=False, on_epoch_start=start, on_epoch_end=end)
+        job = FoldJob(cfg, Path(data), rows[:4], rows[4:], FoldFiles(0, Path(out) / "fold0"), device=device,
+                      info=info, progress=False)
+        result = train_fold(job, on_epoch_start=start, on_epoch_end=end)
         saved["val_loss"] = result.best_val_loss
         saved["val_dice"] = result.best_val_dice
         torch.save(saved, Path(out) / f"rank{rank}.pt")

@@ -31,7 +31,9 @@ from mammoseg.dicom.codes import MG_FOR_PRESENTATION, MG_FOR_PROCESSING  # noqa:
 from mammoseg.dicom.seg import SegIdentity, referenced_instances, seg_identity  # noqa: E402
 from mammoseg.dicomweb import DicomWeb, InstanceRef, cache_path  # noqa: E402
 from mammoseg.io import read_csv, read_png  # noqa: E402
-from mammoseg.inference.dicomweb import Selection, instance_url, predict_instances, store_segs  # noqa: E402
+from mammoseg.dicomweb.source import DicomWebSource  # noqa: E402
+from mammoseg.inference.dicomweb import DicomWebJob, Selection, instance_url, predict_instances, store_segs  # noqa: E402
+from mammoseg.inference.predict import PredictOptions  # noqa: E402
 from mammoseg.inference.run_identity import run_id, run_identity  # noqa: E402
 from mammoseg.sources.synthetic import write_synthetic_dataset  # noqa: E402
 from orthanc_server import PASSWORD, USER, free_port, start_orthanc  # noqa: E402
@@ -250,14 +252,18 @@ def test_an_unreadable_mammogram_is_listed_and_the_rest_stored(orthanc, run, tmp
     assert json.loads((out / "predict.json").read_text())["dicomweb"]["n_failed"] == 1
 
 
+def _options(run) -> PredictOptions:
+    return PredictOptions(seg_identity=run_identity(run, 0.5), device="cpu", progress=False)
+
+
 def test_a_failed_download_is_listed_and_the_rest_stored(orthanc, run, tmp_path, credentials):
     study = _upload_study(orthanc, tmp_path, seed=9, patient_id="PACS-GONE")
     out = tmp_path / "pred"
     with DicomWeb(orthanc.dicomweb_url, retries=1, backoff=0.01) as web:
         refs = web.search_instances([study.uid])
         gone = InstanceRef(study.uid, refs[0].series_uid, "1.2.3.999", MG_FOR_PRESENTATION, "MG")
-        summary = predict_instances(web, [*refs, gone], run, out, tmp_path / "cache", run_identity(run, 0.5),
-                                    store=True, device="cpu", progress=False)
+        job = DicomWebJob(DicomWebSource(web.url, tmp_path / "cache", (study.uid,)), store=True)
+        summary = predict_instances(web, [*refs, gone], run, out, job, _options(run))
     assert read_csv(out / "errors.csv") == [{"input": instance_url(orthanc.dicomweb_url, gone),
                                              "reason": f"{orthanc.dicomweb_url} instance 1.2.3.999: not found "
                                                        "(HTTP 404)"}]
@@ -272,7 +278,7 @@ def test_a_server_failure_while_storing_stops_the_rest_and_says_why(orthanc, run
     out, cache = tmp_path / "pred", tmp_path / "cache"
     with DicomWeb(orthanc.dicomweb_url, retries=1) as web:
         refs = [r for r in web.search_instances([study.uid]) if r.sop_uid in study.presentation]
-        predict_instances(web, refs, run, out, cache, run_identity(run, 0.5), device="cpu", progress=False)
+        predict_instances(web, refs, run, out, DicomWebJob(DicomWebSource(web.url, cache, (study.uid,))), _options(run))
     selection = Selection(refs={r.sop_uid: r for r in refs}, files={r.sop_uid: cache_path(cache, r) for r in refs})
     dead = f"http://127.0.0.1:{free_port()}/dicom-web"  # the server went away after predicting
     with DicomWeb(dead, retries=1, backoff=0.01, timeout=2) as web:

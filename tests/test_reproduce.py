@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from mammoseg.io import read_csv
-from mammoseg.reproduce import PAPER_MODELS, encoder_weights_for, model_config, reproduce, select_models
+from mammoseg.reproduce import (
+    PAPER_MODELS,
+    StageOptions,
+    encoder_weights_for,
+    model_config,
+    reproduce,
+    select_models,
+)
 
 from prepared_factory import make_prepared
 
@@ -54,8 +61,8 @@ def test_tiny_reproduce_runs_and_resumes(tmp_path):
     overrides = ["n_folds=2", "epochs.combo=1", "epochs.focal_tversky=0", "batch_size=4", "crop_size=64",
                  "freeze_encoder_epochs=0", "num_workers=0", "norm_samples=4", "lr_milestones=[]"]
     messages: list[str] = []
-    report = reproduce(data, out, models=["resnet22-unet"], overrides=overrides, device="cpu",
-                       progress=False, echo=messages.append)
+    report = reproduce(data, out, models=["resnet22-unet"], overrides=overrides,
+                       stages=StageOptions("cpu", False, messages.append))
     assert report == out / "report" / "report.md" and report.is_file()
     assert any("no --gmic-weights" in m for m in messages)
     run = out / "resnet22-unet"
@@ -71,6 +78,7 @@ def test_tiny_reproduce_runs_and_resumes(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in [run / "fold0" / "best.pt", run / "holdout_pred" / "predictions.csv",
                                                run / "eval" / "summary.json"]}
     messages.clear()
-    reproduce(data, out, models=["resnet22-unet"], overrides=overrides, device="cpu", progress=False, echo=messages.append)
+    reproduce(data, out, models=["resnet22-unet"], overrides=overrides,
+              stages=StageOptions("cpu", False, messages.append))
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing redone
     assert any("up to date; skipped" in m for m in messages)

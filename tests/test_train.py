@@ -19,7 +19,8 @@ from mammoseg.training.schedule import encoder_frozen_at, lr_at_epoch, phase_at_
 from mammoseg.seeding import derive_seed
 from mammoseg.training.data import compute_norm_stats
 from mammoseg.training.engine import dice_per_image
-from mammoseg.training.fold import train_fold
+from mammoseg.layouts import FoldFiles
+from mammoseg.training.fold import FoldJob, train_fold
 from mammoseg.training.state import LOG_COLUMNS
 
 from prepared_factory import make_prepared
@@ -189,7 +190,8 @@ def test_schedule_frozen_encoder_and_exact_resume(tiny_data, tmp_path):
         }
 
     straight = tmp_path / "straight"
-    res = train_fold(cfg, tiny_data, train_rows, val_rows, straight, fold=0, progress=False, on_epoch_start=start)
+    res = train_fold(FoldJob(cfg, tiny_data, train_rows, val_rows, FoldFiles(0, straight), progress=False),
+                     on_epoch_start=start)
 
     # learning rate and trainable parts in force at each epoch
     assert [seen[e]["lr"] for e in (1, 2, 3)] == pytest.approx([1e-3, 1e-4, 1e-5])
@@ -214,10 +216,11 @@ def test_schedule_frozen_encoder_and_exact_resume(tiny_data, tmp_path):
 
     # interrupted after epoch 2, then resumed: bit-for-bit the uninterrupted run
     resumed = tmp_path / "resumed"
-    train_fold(cfg, tiny_data, train_rows, val_rows, resumed, fold=0, progress=False, stop_after_epoch=2)
+    train_fold(FoldJob(cfg, tiny_data, train_rows, val_rows, FoldFiles(0, resumed), progress=False),
+               stop_after_epoch=2)
     assert read_checkpoint(resumed / "last.pt")["epoch"] == 2
     assert not (resumed / "best.pt").exists()  # no final-phase epoch yet
-    train_fold(cfg, tiny_data, train_rows, val_rows, resumed, fold=0, progress=False, resume=True)
+    train_fold(FoldJob(cfg, tiny_data, train_rows, val_rows, FoldFiles(0, resumed), resume=True, progress=False))
     a, b = read_checkpoint(straight / "last.pt"), read_checkpoint(resumed / "last.pt")
     assert a["epoch"] == b["epoch"] == 3 and b["finished"]
     assert a["model"].keys() == b["model"].keys()
@@ -308,15 +311,16 @@ def test_table1_augmentation_with_device_rows_resumes_exactly(tiny_data, tmp_pat
         fired.append(epoch)
 
     straight = tmp_path / "straight"
-    train_fold(load_config("demo", base), tiny_data, train_rows, val_rows, straight, fold=0, progress=False,
-               on_epoch_start=count_device_rows)
+    train_fold(FoldJob(load_config("demo", base), tiny_data, train_rows, val_rows, FoldFiles(0, straight),
+                       progress=False), on_epoch_start=count_device_rows)
     workers = tmp_path / "workers"
-    train_fold(load_config("demo", [*base, "num_workers=2"]), tiny_data, train_rows, val_rows, workers, fold=0,
-               progress=False)
+    train_fold(FoldJob(load_config("demo", [*base, "num_workers=2"]), tiny_data, train_rows, val_rows,
+                       FoldFiles(0, workers), progress=False))
     resumed = tmp_path / "resumed"
     cfg = load_config("demo", base)
-    train_fold(cfg, tiny_data, train_rows, val_rows, resumed, fold=0, progress=False, stop_after_epoch=2)
-    train_fold(cfg, tiny_data, train_rows, val_rows, resumed, fold=0, progress=False, resume=True)
+    train_fold(FoldJob(cfg, tiny_data, train_rows, val_rows, FoldFiles(0, resumed), progress=False),
+               stop_after_epoch=2)
+    train_fold(FoldJob(cfg, tiny_data, train_rows, val_rows, FoldFiles(0, resumed), resume=True, progress=False))
     a = read_checkpoint(straight / "last.pt")
     for other in (workers, resumed):
         b = read_checkpoint(other / "last.pt")

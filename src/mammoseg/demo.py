@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from mammoseg.config import load_config
+from mammoseg.evaluation.runs import RANDOM_INIT
 from mammoseg.folders import open_output_folder
 from mammoseg.io import write_text_atomic
 from mammoseg.prepare import prepare_dataset
 from mammoseg.report import write_report
-from mammoseg.reproduce import run_model
+from mammoseg.reproduce import StageOptions, run_model
 from mammoseg.sources.synthetic import write_synthetic_dataset
 from mammoseg.view import write_view
 
@@ -91,8 +92,8 @@ def _run_stages(out: Path, patients: int, seed: int, device: str | None, progres
                     workers=min(2, os.cpu_count() or 1), progress=progress)
     cfg = load_config("demo", [f"seed={seed}"])
     echo("[3/5] train, [4/5] predict the holdout and evaluate:")
-    result = run_model(cfg, "demo", prepared, out / "run", "none (random init)",
-                       device=device, progress=progress, echo=echo, dataset="synthetic phantoms")
+    result = run_model(cfg, "demo", prepared, out / "run", RANDOM_INIT, dataset="synthetic phantoms",
+                       stages=StageOptions(device, progress, echo))
     echo(f"[5/5] report -> {out / 'report'}")
     report = write_report([result.run_dir], out / "report", data_dir=prepared)
     view = write_view(result.run_dir, out / "view", data_dir=prepared, overwrite=True, progress=progress)

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from mammoseg.config import load_config
 from mammoseg.evaluation.scoring import evaluate_predictions
 from mammoseg.folders import open_output_folder
 from mammoseg.inference.journal import prediction_complete
-from mammoseg.inference.predict import predict
+from mammoseg.inference.predict import PredictOptions, predict
 from mammoseg.io import write_text_atomic
 from mammoseg.layouts import RunLayout
 from mammoseg.manifest import load_manifest
@@ -106,24 +106,28 @@ def _newer(path: Path, than: Sequence[Path]) -> bool:
     return path.is_file() and all(path.stat().st_mtime >= p.stat().st_mtime for p in than if p.exists())
 
 
+@dataclass(frozen=True)
+class StageOptions:
+    """How every stage of a model's experiment runs: on which device, with progress bars or not, and
+    where its one-line messages go (demo and reproduce print them; tests collect them)."""
+
+    device: str | None = None
+    progress: bool = True
+    echo: Callable[[str], Any] = print
+
+
 def predict_and_evaluate(
-    run_dir: Path,
-    data_dir: Path,
-    pred_dir: Path,
-    eval_dir: Path,
-    device: str | None = None,
-    batch_size: int = 4,
-    progress: bool = True,
-    echo: Any = print,
+    run_dir: Path, data_dir: Path, pred_dir: Path, eval_dir: Path, stages: StageOptions = StageOptions()
 ) -> dict[str, Any]:
     """Holdout prediction with the fold ensemble, then evaluation; each skipped when up to date."""
+    echo, progress = stages.echo, stages.progress
     checkpoints = RunLayout(run_dir).best_checkpoints()
     if prediction_complete(pred_dir) and _newer(pred_dir / "predictions.csv", checkpoints):
         echo(f"  predict: {pred_dir} is up to date; skipped")
     else:
         echo(f"  predict: holdout of {data_dir} -> {pred_dir}")
-        predict(run_dir, [data_dir], pred_dir, split="holdout", batch_size=batch_size,
-                device=device, overwrite=True, progress=progress)
+        predict(run_dir, [data_dir], pred_dir, PredictOptions(split="holdout", device=stages.device, progress=progress),
+                overwrite=True)
     summary_path = eval_dir / "summary.json"
     if _newer(summary_path, [pred_dir / "predictions.csv"]) and (eval_dir / "per_image.csv").is_file():
         echo(f"  evaluate: {eval_dir} is up to date; skipped")
@@ -145,19 +149,17 @@ def run_model(
     data_dir: Path,
     run_dir: Path,
     weights_label: str,
-    device: str | None = None,
-    progress: bool = True,
-    echo: Any = print,
     dataset: str | None = None,
+    stages: StageOptions = StageOptions(),
 ) -> StageResult:
     """Train (resuming), predict the holdout and evaluate one model; the unit reproduce and demo share."""
+    echo = stages.echo
     echo(f"[{name}] train {cfg.n_folds} folds ({cfg.model.encoder}-{cfg.model.decoder}, weights: {weights_label}) -> {run_dir}")
-    run_cross_validation(cfg, data_dir, run_dir, resume=True, device=device, progress=progress)
+    run_cross_validation(cfg, data_dir, run_dir, resume=True, device=stages.device, progress=stages.progress)
     write_run_info(run_dir, data_dir, weights_label, name, dataset)
     layout = RunLayout(run_dir)
     result = StageResult(name, run_dir, layout.holdout_pred, layout.eval)
-    result.summary = predict_and_evaluate(run_dir, data_dir, result.pred_dir, result.eval_dir,
-                                          device=device, progress=progress, echo=echo)
+    result.summary = predict_and_evaluate(run_dir, data_dir, result.pred_dir, result.eval_dir, stages)
     dice = result.summary.get("dice_mean")
     if dice is not None:
         echo(f"[{name}] holdout DCS {float(dice):.4f} ± {float(result.summary.get('dice_sd') or 0):.4f} "
@@ -173,11 +175,10 @@ def reproduce(
     gmic_weights: str | None = None,
     models: Sequence[str] | None = None,
     overrides: Sequence[str] = (),
-    device: str | None = None,
-    progress: bool = True,
-    echo: Any = print,
+    stages: StageOptions = StageOptions(),
 ) -> Path:
     """Run the paper's experiment on a prepared folder; returns the path of report.md."""
+    echo = stages.echo
     data, out = Path(data_dir), Path(out_dir)
     clash = [o for o in overrides if o.split("=", 1)[0].strip() in _MODEL_KEYS]
     if clash:
@@ -205,12 +206,13 @@ def reproduce(
     owned = [name for name, _, _ in PAPER_MODELS] + ["report"]
     with open_output_folder(out, "reproduce", inputs=[data], owned=owned, resume=True):
         results = [
-            run_model(cfg, name, data, out / name, label, device=device, progress=progress, echo=echo)
+            run_model(cfg, name, data, out / name, label, stages=stages)
             for name, cfg, label in plans
         ]
         echo(f"report -> {out / 'report'}")
         report = write_report([r.run_dir for r in results], out / "report", data_dir=data)
         for r in results:  # each model's results site, inside its run folder
-            view = write_view(r.run_dir, RunLayout(r.run_dir).view, data_dir=data, overwrite=True, progress=progress)
+            view = write_view(r.run_dir, RunLayout(r.run_dir).view, data_dir=data, overwrite=True,
+                              progress=stages.progress)
             echo(f"view: {view}")
         return report

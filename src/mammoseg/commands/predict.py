@@ -12,14 +12,13 @@ it, once per image, run and threshold. `--resume` continues an interrupted run; 
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
+from typing import TYPE_CHECKING
 
+from mammoseg.dicomweb.source import add_source_arguments, source_flags_given, source_from_args
 from mammoseg.shards import add_shard_arguments
 
-#: Flags that apply to --dicomweb only, and their argparse destinations.
-DICOMWEB_FLAGS = (("--study", "study"), ("--query", "query"), ("--store", "store"), ("--force", "force"),
-                  ("--cache", "cache"), ("--netrc", "netrc"), ("--ca-bundle", "ca_bundle"), ("--timeout", "timeout"))
+if TYPE_CHECKING:  # torch is imported when a command runs, not to parse its flags
+    from mammoseg.inference.predict import PredictOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,26 +46,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue an interrupted prediction: skip inputs whose outputs are complete")
     add_shard_arguments(parser, "predict", "predictions.csv and errors.csv")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_dicomweb_arguments(parser)
-
-
-def _add_dicomweb_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "--dicomweb",
-        "credentials: MAMMOSEG_DICOMWEB_USER/_PASSWORD or _TOKEN, or a netrc file; never on the command line",
-    )
-    group.add_argument("--study", action="append", default=[], metavar="UID", help="Study Instance UID (repeatable)")
-    group.add_argument("--query", action="append", default=[], metavar="KEY=VALUE",
-                       help="QIDO study filter, e.g. ModalitiesInStudy=MG or StudyDate=20240101-20241231 (repeatable)")
+    group = add_source_arguments(parser, "--dicomweb")
     group.add_argument("--store", action="store_true",
                        help="send each SEG back (STOW-RS), unless this run and threshold stored one before")
     group.add_argument("--force", action="store_true", help="with --store: store new SEGs even where some exist")
-    group.add_argument("--cache", default=None, metavar="DIR",
-                       help="where fetched instances are kept (default: ~/.cache/mammoseg/dicomweb)")
-    group.add_argument("--netrc", default=None, metavar="FILE", help="netrc file with the server's credentials")
-    group.add_argument("--ca-bundle", default=None, metavar="FILE", help="PEM file of CAs to trust besides the default")
-    group.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                       help="per-request timeout (default: 10 s to connect, 120 s to read)")
+
+
+def predict_options(args: argparse.Namespace) -> PredictOptions:
+    from mammoseg.inference.predict import PredictOptions
+
+    return PredictOptions(threshold=args.threshold, tta=args.tta, save_prob=args.save_prob, dicom_seg=args.dicom_seg,
+                          split=args.split, batch_size=args.batch_size, device=args.device,
+                          progress=not args.no_progress)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         if args.resume or args.parts is not None or args.merge:
             raise ValueError("--resume, --parts and --merge apply to --input, not --dicomweb")
         return _run_dicomweb(args)
-    given = [flag for flag, dest in DICOMWEB_FLAGS if getattr(args, dest)]
+    given = source_flags_given(args) + [flag for flag in ("--store", "--force") if getattr(args, flag[2:])]
     if given:
         raise ValueError(f"{', '.join(given)}: only with --dicomweb")
     if args.merge:
@@ -87,12 +78,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.run or not args.input:
             raise ValueError("--run and --input (or --dicomweb) are required (unless --merge)")
-        summary = predict(
-            args.run, args.input, args.out, threshold=args.threshold, tta=args.tta, save_prob=args.save_prob,
-            dicom_seg=args.dicom_seg, split=args.split, batch_size=args.batch_size, device=args.device,
-            overwrite=args.overwrite, progress=not args.no_progress, resume=args.resume,
-            part=parse_part(args.parts, args.part),
-        )
+        summary = predict(args.run, args.input, args.out, predict_options(args), overwrite=args.overwrite,
+                          resume=args.resume, part=parse_part(args.parts, args.part))
     print(
         f"predicted {summary['n_predicted']} image(s) into {summary['out_dir']}"
         + (f" ({summary['part']}; when every part is done: mammoseg predict --merge --out {summary['out_dir']})"
@@ -105,18 +92,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_dicomweb(args: argparse.Namespace) -> int:
     """Exit 0 when every mammogram was predicted (and, with --store, its SEG is on the server), else 1."""
-    from mammoseg.commands.prepare import default_cache
-    from mammoseg.inference.dicomweb import DicomWebInput, predict_dicomweb
+    from mammoseg.inference.dicomweb import DicomWebJob, predict_dicomweb
 
-    source = DicomWebInput(
-        url=args.dicomweb, cache=Path(args.cache) if args.cache else default_cache(), studies=tuple(args.study),
-        query=tuple(args.query), netrc=os.path.abspath(args.netrc) if args.netrc else None,
-        ca_bundle=args.ca_bundle, timeout=args.timeout,
-    )
-    summary = predict_dicomweb(
-        args.run, source, args.out, store=args.store, force=args.force, threshold=args.threshold, tta=args.tta,
-        save_prob=args.save_prob, batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
-    )
+    job = DicomWebJob(source_from_args(args.dicomweb, args), store=args.store, force=args.force,
+                      overwrite=args.overwrite)
+    summary = predict_dicomweb(args.run, job, args.out, predict_options(args))
     web = summary["dicomweb"]
     parts = [f"predicted {summary['n_predicted']} of {web['n_mammograms']} mammogram(s) from {web['url']} with "
              f"{len(summary['checkpoints'])} fold model(s) into {summary['out_dir']}"]

@@ -13,9 +13,8 @@ then writes manifest.csv and errors.csv, the same as a one-machine run (docs/sca
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
+from mammoseg.dicomweb.source import add_source_arguments, source_flags_given, source_from_args
 from mammoseg.shards import add_shard_arguments
 
 FORMATS = ("manifest", "inbreast", "cbis-ddsm", "dicomweb")
@@ -52,44 +51,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAMES",
         help="INbreast: comma-separated ROI names that are masses (default: Mass)",
     )
-    _add_dicomweb_arguments(parser)
+    add_source_arguments(parser, "dicomweb")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _add_dicomweb_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "dicomweb",
-        "credentials: MAMMOSEG_DICOMWEB_USER/_PASSWORD or _TOKEN, or a netrc file; never on the command line",
-    )
-    group.add_argument("--study", action="append", default=[], metavar="UID", help="Study Instance UID (repeatable)")
-    group.add_argument("--query", action="append", default=[], metavar="KEY=VALUE",
-                       help="QIDO study filter, e.g. ModalitiesInStudy=MG or StudyDate=20240101-20241231 (repeatable)")
-    group.add_argument("--cache", default=None, metavar="DIR",
-                       help="where fetched instances are kept (default: ~/.cache/mammoseg/dicomweb)")
-    group.add_argument("--netrc", default=None, metavar="FILE", help="netrc file with the server's credentials")
-    group.add_argument("--ca-bundle", default=None, metavar="FILE", help="PEM file of CAs to trust besides the default")
-
-
-def default_cache() -> Path:
-    """The DICOMweb cache folder: $XDG_CACHE_HOME/mammoseg/dicomweb (~/.cache by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mammoseg" / "dicomweb"
-
-
 def _dicomweb_options(args: argparse.Namespace) -> dict:
-    """Options of the dicomweb source; its flags given with another format are an error."""
-    given = [flag for flag, value in (("--study", args.study), ("--query", args.query), ("--cache", args.cache),
-                                      ("--netrc", args.netrc), ("--ca-bundle", args.ca_bundle)) if value]
+    """Options of the dicomweb source (what the prepared folder records); its flags with another format are an error."""
     if args.format != "dicomweb":
+        given = source_flags_given(args)
         if given:
             raise ValueError(f"{', '.join(given)} apply to --format dicomweb only")
         return {}
-    options: dict = {"url": args.src, "studies": list(args.study), "query": list(args.query)}
-    if args.netrc:
-        options["netrc"] = os.path.abspath(args.netrc)
-    if args.ca_bundle:
-        options["ca_bundle"] = os.path.abspath(args.ca_bundle)
-    return options
+    return source_from_args(args.src, args).options()
 
 
 def source_options(args: argparse.Namespace) -> dict:
@@ -131,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     src = args.src
     if args.format == "dicomweb":
         # The server's instances are fetched into the cache, which is what prepare reads from.
-        src = Path(args.cache) if args.cache else default_cache()
+        src = source_from_args(args.src, args).cache
         src.mkdir(parents=True, exist_ok=True)
     summary = prepare_dataset(
         args.format,

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mammoseg.reproduce import reproduce
+    from mammoseg.reproduce import StageOptions, reproduce
 
     # `--models a b key=value` would hand the overrides to --models: take them back.
     models = [m for m in args.models or [] if "=" not in m] or None
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         gmic_weights=args.gmic_weights,
         models=models,
         overrides=overrides,
-        device=args.device,
+        stages=StageOptions(device=args.device),
     )
     print(f"report: {report}")
     return 0

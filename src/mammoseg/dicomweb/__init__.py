@@ -22,7 +22,11 @@ _LAZY = {
                     "mammoseg.dicomweb.session"),
 }
 
-__all__ = sorted([*_LAZY, "DicomWebSource", "default_cache", "parse_query"])
+__all__ = [  # noqa: F822 - the client's names are resolved by __getattr__
+    "ENV_PASSWORD", "ENV_TOKEN", "ENV_USER", "DicomWeb", "DicomWebError", "DicomWebSource", "FetchResult",
+    "InstanceRef", "StoreOutcome", "StoredSeg", "Verdict", "cache_path", "classify", "default_cache", "matching_seg",
+    "parse_query", "resolve_auth",
+]
 
 
 def __getattr__(name: str) -> Any:

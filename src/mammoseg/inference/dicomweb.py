@@ -25,21 +25,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pydicom
 
 from mammoseg.dicom.seg import SegIdentity, require_highdicom
+from mammoseg.dicomweb.source import DicomWebSource, parse_query
 from mammoseg.folders import open_output_folder
 from mammoseg.inference.journal import ERRORS_COLUMNS, SUMMARY_FILE
 from mammoseg.inference.outputs import OUTPUT_ENTRIES, SKIPPED_FILE, STORED_FILE
-from mammoseg.inference.predict import predict
+from mammoseg.inference.predict import PredictOptions, predict
 from mammoseg.inference.run_identity import run_identity
 from mammoseg.io import read_csv, write_csv_atomic, write_text_atomic
-from mammoseg.sources.dicomweb import parse_query
 
 if TYPE_CHECKING:  # the optional extra, imported where used
     from mammoseg.dicomweb import DicomWeb, InstanceRef, StoredSeg
@@ -52,27 +52,21 @@ STORED, ALREADY_STORED, FAILED = "stored", "already stored", "failed"
 
 
 @dataclass(frozen=True)
-class DicomWebInput:
-    """Where the images come from: the server, which studies, the cache, and how to connect."""
+class DicomWebJob:
+    """One `predict --dicomweb`: where the images come from, whether SEGs go back, and whether the
+    prediction folder may be replaced."""
 
-    url: str
-    cache: Path
-    studies: tuple[str, ...] = ()
-    query: tuple[str, ...] = ()  # QIDO study filters as "KEY=VALUE"
-    netrc: str | None = None
-    ca_bundle: str | None = None
-    timeout: float | None = None  # seconds per request; None keeps the client's default
+    source: DicomWebSource
+    store: bool = False
+    force: bool = False
+    overwrite: bool = False
 
-    def connect(self) -> DicomWeb:
-        """A `mammoseg.dicomweb.DicomWeb` for the server (credentials from the environment or netrc)."""
-        from mammoseg.dicomweb import DicomWeb
-
-        options: dict[str, Any] = {"netrc_file": self.netrc, "ca_bundle": self.ca_bundle}
-        if self.timeout is not None:
-            if self.timeout <= 0:
-                raise ValueError(f"--timeout must be positive, got {self.timeout}")
-            options["timeout"] = self.timeout
-        return DicomWeb(self.url, **options)
+    def check(self) -> dict[str, str]:
+        """Refuse contradictory flags before any request; returns the QIDO filters."""
+        filters = self.source.filters("--dicomweb")
+        if self.force and not self.store:
+            raise ValueError("--force applies with --store only")
+        return filters
 
 
 @dataclass
@@ -86,41 +80,29 @@ class Selection:
 
 
 def predict_dicomweb(
-    run_dir: str | os.PathLike,
-    source: DicomWebInput,
-    out_dir: str | os.PathLike,
-    *,
-    store: bool = False,
-    force: bool = False,
-    threshold: float = 0.5,
-    overwrite: bool = False,
-    **predict_options: Any,
+    run_dir: str | os.PathLike, job: DicomWebJob, out_dir: str | os.PathLike, options: PredictOptions = PredictOptions()
 ) -> dict[str, Any]:
     """The round trip of the module docstring; returns predict's summary with the `dicomweb` counts.
 
-    `predict_options` go to `mammoseg.inference.predict.predict` (tta, save_prob, batch_size, device, progress).
+    `options` are predict's (threshold, tta, save_prob, batch_size, device, progress); DICOM SEG
+    is always on, and each SEG records this run's identity.
     """
-    filters = parse_query(source.query)
-    if not source.studies and not filters:
-        raise ValueError("--dicomweb: give the studies with --study UID and/or --query KEY=VALUE")
-    if force and not store:
-        raise ValueError("--force applies with --store only")
+    job.check()
     require_highdicom()
-    identity = run_identity(run_dir, threshold)
-    with source.connect() as web:
+    identity = run_identity(run_dir, options.threshold)  # hashes the checkpoints: once per run
+    with job.source.connect() as web:
         web.check()
-        claim_output(out_dir, source.cache, overwrite)  # a bad --out is refused before the search
-        refs = web.search_instances(source.studies, filters)
+        claim_output(out_dir, job)  # a bad --out is refused before the search
+        refs = web.search_instances(job.source.studies, job.source.filters("--dicomweb"))
         if not refs:
-            asked = [f"study {uid}" for uid in source.studies] + [f"{k}={v}" for k, v in filters.items()]
-            raise ValueError(f"{web.url}: no instances in the studies asked for ({', '.join(asked)})")
-        return predict_instances(web, refs, run_dir, out_dir, source.cache, identity, store=store, force=force,
-                                 overwrite=overwrite, query=filters, **predict_options)
+            raise ValueError(f"{web.url}: no instances in the studies asked for ({job.source.asked()})")
+        return predict_instances(web, refs, run_dir, out_dir, job, replace(options, seg_identity=identity))
 
 
-def claim_output(out_dir: str | os.PathLike, cache: str | os.PathLike, overwrite: bool) -> None:
+def claim_output(out_dir: str | os.PathLike, job: DicomWebJob) -> None:
     """Refuse an unusable prediction folder (or a cache inside it) before anything is downloaded."""
-    open_output_folder(out_dir, "predict", inputs=[cache], owned=OUTPUT_ENTRIES, overwrite=overwrite).close()
+    open_output_folder(out_dir, "predict", inputs=[job.source.cache], owned=OUTPUT_ENTRIES,
+                       overwrite=job.overwrite).close()
 
 
 def predict_instances(
@@ -128,29 +110,27 @@ def predict_instances(
     refs: Sequence[InstanceRef],
     run_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    cache: str | os.PathLike,
-    identity: SegIdentity,
-    *,
-    store: bool = False,
-    force: bool = False,
-    overwrite: bool = False,
-    query: Mapping[str, str] | None = None,
-    **predict_options: Any,
+    job: DicomWebJob,
+    options: PredictOptions,
 ) -> dict[str, Any]:
-    """Steps 2-4 of the module docstring for instances already found on the server `web` (a `DicomWeb`)."""
-    claim_output(out_dir, cache, overwrite)
-    out, cache = Path(out_dir), Path(cache)
-    about = {"url": web.url, "studies": sorted({r.study_uid for r in refs}), "query": dict(query or {}),
-             "cache": str(cache), "store": store, "force": force}
+    """Steps 2-4 of the module docstring for instances already found on the server `web` (a `DicomWeb`);
+    `options.seg_identity` names the run and threshold each SEG records."""
+    identity = options.seg_identity
+    if identity is None:
+        raise ValueError("predict_instances: options.seg_identity is required (the SEGs must say which run made them)")
+    claim_output(out_dir, job)
+    out, cache = Path(out_dir), job.source.cache
+    about = {"url": web.url, "studies": sorted({r.study_uid for r in refs}), "query": parse_query(job.source.query),
+             "cache": str(cache), "store": job.store, "force": job.force}
     selection = select_mammograms(refs)
     if not selection.refs:
         raise ValueError(f"{web.url}: no For Presentation mammogram among the {len(refs)} instance(s) found; "
                          f"first skipped: {selection.skipped[0]['sop_instance_uid']}, {selection.skipped[0]['reason']}")
     fetch_mammograms(web, selection, cache)
-    summary = predict(run_dir, [str(p) for p in selection.files.values()], out, threshold=identity.threshold,
-                      dicom_seg=True, overwrite=overwrite, seg_identity=identity, **predict_options)
+    options = replace(options, threshold=identity.threshold, dicom_seg=True)
+    summary = predict(run_dir, [str(p) for p in selection.files.values()], out, options, overwrite=job.overwrite)
     with open_output_folder(out, "predict", resume=True, owned=OUTPUT_ENTRIES):
-        stored = store_segs(web, out, selection, identity, force) if store else None
+        stored = store_segs(web, out, selection, identity, job.force) if job.store else None
         return _finish(out, summary, selection, identity, stored, about)
 
 

@@ -47,15 +47,17 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PredictOptions:
     """How to predict: what decides the masks besides the models (recorded, so a resumed run keeps
-    them), and the batch size (speed only)."""
+    them), and how to run (batch size, device, progress bar: speed and display only)."""
 
     threshold: float = 0.5
     tta: bool = False
     save_prob: bool = False
     dicom_seg: bool = False
     split: str | None = None
-    batch_size: int = 4
     seg_identity: SegIdentity | None = None
+    batch_size: int = 4
+    device: str | None = None
+    progress: bool = True
 
     def check(self, inputs: Sequence[Any]) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -66,6 +68,10 @@ class PredictOptions:
             raise ValueError("no inputs given")
         if self.dicom_seg:
             require_highdicom()
+
+    def recorded(self) -> dict[str, Any]:
+        """What a resumed run must keep (batch size, device and progress change speed and display only)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("batch_size", "device", "progress")}
 
 
 @contextlib.contextmanager
@@ -81,9 +87,11 @@ def _all_cores(device: torch.device) -> Iterator[None]:
 
 
 def _settings(run_dir: str | os.PathLike, ensemble: Ensemble, inputs: Sequence[Any], options: PredictOptions) -> dict:
-    return {"run": os.path.abspath(run_dir), "run_id": run_id(run_dir), "checkpoints": ensemble.checkpoints,
-            "image_size": ensemble.image_size, "inputs": [os.path.abspath(i) for i in inputs],
-            **{k: v for k, v in asdict(options).items() if k != "batch_size"}}  # the batch changes speed only
+    # The run id hashes every checkpoint: a SEG identity already holds it, so it is computed once per run.
+    identity = options.seg_identity
+    return {"run": os.path.abspath(run_dir), "run_id": identity.run_id if identity else run_id(run_dir),
+            "checkpoints": ensemble.checkpoints, "image_size": ensemble.image_size,
+            "inputs": [os.path.abspath(i) for i in inputs], **options.recorded()}
 
 
 def _open(out: Path, settings: dict, inputs: Sequence[Any], overwrite: bool, resume: bool, part: Part) -> OutputFolder:
@@ -135,40 +143,33 @@ def predict(
     run_dir: str | os.PathLike,
     inputs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
-    threshold: float = 0.5,
-    tta: bool = False,
-    save_prob: bool = False,
-    dicom_seg: bool = False,
-    split: str | None = None,
-    batch_size: int = 4,
-    device: str | None = None,
+    options: PredictOptions = PredictOptions(),
+    *,
     overwrite: bool = False,
-    progress: bool = True,
     resume: bool = False,
     part: Part = Part(),
-    seg_identity: SegIdentity | None = None,
 ) -> dict[str, Any]:
     """Predict masks for prepared folders and/or DICOM files with a run's fold ensemble.
 
     Writes the prediction folder of docs/architecture.md; returns its summary (`n_predicted`,
     `n_errors`, `out_dir`, `checkpoints`, ...; a shard's: its own part). The folder must be new
-    or empty unless `overwrite` or `resume`. `seg_identity` (run and threshold) is recorded in
-    each DICOM SEG, so `--store` can find it again.
+    or empty unless `overwrite` or `resume`. `options.seg_identity` (run and threshold) is
+    recorded in each DICOM SEG, so `--store` can find it again.
     """
-    options = PredictOptions(threshold, tta, save_prob, dicom_seg, split, batch_size, seg_identity)
     options.check(inputs)
     if overwrite and not part.whole:
         raise ValueError("--overwrite cannot be combined with --parts: a shard must not delete the other shards' "
                          "work; predict into a new folder instead")
-    out, dev = Path(out_dir), resolve_device(device)
+    out, dev = Path(out_dir), resolve_device(options.device)
     ensemble = load_ensemble(run_dir, dev)
     settings = _settings(run_dir, ensemble, inputs, options)
     with _open(out, settings, inputs, overwrite, resume, part), PredictionJournal(out, part) as journal, \
             _all_cores(dev), torch.inference_mode():
         done = read_done(out) if resume else Done({}, {})
-        bar = tqdm(desc="predict", unit="img", disable=not progress)
-        todo = _todo(iter_inputs(inputs, split), part, done, out, journal, dicom_seg)
-        for loaded, load_errors, n in prefetched(todo, ensemble.image_size, batch_size, want_dataset=dicom_seg):
+        bar = tqdm(desc="predict", unit="img", disable=not options.progress)
+        todo = _todo(iter_inputs(inputs, options.split), part, done, out, journal, options.dicom_seg)
+        for loaded, load_errors, n in prefetched(todo, ensemble.image_size, options.batch_size,
+                                                   want_dataset=options.dicom_seg):
             for error in load_errors:
                 journal.add_error(error)
             if loaded:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from mammoseg.distributed import DistInfo, barrier, broadcast_object, env_dist_i
 from mammoseg.folders import FolderLock, OutputFolder, open_output_folder, remove_entries
 from mammoseg.layouts import FoldFiles, RunLayout
 from mammoseg.manifest import load_manifest
-from mammoseg.training.fold import FoldResult, train_fold
+from mammoseg.training.fold import FoldJob, FoldResult, train_fold
 from mammoseg.training.folds import load_or_create_folds
 from mammoseg.training.state import fold_finished
 
@@ -103,33 +104,49 @@ def _refuse_unfinished(files: FoldFiles) -> None:
                           "use --resume to continue it, or --overwrite to start the whole run again")
 
 
-def _train_or_skip(cfg: ExperimentConfig, layout: RunLayout, k: int, rows: list[dict[str, str]], fold_of: dict[str, int],
-                   data_dir: Path, device: torch.device, info: DistInfo, resume: bool, progress: bool) -> FoldResult:
-    lock = FolderLock(layout.root, fold_lock(k), what=f"{layout.fold(k).dir}") if info.is_main else None
+@dataclass(frozen=True)
+class CrossValidationRun:
+    """What every fold of one `run_cross_validation` call shares (config, run folder, images and
+    their fold assignment, device, process, flags), passed to the per-fold steps as one value."""
+
+    cfg: ExperimentConfig
+    layout: RunLayout
+    data_dir: Path
+    rows: list[dict[str, str]]
+    fold_of: dict[str, int]
+    device: torch.device
+    info: DistInfo
+    resume: bool
+    progress: bool
+
+
+def _train_or_skip(run: CrossValidationRun, k: int) -> FoldResult:
+    lock = FolderLock(run.layout.root, fold_lock(k), what=f"{run.layout.fold(k).dir}") if run.info.is_main else None
     try:
-        return _train_fold_of_run(cfg, layout, k, rows, fold_of, data_dir, device, info, resume, progress)
+        return _train_fold_of_run(run, k)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train_fold_of_run(cfg: ExperimentConfig, layout: RunLayout, k: int, rows: list[dict[str, str]],
-                       fold_of: dict[str, int], data_dir: Path, device: torch.device, info: DistInfo, resume: bool,
-                       progress: bool) -> FoldResult:
-    files = layout.fold(k)
+def _train_fold_of_run(run: CrossValidationRun, k: int) -> FoldResult:
+    cfg, info, rows, fold_of = run.cfg, run.info, run.rows, run.fold_of
+    files = run.layout.fold(k)
     if fold_finished(files, cfg.total_epochs):
         if info.is_main:
             log.info("fold %d: already finished (%s); skipping", k, files.best)
         ck = read_checkpoint(files.best)
         return FoldResult(k, int(ck["epoch"]), float(ck["val_loss"]), float(ck.get("val_dice", float("nan"))), skipped=True)
-    if not resume and files.last.exists():
+    if not run.resume and files.last.exists():
         _refuse_unfinished(files)
     train_rows = [r for r in rows if fold_of[r["id"]] != k]
     val_rows = [r for r in rows if fold_of[r["id"]] == k]
     if info.is_main:
         log.info("fold %d: %d training / %d validation images (%d / %d patients)", k, len(train_rows), len(val_rows),
                  len({r["patient_id"] for r in train_rows}), len({r["patient_id"] for r in val_rows}))
-    return train_fold(cfg, data_dir, train_rows, val_rows, files.dir, k, device, info, resume=resume, progress=progress)
+    job = FoldJob(cfg, run.data_dir, train_rows, val_rows, files, run.device, info,
+                  resume=run.resume, progress=run.progress)
+    return train_fold(job)
 
 
 def run_cross_validation(
@@ -165,7 +182,8 @@ def run_cross_validation(
     barrier()
     fold_of = broadcast_object(fold_of)
     assert isinstance(fold_of, dict)
-    results = [_train_or_skip(cfg, layout, k, rows, fold_of, data_dir, dev, info, resume, progress) for k in chosen]
+    run = CrossValidationRun(cfg, layout, data_dir, rows, fold_of, dev, info, resume, progress)
+    results = [_train_or_skip(run, k) for k in chosen]
     if info.is_main:
         for r in results:
             log.info("fold %d: best epoch %d, val loss %.4f, val Dice %.4f%s", r.fold, r.best_epoch,

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from mammoseg.training.schedule import (
     phase_at_epoch,
 )
 from mammoseg.training.state import (
+    CheckpointProvenance,
     FoldState,
     Optimisation,
     TensorBoardLog,
@@ -67,6 +67,23 @@ class FoldResult:
     best_val_loss: float
     best_val_dice: float
     skipped: bool = False
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One fold to train and how: config, data folder, the fold's split and files, device,
+    process and resume/progress flags. These travel unchanged from the fold driver down to the
+    fold's setup, so they are passed as one value."""
+
+    cfg: ExperimentConfig
+    data_dir: Path
+    train_rows: Sequence[Mapping[str, str]]
+    val_rows: Sequence[Mapping[str, str]]
+    files: FoldFiles
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    info: DistInfo = field(default_factory=DistInfo)
+    resume: bool = False
+    progress: bool = True
 
 
 @dataclass
@@ -108,8 +125,9 @@ class FoldRun:
         if improved:
             self.state.best = {k: row[k] for k in ("epoch", "val_loss", "val_dice")}
         if self.info.is_main:
-            save_fold(self.files, self.state, self.core, self.opt, self.cfg.to_dict(), self.data.image_size,
-                      improved, row["epoch"] == self.cfg.total_epochs, self.info.world_size)
+            provenance = CheckpointProvenance(self.cfg.to_dict(), self.data.image_size, self.info.world_size)
+            save_fold(self.files, self.state, self.core, self.opt, provenance, improved,
+                      row["epoch"] == self.cfg.total_epochs)
             self.tensorboard.add(row)
             log.info("fold %d epoch %d/%d [%s] lr %.1e  train %.4f  val %.4f  dice %.4f  %.1f s (%.1f img/s)%s",
                      self.files.fold, row["epoch"], self.cfg.total_epochs, row["phase"], row["lr"], row["train_loss"],
@@ -122,17 +140,16 @@ class FoldRun:
         return FoldResult(self.files.fold, int(best["epoch"]), float(best["val_loss"]), float(best["val_dice"]))
 
 
-def start_fold(cfg: ExperimentConfig, data_dir: Path, train_rows: Sequence[Mapping[str, str]],
-               val_rows: Sequence[Mapping[str, str]], files: FoldFiles, device: torch.device, info: DistInfo,
-               resume: bool, progress: bool) -> FoldRun:
+def start_fold(job: FoldJob) -> FoldRun:
     """Build data and model, then restore `last.pt` (with `resume`) or compute the normalisation."""
+    cfg, files, device, info, progress = job.cfg, job.files, job.device, job.info, job.progress
     fold_seed = derive_seed(cfg.seed, files.fold)
-    data = build_fold_data(cfg, data_dir, train_rows, val_rows, fold_seed, device, info, progress)
+    data = build_fold_data(cfg, job.data_dir, job.train_rows, job.val_rows, fold_seed, device, info, progress)
     core = build_fold_model(cfg, derive_seed(fold_seed, INIT), device, info)
     optimiser, scheduler = build_optimiser(cfg, core.parameters())
     opt = Optimisation(optimiser, scheduler, choose_precision(cfg, device))
-    state = restore_fold(files, core.model_spec, core, opt) if resume else None
-    if resume and info.is_main:
+    state = restore_fold(files, core.model_spec, core, opt) if job.resume else None
+    if job.resume and info.is_main:
         log.info("fold %d: %s", files.fold, f"resuming from {files.last} after epoch {state.next_epoch - 1}"
                  if state else f"no {files.last} to resume from; starting at epoch 1")
     if state is None:
@@ -149,29 +166,20 @@ def start_fold(cfg: ExperimentConfig, data_dir: Path, train_rows: Sequence[Mappi
 
 
 def train_fold(
-    cfg: ExperimentConfig,
-    data_dir: str | os.PathLike,
-    train_rows: Sequence[Mapping[str, str]],
-    val_rows: Sequence[Mapping[str, str]],
-    fold_dir: str | os.PathLike,
-    fold: int,
-    device: torch.device | str = "cpu",
-    info: DistInfo = DistInfo(),
-    resume: bool = False,
-    progress: bool = True,
+    job: FoldJob,
     stop_after_epoch: int | None = None,
     on_epoch_start: EpochHook | None = None,
     on_epoch_end: EpochHook | None = None,
 ) -> FoldResult:
     """Train one fold with the paper's schedule; writes best.pt, last.pt, log.csv, learning_curve.png.
 
-    `resume` continues from `fold_dir/last.pt` when it exists. `stop_after_epoch` ends this
+    `job.resume` continues from `job.files.last` when it exists. `stop_after_epoch` ends this
     call after that epoch (as if interrupted; `last.pt` allows resuming). Hooks, on every
     rank, as hook(epoch, model, optimiser): `on_epoch_start` once the epoch's schedule is in
     force, `on_epoch_end` after its optimisation steps (before validation).
     """
-    run = start_fold(cfg, Path(data_dir), train_rows, val_rows, FoldFiles(fold, Path(fold_dir)),
-                     torch.device(device), info, resume, progress)
+    cfg = job.cfg
+    run = start_fold(job)
     last = cfg.total_epochs if stop_after_epoch is None else min(cfg.total_epochs, stop_after_epoch)
     for epoch in range(run.state.next_epoch, last + 1):
         started = time.perf_counter()
@@ -180,8 +188,8 @@ def train_fold(
         if on_epoch_start is not None:
             on_epoch_start(epoch, run.core, run.opt.optimiser)
         train_loss, images = train_one_epoch(
-            run.net, run.data.train_loader, loss_fn, run.opt.optimiser, run.pipeline, info,
-            desc=f"fold {fold} epoch {epoch}/{cfg.total_epochs} [{phase}]", progress=progress)
+            run.net, run.data.train_loader, loss_fn, run.opt.optimiser, run.pipeline, job.info,
+            desc=f"fold {job.files.fold} epoch {epoch}/{cfg.total_epochs} [{phase}]", progress=job.progress)
         if on_epoch_end is not None:
             on_epoch_end(epoch, run.core, run.opt.optimiser)
         run.opt.scheduler.step()

@@ -78,29 +78,37 @@ def restore_fold(files: FoldFiles, spec: Mapping[str, Any], core: torch.nn.Modul
     return FoldState(norm=dict(ckpt["norm"]), history=[dict(h) for h in ckpt["history"]], best=dict(ckpt["best"]))
 
 
+@dataclass(frozen=True)
+class CheckpointProvenance:
+    """How a fold's checkpoints were made (config, image size, world size): the same for every
+    epoch's checkpoint, so they travel to `save_fold` as one value."""
+
+    config: Mapping[str, Any]
+    image_size: int
+    world_size: int
+
+
 def save_fold(
     files: FoldFiles,
     state: FoldState,
     core: torch.nn.Module,
     opt: Optimisation,
-    config: Mapping[str, Any],
-    image_size: int,
+    provenance: CheckpointProvenance,
     improved: bool,
     finished: bool,
-    world_size: int,
 ) -> None:
     """After an epoch: best.pt (if improved), last.pt, log.csv and the learning curve."""
     spec = unwrap_model(core).model_spec
     row = state.history[-1]
-    common = dict(image_size=image_size, fold=files.fold, epoch=row["epoch"], val_loss=row["val_loss"],
+    common = dict(image_size=provenance.image_size, fold=files.fold, epoch=row["epoch"], val_loss=row["val_loss"],
                   val_dice=row["val_dice"])
     if improved:
-        save_checkpoint(files.best, core, spec, state.norm, config, **common)
+        save_checkpoint(files.best, core, spec, state.norm, provenance.config, **common)
     save_checkpoint(
-        files.last, core, spec, state.norm, config, **common,
+        files.last, core, spec, state.norm, provenance.config, **common,
         optimiser=opt.optimiser.state_dict(), scheduler=opt.scheduler.state_dict(),
         scaler=opt.precision.scaler.state_dict() if opt.precision.scaler is not None else None,
-        rng=rng_state(), history=state.history, best=state.best, finished=finished, world_size=world_size,
+        rng=rng_state(), history=state.history, best=state.best, finished=finished, world_size=provenance.world_size,
     )
     write_log(files, state.history)
     plot_learning_curves(files.curve, [(files.dir.name, state.history)],
