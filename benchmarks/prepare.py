@@ -86,7 +86,8 @@ def _measure(fmt: str, src: str, out: str, size: int, workers: int) -> dict[str,
         prepare._results = timed
     before = _cpu_seconds()
     start = time.perf_counter()
-    summary = prepare.prepare_dataset(fmt, src, out, size=size, workers=workers, overwrite=True, progress=False)
+    options = prepare.PrepareOptions(size=size, workers=workers, progress=False)
+    summary = prepare.prepare_dataset(fmt, src, out, options, overwrite=True)
     end = time.perf_counter()
     own_cpu, workers_cpu = (after - first for after, first in zip(_cpu_seconds(), before))
     # ru_maxrss is in KiB on Linux; RUSAGE_CHILDREN is the largest finished worker.

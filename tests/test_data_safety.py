@@ -130,9 +130,9 @@ def test_resume_redoes_an_image_whose_mask_changed(tmp_path):
     edited[0:40, 0:40] = 255
     write_png(data / "case1_mask.png", edited)
     os.utime(data / "case1_mask.png", ns=(time.time_ns(), time.time_ns() + 10**9))
-    from mammoseg.prepare import prepare_dataset
+    from mammoseg.prepare import PrepareOptions, prepare_dataset
 
-    summary = prepare_dataset("manifest", data / "manifest.csv", out, size=32, progress=False)
+    summary = prepare_dataset("manifest", data / "manifest.csv", out, PrepareOptions(size=32, progress=False))
     summary_lines = summary.format()
     assert summary.n_resumed == 2 and summary.n_changed == 1
     assert "1 image prepared again: the source file(s) changed" in summary_lines

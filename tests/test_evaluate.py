@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mammoseg.cli import main
-from mammoseg.evaluation.scoring import evaluate_predictions
+from mammoseg.evaluation.scoring import Scoring, evaluate_predictions
 from mammoseg.io import write_png
 
 from prepared_factory import Case, write_prepared
@@ -88,7 +88,7 @@ def test_evaluate_end_to_end_prepared_grid(tmp_path):
 def test_lesion_threshold_is_passed_through(tmp_path):
     data, pred = make_folders(tmp_path)
     # case a: one predicted component with IoU 0.5 -> not detected at 0.6, and it becomes a false positive
-    summary = evaluate_predictions(pred, data, tmp_path / "eval", lesion_iou=0.6, progress=False)
+    summary = evaluate_predictions(pred, data, tmp_path / "eval", Scoring(lesion_iou=0.6), progress=False)
     assert summary["lesion_sensitivity"] == 0.0 and summary["false_positives_per_image"] == pytest.approx(0.5)
 
 
@@ -109,7 +109,7 @@ def test_missing_predictions_error_or_counted_empty(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no prediction for 2 of 4 images \(a, d\).*--allow-missing"):
         evaluate_predictions(pred, data, tmp_path / "eval", progress=False)
     assert not (tmp_path / "eval" / "summary.json").exists()
-    summary = evaluate_predictions(pred, data, tmp_path / "eval", allow_missing=True, progress=False)
+    summary = evaluate_predictions(pred, data, tmp_path / "eval", Scoring(allow_missing=True), progress=False)
     rows = read_rows(tmp_path / "eval" / "per_image.csv")
     assert (rows["a"]["pred_missing"], rows["a"]["dice"], rows["a"]["pred_empty"]) == ("1", "0.000000", "1")
     assert rows["b"]["pred_missing"] == "0"
@@ -126,7 +126,7 @@ def test_original_size_grid_and_predictions_on_either_grid(tmp_path):
     }
     data, pred = make_folders(tmp_path, cases)
 
-    s_orig = evaluate_predictions(pred, data, tmp_path / "e1", original_size=True, progress=False)
+    s_orig = evaluate_predictions(pred, data, tmp_path / "e1", Scoring(original_size=True), progress=False)
     rows = read_rows(tmp_path / "e1" / "per_image.csv")
     # o, computed on the original arrays directly: 48 shared, 128 + 48 total
     assert float(rows["o"]["dice"]) == pytest.approx(2 * 48 / (128 + 48), abs=1e-6)

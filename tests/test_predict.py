@@ -304,12 +304,12 @@ def test_collect_inputs_kinds_ids_and_errors(tmp_path):
 def test_dicom_given_directly_reaches_the_models_exactly_as_after_prepare(tmp_path, shape, chest, size):
     """One standardisation for prepare and predict: the same DICOM gives a bit-identical model input."""
     from mammoseg.geometry import PadResize
-    from mammoseg.prepare import prepare_dataset
+    from mammoseg.prepare import PrepareOptions, prepare_dataset
 
     pixels, _ = phantom(*shape, chest, (shape[0] // 3, shape[1] // 3, 12))
     dicom = write_mg(tmp_path / "src" / "mg.dcm", pixels, "L" if chest == "left" else "R")
     (tmp_path / "src" / "cases.csv").write_text("image,mask,patient_id\nmg.dcm,,P7\n")
-    prepare_dataset("manifest", tmp_path / "src" / "cases.csv", tmp_path / "prep", size=size, holdout=0, progress=False)
+    prepare_dataset("manifest", tmp_path / "src" / "cases.csv", tmp_path / "prep", PrepareOptions(size=size, holdout=0, progress=False))
 
     (direct,), _ = collect_inputs([tmp_path / "src" / "mg.dcm"])
     (prepared,), _ = collect_inputs([tmp_path / "prep"])

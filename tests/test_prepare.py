@@ -13,8 +13,9 @@ from mammoseg.cli import main
 from mammoseg.geometry import PadResize
 from mammoseg.io import read_csv, read_png, write_png
 from mammoseg.manifest import MANIFEST_COLUMNS, check_patients_disjoint, load_manifest
-from mammoseg.prepare import prepare_dataset
-from mammoseg.prepare.journal import JOURNAL_FILE
+from mammoseg.prepare import PrepareOptions, prepare_dataset
+from mammoseg.prepare.journal import journal_path
+from mammoseg.shards import Part
 from mammoseg.prepare.splits import split_holdout
 
 from dicom_factory import write_mg
@@ -66,7 +67,7 @@ def _folder_bytes(out: Path) -> dict[str, bytes]:
 def test_prepared_folder_contents_exact(tmp_path):
     src = _dataset(tmp_path / "src")
     out = tmp_path / "out"
-    summary = prepare_dataset("manifest", src, out, size=SIZE, holdout=0.34, seed=1, progress=False)
+    summary = prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, holdout=0.34, seed=1, progress=False))
     assert (summary.n_images, summary.n_with_mass, summary.n_patients, summary.n_errors) == (6, 2, 3, 0)
     assert summary.exit_code == 0
     with open(out / "manifest.csv") as fh:
@@ -104,7 +105,7 @@ def test_dicom_input_metadata_and_patient_fallback(tmp_path):
     )
     (src / "list.csv").write_text("image,mask,patient_id\nscan.dcm,,\n")
     out = tmp_path / "out"
-    prepare_dataset("manifest", src, out, size=SIZE, holdout=0.0, progress=False)
+    prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, holdout=0.0, progress=False))
     (row,) = load_manifest(out)
     ds = pydicom.dcmread(path)
     assert row["patient_id"] == "DCM-7"
@@ -164,43 +165,43 @@ def test_refuses_to_overwrite_unless_asked(tmp_path, capsys):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not empty"):
-        prepare_dataset("manifest", src, out, size=SIZE, progress=False)
+        prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, progress=False))
     # --overwrite acts only in a folder prepare wrote: a user's folder is refused all the same
     with pytest.raises(FileExistsError, match="never deletes"):
-        prepare_dataset("manifest", src, out, size=SIZE, overwrite=True, progress=False)
+        prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, progress=False), overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     out = tmp_path / "prepared"
-    prepare_dataset("manifest", src, out, size=SIZE, progress=False)
+    prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, progress=False))
     (out / "notes.txt").write_text("mine")  # a user's file beside the outputs survives --overwrite
-    prepare_dataset("manifest", src, out, size=SIZE, overwrite=True, progress=False)
+    prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, progress=False), overwrite=True)
     assert (out / "notes.txt").read_text() == "mine" and len(load_manifest(out)) == 2
     with pytest.raises(FileExistsError, match="size"):
-        prepare_dataset("manifest", src, out, size=SIZE * 2, progress=False)
+        prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE * 2, progress=False))
     code = main(["prepare", "--format", "manifest", "--src", str(src), "--out", str(out), "--size", "64"])
     assert code == 2 and "--overwrite" in capsys.readouterr().err
-    prepare_dataset("manifest", src, out, size=SIZE * 2, overwrite=True, progress=False)
+    prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE * 2, progress=False), overwrite=True)
     assert read_png(out / "images" / "p0_L.png").shape == (64, 64)
 
 
 def test_resume_skips_finished_images(tmp_path):
     src = _dataset(tmp_path / "src", n_patients=2)
     full = tmp_path / "full"
-    prepare_dataset("manifest", src, full, size=SIZE, progress=False)
+    prepare_dataset("manifest", src, full, PrepareOptions(size=SIZE, progress=False))
     out = tmp_path / "out"
-    prepare_dataset("manifest", src, out, size=SIZE, progress=False)
+    prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, progress=False))
     # Simulate an interruption: the last image's journal line was torn, one PNG never written.
-    journal = out / JOURNAL_FILE
+    journal = journal_path(out, Part())
     lines = journal.read_text().splitlines()
     journal.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])
     (out / "images" / "p0_R.png").unlink()
     (out / "manifest.csv").unlink()
     stamp = (out / "images" / "p0_L.png").stat().st_mtime_ns
-    summary = prepare_dataset("manifest", src, out, size=SIZE, progress=False)
+    summary = prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, progress=False))
     assert summary.n_resumed == 2 and summary.n_images == 4
     assert (out / "images" / "p0_L.png").stat().st_mtime_ns == stamp
     assert _folder_bytes(out) == _folder_bytes(full)
     # A different seed only redraws the split; every image is reused.
-    again = prepare_dataset("manifest", src, out, size=SIZE, seed=5, holdout=0.5, progress=False)
+    again = prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, seed=5, holdout=0.5, progress=False))
     assert again.n_resumed == 4 and again.n_train == again.n_holdout == 2
     saved = json.loads((out / ".prepare.json").read_text())["settings"]
     assert saved["size"] == SIZE and saved["format"] == "manifest"
@@ -209,8 +210,8 @@ def test_resume_skips_finished_images(tmp_path):
 def test_two_workers_write_the_same_folder_as_one(tmp_path):
     src = _dataset(tmp_path / "src", n_patients=2, corrupt=True)
     one, two = tmp_path / "one", tmp_path / "two"
-    prepare_dataset("manifest", src, one, size=SIZE, workers=1, progress=False)
-    summary = prepare_dataset("manifest", src, two, size=SIZE, workers=2, progress=False)
+    prepare_dataset("manifest", src, one, PrepareOptions(size=SIZE, workers=1, progress=False))
+    summary = prepare_dataset("manifest", src, two, PrepareOptions(size=SIZE, workers=2, progress=False))
     assert summary.n_images == 4 and summary.n_errors == 2
     assert _folder_bytes(one) == _folder_bytes(two)
 

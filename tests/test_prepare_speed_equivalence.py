@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from mammoseg.io import read_csv, read_png
-from mammoseg.prepare import prepare_dataset
+from mammoseg.prepare import PrepareOptions, prepare_dataset
 from mammoseg.sources.synthetic import write_synthetic_dataset
 
 EXPECTED = {
@@ -85,7 +85,7 @@ def prepared_digests(out: Path, src: Path) -> dict[str, str]:
 def digests(root: Path, fmt: str, shape: tuple[int, int]) -> dict[str, str]:
     src, out = root / "src", root / "prepared"
     write_synthetic_dataset(src, PATIENTS, fmt, shape, SEED, progress=False)
-    summary = prepare_dataset(fmt, src, out, size=SIZE, progress=False)
+    summary = prepare_dataset(fmt, src, out, PrepareOptions(size=SIZE, progress=False))
     assert summary.n_images == 8 and summary.n_errors == 0
     return {"source": source_digest(src), **prepared_digests(out, src)}
 

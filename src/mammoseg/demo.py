@@ -20,7 +20,7 @@ from mammoseg.config import load_config
 from mammoseg.evaluation.runs import RANDOM_INIT
 from mammoseg.folders import open_output_folder
 from mammoseg.io import write_text_atomic
-from mammoseg.prepare import prepare_dataset
+from mammoseg.prepare import PrepareOptions, prepare_dataset
 from mammoseg.report import write_report
 from mammoseg.reproduce import StageOptions, run_model
 from mammoseg.sources.synthetic import write_synthetic_dataset
@@ -88,8 +88,8 @@ def _run_stages(out: Path, patients: int, seed: int, device: str | None, progres
     synth = _synthesise(out, patients, seed, echo, progress)
     prepared = out / "prepared"
     echo(f"[2/5] prepare: {synth} -> {prepared} ({DEMO_SIZE} px)")
-    prepare_dataset("manifest", synth, prepared, size=DEMO_SIZE, holdout=0.2, seed=seed,
-                    workers=min(2, os.cpu_count() or 1), progress=progress)
+    prepare_dataset("manifest", synth, prepared, PrepareOptions(size=DEMO_SIZE, holdout=0.2, seed=seed,
+                                                                workers=min(2, os.cpu_count() or 1), progress=progress))
     cfg = load_config("demo", [f"seed={seed}"])
     echo("[3/5] train, [4/5] predict the holdout and evaluate:")
     result = run_model(cfg, "demo", prepared, out / "run", RANDOM_INIT, dataset="synthetic phantoms",

@@ -1,4 +1,4 @@
-"""Output folders (DESIGN.md §4b): who wrote them, never over an input, one run at a time.
+"""Output folders: who wrote them, never over an input, one run at a time, never through a link.
 
 Every folder a mammoseg command writes carries `.mammoseg.json`, naming the command that
 wrote it. `open_output_folder` is the one door every command goes through:
@@ -10,7 +10,11 @@ wrote it. `open_output_folder` is the one door every command goes through:
   anything else, and never a folder another command or a person wrote;
 - an advisory lock (`.mammoseg.lock`, flock) makes a second concurrent run into the same
   folder fail at once, saying which process holds it;
-- temp files a killed run left behind are removed.
+- no write follows a symbolic link mammoseg did not create: the lock is opened with
+  O_NOFOLLOW, and a linked entry among the command's own (a `masks/` replaced by a link to
+  someone's folder) is refused, naming it, before anything is written;
+- temp files a killed run left behind are removed, once the process that wrote them is gone
+  (`mammoseg.io.is_stale_temp`), so a job running beside this one keeps its own.
 """
 
 from __future__ import annotations
@@ -22,21 +26,40 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from mammoseg import __version__
-from mammoseg.io import remove_stale_temps, write_text_atomic
+from mammoseg.io import open_no_follow, remove_stale_temps, write_text_atomic
+from mammoseg.layouts import EvaluationLayout, PredictionLayout, RunLayout
 
 MARKER = ".mammoseg.json"
 LOCK = ".mammoseg.lock"
 #: Files by which folders written before the marker existed show their command.
 LEGACY_EVIDENCE = {
     "prepare": ".prepare.json",
-    "predict": "predict.json",
-    "train": "config.yaml",
-    "evaluate": "summary.json",
+    "predict": PredictionLayout(".").summary.name,
+    "train": RunLayout(".").config.name,
+    "evaluate": EvaluationLayout(".").summary.name,
 }
+
+
+#: What to tell a user whose non-empty folder a command refuses, by command (default: `DEFAULT_HINT`).
+DEFAULT_HINT = "pass --overwrite to replace it, or choose another --out"
+HINTS = {
+    "predict": "pass --resume to continue it, --overwrite to replace it, or choose another --out",
+    "train": "pass --overwrite to replace it (this removes its models and predictions)",
+}
+
+
+@dataclass(frozen=True)
+class LockRequest:
+    """Which lock file of the folder a run takes (a shard or a fold takes its own, so they run side by
+    side), and how long it keeps trying (for a step that takes a moment, e.g. opening a run folder)."""
+
+    name: str = LOCK
+    wait: float = 0.0
 
 
 class FolderInUse(RuntimeError):
@@ -82,6 +105,19 @@ def check_not_overlapping(out: Path, inputs: Iterable[str | os.PathLike], hosts:
                          "(mammoseg never writes into its inputs)")
 
 
+def check_no_links(folder: Path, owned: Iterable[str]) -> None:
+    """Refuse `folder` if one of the command's own entries in it (names or glob patterns) is a symbolic
+    link, or the lock file or marker is: writing there would write into whatever the link points to."""
+    if not folder.is_dir():
+        return
+    patterns = (*owned, MARKER, ".mammoseg*.lock")
+    for name in sorted(os.listdir(folder)):
+        entry = folder / name
+        if entry.is_symlink() and any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            raise FileExistsError(f"{entry}: is a symbolic link; mammoseg never writes through a link it did not "
+                                  "create: remove the link, or choose another --out")
+
+
 def remove_entries(folder: Path, names: Iterable[str]) -> None:
     """Delete the named files and folders (glob patterns allowed) inside `folder`, nothing else."""
     for pattern in names:
@@ -106,7 +142,7 @@ class FolderLock:
         self.path = folder / name
         deadline = time.monotonic() + wait
         while True:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            self.fd = open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -189,38 +225,33 @@ def open_output_folder(
     owned: Iterable[str] = (),
     overwrite: bool = False,
     resume: bool = False,
-    lock: bool = True,
-    lock_name: str = LOCK,
-    lock_wait: float = 0.0,
-    stale: Callable[[Path], bool] | None = None,
-    hint: str = "pass --overwrite to replace it, or choose another --out",
+    lock: LockRequest = LockRequest(),
 ) -> OutputFolder:
     """Make `out` ready for `command` (see the module docstring); the caller closes it when done.
 
-    `owned`: the entries (names or glob patterns) `overwrite` deletes. `lock_name`: the lock file
-    (a shard takes its own, so shards of one job run side by side). `hosts`: inputs `out` may
-    lie inside (see `check_not_overlapping`). `resume`: a folder the
-    same command wrote is continued rather than refused. `stale`: which leftover temp files
-    to remove (by the file they were going to become; default all).
+    `owned`: the entries (names or glob patterns) `overwrite` deletes, none of which may be a link.
+    `lock`: the lock file taken. `hosts`: inputs `out` may lie inside (see `check_not_overlapping`).
+    `resume`: a folder the same command wrote is continued rather than refused.
     """
     out = Path(out)
+    owned = tuple(owned)
     check_not_overlapping(out, inputs, hosts)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
     owner = written_by(out) if out.is_dir() else None
     occupied = out.is_dir() and any(not _is_bookkeeping(entry.name) for entry in out.iterdir())
     if occupied and (owner != command or not (overwrite or resume)):
-        raise _refusal(out, command, owner, hint)
+        raise _refusal(out, command, owner, HINTS.get(command, DEFAULT_HINT))
+    check_no_links(out, owned)
     out.mkdir(parents=True, exist_ok=True)
-    folder_lock = FolderLock(out, lock_name, wait=lock_wait) if lock else None
+    folder_lock = FolderLock(out, lock.name, wait=lock.wait)
     try:
         if owner == command and overwrite:
             remove_entries(out, owned)
         if owner != command or not (out / MARKER).is_file():  # new, another's empty folder, or pre-marker
             _write_marker(out, command)
-        remove_stale_temps(out, stale)
+        remove_stale_temps(out)
     except BaseException:
-        if folder_lock is not None:
-            folder_lock.release()
+        folder_lock.release()
         raise
     return OutputFolder(out, command, occupied and owner == command and not overwrite, folder_lock)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from mammoseg.io import write_text_atomic
+from mammoseg.io import open_no_follow, write_text_atomic
 from mammoseg.shards import Part
 
 
@@ -25,6 +25,11 @@ def settings_path(out: Path, stem: str, part: Part) -> Path:
 
 def journal_path(out: Path, stem: str, part: Part) -> Path:
     return out / f"{stem}-done{part.suffix}.jsonl"
+
+
+def journal_entries(stem: str) -> tuple[str, ...]:
+    """The names (and glob patterns) of every settings file and journal of `stem`, shards included."""
+    return (f"{stem}.json", f"{stem}-done.jsonl", f"{stem}.part-*.json", f"{stem}-done.part-*.jsonl")
 
 
 def read_state(path: Path) -> dict[str, Any] | None:
@@ -54,17 +59,39 @@ def journal_lines(path: Path) -> Iterator[dict[str, Any]]:
             yield entry
 
 
+def latest_entries(out: Path, stem: str, key: Callable[[dict[str, Any]], str | None], part: Part | None = None
+                   ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """What the journals of `part` (default: every journal in `out`, a one-machine run's and each
+    shard's) say, by `key`: (finished entries, failed entries). The latest line of a key wins;
+    a failed entry is one with an "error"; lines whose key is None are ignored."""
+    paths = [journal_path(out, stem, part)] if part is not None else sorted(out.glob(f"{stem}-done*.jsonl"))
+    finished: dict[str, dict[str, Any]] = {}
+    failed: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        for entry in journal_lines(path):
+            name = key(entry)
+            if name is None:
+                continue
+            target, other = (failed, finished) if "error" in entry else (finished, failed)
+            target[name] = entry
+            other.pop(name, None)
+    return finished, failed
+
+
 class Journal:
     """Appends one JSON line per call to `add`, flushed at once."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        if path.is_file() and path.stat().st_size:
-            with open(path, "rb+") as fh:  # a killed run may have torn the last line: start a new one
+        if path.is_file() and not path.is_symlink() and path.stat().st_size:
+            # A killed run may have torn the last line: start a new one.
+            with os.fdopen(open_no_follow(path, os.O_RDWR), "rb+") as fh:
                 fh.seek(-1, os.SEEK_END)
                 if fh.read(1) != b"\n":
                     fh.write(b"\n")
-        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        # Never through a link: a folder copied with `cp -rs` must not append to the original's journal.
+        fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        self.file = os.fdopen(fd, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
 
     def add(self, entry: Mapping[str, Any]) -> None:
         self.file.write(json.dumps(entry) + "\n")

@@ -1,4 +1,16 @@
-"""The one place that knows a run folder's file names (DESIGN.md §5, docs/architecture.md).
+"""The one place per folder kind that knows its file names: prepared, run, prediction, evaluation.
+
+Why: every stage reads what an earlier one wrote. When each folder kind is one object, renaming a
+file is one edit here, and no module spells another stage's file names (docs/architecture.md).
+
+A prepared folder (`mammoseg prepare`), `PreparedLayout`:
+
+    DIR/images/<id>.png        uint16, windowed, padded to square and resized
+    DIR/masks/<id>.png         uint8 0/255
+    DIR/manifest.csv           one row per image (mammoseg.manifest)
+    DIR/errors.csv             inputs that could not be used, with the reason
+
+A run folder (`mammoseg train`), `RunLayout`:
 
     RUN/config.yaml            resolved experiment config
     RUN/folds.csv              id, patient_id, fold
@@ -12,8 +24,22 @@
     RUN/reproduce.json         facts the report needs beside config.yaml
     RUN/view/                  the results browser of the holdout evaluation
 
-train, predict, report, reproduce and export all go through `RunLayout`, so renaming a file
-is one edit here.
+A prediction folder (`mammoseg predict`), `PredictionLayout`:
+
+    PRED/masks/<id>.png        uint8 0/255 on the input's grid
+    PRED/prob/<id>.png         uint16 probability (--save-prob)
+    PRED/overlays/<id>.png     the mask drawn on the image
+    PRED/seg/<id>.dcm          DICOM Segmentation (--dicom-seg, DICOM inputs)
+    PRED/predictions.csv       one row per predicted input; written last, it marks the folder finished
+    PRED/errors.csv            inputs that could not be predicted, with the reason
+    PRED/predict.json          settings and counts
+    PRED/skipped.csv, stored.csv   (--dicomweb) instances not segmented; SEGs stored back
+
+An evaluation folder (`mammoseg evaluate`), `EvaluationLayout`:
+
+    EVAL/per_image.csv         one row per image: Dice, IoU, lesion counts
+    EVAL/summary.json          means, spreads and counts
+    EVAL/errors.csv            pairs that could not be scored
 """
 
 from __future__ import annotations
@@ -24,6 +50,133 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _FOLD_DIR = re.compile(r"fold(\d+)")
+
+MANIFEST_CSV = "manifest.csv"  # also the name `mammoseg synth` gives a manifest-format source's CSV
+ERRORS_CSV = "errors.csv"
+
+
+def _root(layout: object, root: str | os.PathLike) -> None:
+    object.__setattr__(layout, "root", Path(root))
+
+
+@dataclass(frozen=True)
+class PreparedLayout:
+    """Paths inside one prepared folder."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        _root(self, root)
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def masks(self) -> Path:
+        return self.root / "masks"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST_CSV
+
+    @property
+    def errors(self) -> Path:
+        return self.root / ERRORS_CSV
+
+    def image(self, image_id: str) -> Path:
+        return self.images / f"{image_id}.png"
+
+    def mask(self, image_id: str) -> Path:
+        return self.masks / f"{image_id}.png"
+
+    @classmethod
+    def outputs(cls) -> tuple[str, ...]:
+        """The entries these paths name (what `prepare --overwrite` removes, with the journals)."""
+        layout = cls(".")
+        return (layout.images.name, layout.masks.name, MANIFEST_CSV, ERRORS_CSV)
+
+
+@dataclass(frozen=True)
+class PredictionLayout:
+    """Paths inside one prediction folder."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        _root(self, root)
+
+    @property
+    def masks(self) -> Path:
+        return self.root / "masks"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.csv"
+
+    @property
+    def errors(self) -> Path:
+        return self.root / ERRORS_CSV
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "predict.json"
+
+    @property
+    def skipped(self) -> Path:
+        return self.root / "skipped.csv"
+
+    @property
+    def stored(self) -> Path:
+        return self.root / "stored.csv"
+
+    def mask(self, image_id: str) -> Path:
+        return self.masks / f"{image_id}.png"
+
+    def prob(self, image_id: str) -> Path:
+        return self.root / "prob" / f"{image_id}.png"
+
+    def overlay(self, image_id: str) -> Path:
+        return self.root / "overlays" / f"{image_id}.png"
+
+    def seg(self, image_id: str) -> Path:
+        return self.root / "seg" / f"{image_id}.dcm"
+
+    @classmethod
+    def outputs(cls) -> tuple[str, ...]:
+        """The entries these paths name (what `predict --overwrite` removes, with the journals)."""
+        layout = cls(".")
+        return (layout.masks.name, layout.prob("x").parent.name, layout.overlay("x").parent.name,
+                layout.seg("x").parent.name, layout.predictions.name, ERRORS_CSV, layout.summary.name,
+                layout.skipped.name, layout.stored.name)
+
+
+@dataclass(frozen=True)
+class EvaluationLayout:
+    """Paths inside one evaluation folder."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        _root(self, root)
+
+    @property
+    def per_image(self) -> Path:
+        return self.root / "per_image.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def errors(self) -> Path:
+        return self.root / ERRORS_CSV
+
+    @classmethod
+    def outputs(cls) -> tuple[str, ...]:
+        """The entries an evaluation writes (what `evaluate --overwrite` removes)."""
+        layout = cls(".")
+        return (layout.per_image.name, layout.summary.name, ERRORS_CSV)
 
 
 @dataclass(frozen=True)
@@ -61,7 +214,7 @@ class RunLayout:
     root: Path
 
     def __init__(self, root: str | os.PathLike) -> None:
-        object.__setattr__(self, "root", Path(root))
+        _root(self, root)
 
     @property
     def config(self) -> Path:

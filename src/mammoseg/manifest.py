@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 from mammoseg.io import read_csv
+from mammoseg.layouts import PreparedLayout
 
 #: Column order of manifest.csv (DESIGN.md §3 plus what mapping back to the original grid needs).
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -70,9 +70,9 @@ class UniqueIds:
 
 def load_manifest(data_dir: str | os.PathLike, split: str | None = None) -> list[dict[str, str]]:
     """Rows of `<data_dir>/manifest.csv`, optionally only one split; checks columns and patients."""
-    path = Path(data_dir) / "manifest.csv"
+    path = PreparedLayout(data_dir).manifest
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no manifest.csv; is {data_dir} a folder made by `mammoseg prepare`?")
+        raise FileNotFoundError(f"{path}: no {path.name}; is {data_dir} a folder made by `mammoseg prepare`?")
     rows = read_csv(path)
     header = set(rows[0]) if rows else set()
     missing = [c for c in MANIFEST_COLUMNS if c not in header and c not in LATER_COLUMNS] if rows else []

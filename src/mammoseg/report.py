@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from mammoseg.evaluation.runs import RunInfo, load_run
 from mammoseg.folders import open_output_folder
 from mammoseg.io import read_csv, read_png, write_csv_atomic, write_text_atomic
-from mammoseg.layouts import RunLayout
+from mammoseg.layouts import EvaluationLayout, PredictionLayout, PreparedLayout, RunLayout
 from mammoseg.manifest import UniqueIds
 from mammoseg.plots import plot_learning_curves, save_figure
 
@@ -157,26 +157,26 @@ def figure2(run: RunInfo, path: Path, n_cases: int = 3) -> Path | None:
     """Figure-2-style panel: rows = cases, columns = image, reference, prediction.
 
     Tints are the Okabe–Ito blue (reference) and orange (prediction) that `mammoseg view` uses."""
-    if run.eval_dir is None or not (run.eval_dir / "per_image.csv").is_file():
+    if run.eval_dir is None or not EvaluationLayout(run.eval_dir).per_image.is_file():
         run.notes.append("Figure 2 skipped: no per_image.csv")
         return None
-    if run.data_dir is None or not (run.data_dir / "manifest.csv").is_file():
+    if run.data_dir is None or not PreparedLayout(run.data_dir).manifest.is_file():
         run.notes.append("Figure 2 skipped: prepared data folder unknown (give --data)")
         return None
     if run.pred_dir is None:
         run.notes.append("Figure 2 skipped: prediction folder not found")
         return None
-    per_image = read_csv(run.eval_dir / "per_image.csv")
+    per_image = read_csv(EvaluationLayout(run.eval_dir).per_image)
     cases = pick_cases(per_image, n_cases)
     _note_cases_without_mass(run, per_image)
     if not cases:
         run.notes.append("Figure 2 skipped: no evaluated image has a reference mass")
         return None
-    manifest = {r["id"]: r for r in read_csv(run.data_dir / "manifest.csv")}
+    manifest = {r["id"]: r for r in read_csv(PreparedLayout(run.data_dir).manifest)}
     panels = []
     for label, row in cases:
         m = manifest.get(row["id"])
-        pred_path = run.pred_dir / "masks" / f"{row['id']}.png"
+        pred_path = PredictionLayout(run.pred_dir).mask(row["id"])
         if m is None or not pred_path.is_file():
             run.notes.append(f"Figure 2: case {row['id']} lacks its image or prediction")
             continue

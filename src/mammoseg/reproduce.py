@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from mammoseg.config import load_config
-from mammoseg.evaluation.scoring import evaluate_predictions
+from mammoseg.evaluation.scoring import Scoring, evaluate_predictions
 from mammoseg.folders import open_output_folder
 from mammoseg.inference.journal import prediction_complete
 from mammoseg.inference.predict import PredictOptions, predict
 from mammoseg.io import write_text_atomic
-from mammoseg.layouts import RunLayout
+from mammoseg.layouts import EvaluationLayout, PredictionLayout, PreparedLayout, RunLayout
 from mammoseg.manifest import load_manifest
 from mammoseg.report import write_report
 from mammoseg.training import run_cross_validation
@@ -122,18 +122,20 @@ def predict_and_evaluate(
     """Holdout prediction with the fold ensemble, then evaluation; each skipped when up to date."""
     echo, progress = stages.echo, stages.progress
     checkpoints = RunLayout(run_dir).best_checkpoints()
-    if prediction_complete(pred_dir) and _newer(pred_dir / "predictions.csv", checkpoints):
+    predictions, evaluation = PredictionLayout(pred_dir).predictions, EvaluationLayout(eval_dir)
+    if prediction_complete(pred_dir) and _newer(predictions, checkpoints):
         echo(f"  predict: {pred_dir} is up to date; skipped")
     else:
         echo(f"  predict: holdout of {data_dir} -> {pred_dir}")
         predict(run_dir, [data_dir], pred_dir, PredictOptions(split="holdout", device=stages.device, progress=progress),
                 overwrite=True)
-    summary_path = eval_dir / "summary.json"
-    if _newer(summary_path, [pred_dir / "predictions.csv"]) and (eval_dir / "per_image.csv").is_file():
+    summary_path = evaluation.summary
+    if _newer(summary_path, [predictions]) and evaluation.per_image.is_file():
         echo(f"  evaluate: {eval_dir} is up to date; skipped")
         return json.loads(summary_path.read_text(encoding="utf-8"))
     echo(f"  evaluate: {pred_dir} against {data_dir} -> {eval_dir}")
-    return evaluate_predictions(pred_dir, data_dir, eval_dir, split="holdout", overwrite=True, progress=progress)
+    return evaluate_predictions(pred_dir, data_dir, eval_dir, Scoring(split="holdout"), overwrite=True,
+                                progress=progress)
 
 
 def write_run_info(run_dir: Path, data_dir: Path, weights_label: str, name: str, dataset: str | None = None) -> None:
@@ -188,7 +190,7 @@ def reproduce(
         )
     rows = load_manifest(data)  # checks the folder and its split before hours of training
     if not any(r["split"] == "holdout" for r in rows):
-        raise ValueError(f"{data / 'manifest.csv'}: no holdout images to evaluate on")
+        raise ValueError(f"{PreparedLayout(data).manifest}: no holdout images to evaluate on")
     base = load_config(config, overrides)
     chosen = select_models(models)
     encoders = {e for _, e, _ in chosen}

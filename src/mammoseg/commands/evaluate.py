@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from mammoseg.layouts import EvaluationLayout
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred", required=True, metavar="PRED",
@@ -34,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mammoseg.evaluation.scoring import evaluate_folders, evaluate_predictions, summary_line
+    from mammoseg.evaluation.scoring import Scoring, evaluate_folders, evaluate_predictions, summary_line
 
     if args.ref is not None:
         if args.split is not None or args.original_size:
@@ -42,21 +44,15 @@ def run(args: argparse.Namespace) -> int:
         summary = evaluate_folders(args.pred, args.ref, args.out, lesion_iou=args.lesion_iou,
                                    overwrite=args.overwrite, allow_missing=args.allow_missing)
     else:
-        summary = evaluate_predictions(
-            args.pred,
-            args.data,
-            args.out,
-            split=args.split or "holdout",
-            original_size=args.original_size,
-            lesion_iou=args.lesion_iou,
-            overwrite=args.overwrite,
-            allow_missing=args.allow_missing,
-        )
+        scoring = Scoring(split=args.split or "holdout", original_size=args.original_size,
+                          lesion_iou=args.lesion_iou, allow_missing=args.allow_missing)
+        summary = evaluate_predictions(args.pred, args.data, args.out, scoring, overwrite=args.overwrite)
     print(summary_line(summary))
     if summary.get("n_missing"):
         print(f"note: {summary['n_missing']} image(s) had no prediction and were counted as empty")
     if summary.get("n_unscored_predictions"):
         print(f"note: {summary['n_unscored_predictions']} prediction(s) had no reference and were not scored "
-              f"(listed in {args.out}/errors.csv)")
-    print(f"wrote {args.out}/per_image.csv and {args.out}/summary.json")
+              f"(listed in {EvaluationLayout(args.out).errors})")
+    layout = EvaluationLayout(args.out)
+    print(f"wrote {layout.per_image} and {layout.summary}")
     return 0

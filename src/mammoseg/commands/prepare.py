@@ -88,7 +88,7 @@ def source_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mammoseg.prepare import merge_prepared, prepare_dataset
+    from mammoseg.prepare import PrepareOptions, merge_prepared, prepare_dataset
     from mammoseg.shards import parse_part
 
     if args.merge:
@@ -100,25 +100,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.format or not args.src:
         raise ValueError("--format and --src are required (unless --merge)")
     part = parse_part(args.parts, args.part)
-    options = source_options(args)
+    sources = source_options(args)
     src = args.src
     if args.format == "dicomweb":
         # The server's instances are fetched into the cache, which is what prepare reads from.
         src = source_from_args(args.src, args).cache
         src.mkdir(parents=True, exist_ok=True)
-    summary = prepare_dataset(
-        args.format,
-        src,
-        args.out,
-        size=args.size,
-        holdout=args.holdout,
-        seed=args.seed,
-        workers=args.workers,
-        overwrite=args.overwrite,
-        strict=args.strict,
-        progress=not args.no_progress,
-        part=part,
-        **options,
-    )
+    options = PrepareOptions(size=args.size, holdout=args.holdout, seed=args.seed, workers=args.workers,
+                             strict=args.strict, progress=not args.no_progress)
+    summary = prepare_dataset(args.format, src, args.out, options, overwrite=args.overwrite, part=part,
+                              **sources)
     print(summary.format())
     return summary.exit_code

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from mammoseg.layouts import RunLayout
+from mammoseg.layouts import EvaluationLayout, RunLayout
 from mammoseg.models import display_name
 
 RANDOM_INIT = "none (random init)"
@@ -102,7 +102,7 @@ def load_run(
         dataset="",
     )
     edir = Path(eval_dir) if eval_dir is not None else layout.eval
-    summary_path = edir / "summary.json"
+    summary_path = EvaluationLayout(edir).summary
     if summary_path.is_file():
         try:
             info.summary = json.loads(summary_path.read_text(encoding="utf-8"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from mammoseg.evaluation.metrics import dice_iou, fmt_mean_sd, lesion_counts, su
 from mammoseg.folders import OutputFolder, open_output_folder
 from mammoseg.geometry import PadResize, apply_to_mask, invert_mask
 from mammoseg.io import read_png, write_csv_atomic, write_text_atomic
+from mammoseg.layouts import EvaluationLayout, PredictionLayout, PreparedLayout
 from mammoseg.manifest import load_manifest
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,6 @@ PER_IMAGE_COLUMNS = (
     "n_false_positives",
     "pred_missing",
 )
-OUTPUT_FILES = ("per_image.csv", "summary.json", "errors.csv")
 FOLDER_ERRORS_COLUMNS = ("id", "pred", "ref", "reason")
 
 
@@ -68,7 +69,7 @@ def _load_pair(
     original_size: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(prediction, reference) as boolean arrays on the chosen grid."""
-    ref_path = data_dir / (row.get("mask") or f"masks/{row['id']}.png")
+    ref_path = data_dir / row["mask"] if row.get("mask") else PreparedLayout(data_dir).mask(row["id"])
     ref = read_png(ref_path) != 0
     plan = PadResize.from_row(row)
     if ref.shape != (plan.size, plan.size):
@@ -99,9 +100,10 @@ def _load_pair(
 def _open_evaluation(out_dir: Path, inputs: list[Path], overwrite: bool) -> OutputFolder:
     """The evaluation folder: new, or evaluate's own; a finished evaluation is replaced only with `overwrite`
     (a failed one, which left only errors.csv, is simply redone)."""
-    folder = open_output_folder(out_dir, "evaluate", inputs=inputs, owned=OUTPUT_FILES, overwrite=overwrite,
-                                resume=True)
-    finished = [name for name in ("per_image.csv", "summary.json") if (out_dir / name).exists()]
+    folder = open_output_folder(out_dir, "evaluate", inputs=inputs, owned=EvaluationLayout.outputs(),
+                                overwrite=overwrite, resume=True)
+    layout = EvaluationLayout(out_dir)
+    finished = [path.name for path in (layout.per_image, layout.summary) if path.exists()]
     if folder.continued and finished:
         folder.close()
         raise FileExistsError(f"{out_dir}: already holds an evaluation ({', '.join(finished)}); "
@@ -109,38 +111,52 @@ def _open_evaluation(out_dir: Path, inputs: list[Path], overwrite: bool) -> Outp
     return folder
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """What is scored against a prepared folder, and how: which split, on which grid (the prepared
+    one, or each image's original grid), the IoU a detected lesion needs, and whether a missing
+    prediction counts as empty instead of failing."""
+
+    split: str = "holdout"
+    original_size: bool = False
+    lesion_iou: float = 0.2
+    allow_missing: bool = False
+
+    def check(self) -> None:
+        if not 0.0 < self.lesion_iou <= 1.0:
+            raise ValueError(f"lesion IoU threshold must be in (0, 1], got {self.lesion_iou}")
+
+
 def evaluate_predictions(
     pred_dir: str | os.PathLike,
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    split: str = "holdout",
-    original_size: bool = False,
-    lesion_iou: float = 0.2,
+    scoring: Scoring = Scoring(),
+    *,
     overwrite: bool = False,
-    allow_missing: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Score `pred_dir` against the `split` of prepared folder `data_dir`; write to `out_dir`.
+    """Score `pred_dir` against the `scoring.split` of prepared folder `data_dir`; write to `out_dir`.
 
     Returns the summary dict that is written to ``summary.json``. A missing prediction is an
-    error unless `allow_missing`, which counts it as an empty prediction (and says so).
+    error unless `scoring.allow_missing`, which counts it as an empty prediction (and says so).
     """
     pred_dir, data_dir, out_dir = Path(pred_dir), Path(data_dir), Path(out_dir)
-    if not 0.0 < lesion_iou <= 1.0:
-        raise ValueError(f"lesion IoU threshold must be in (0, 1], got {lesion_iou}")
-    if not (pred_dir / "masks").is_dir():
+    scoring.check()
+    if not PredictionLayout(pred_dir).masks.is_dir():
         raise FileNotFoundError(f"{pred_dir}: no masks/ folder; is it a folder made by `mammoseg predict`?")
-    rows = load_manifest(data_dir, split=split)
+    rows = load_manifest(data_dir, split=scoring.split)
     if not rows:
-        raise ValueError(f"{data_dir / 'manifest.csv'}: no images in split {split!r}")
+        raise ValueError(f"{PreparedLayout(data_dir).manifest}: no images in split {scoring.split!r}")
     with _open_evaluation(out_dir, [pred_dir, data_dir], overwrite):
-        return _score_prepared(rows, pred_dir, data_dir, out_dir, split, original_size, lesion_iou, allow_missing,
-                               progress)
+        return _score_prepared(rows, (pred_dir, data_dir, out_dir), scoring, progress)
 
 
-def _score_prepared(rows: list[dict[str, str]], pred_dir: Path, data_dir: Path, out_dir: Path, split: str,
-                    original_size: bool, lesion_iou: float, allow_missing: bool, progress: bool) -> dict[str, Any]:
-    pred_paths = {row["id"]: pred_dir / "masks" / f"{row['id']}.png" for row in rows}
+def _score_prepared(rows: list[dict[str, str]], folders: tuple[Path, Path, Path], scoring: Scoring,
+                    progress: bool) -> dict[str, Any]:
+    pred_dir, data_dir, out_dir = folders
+    original_size, lesion_iou, allow_missing = scoring.original_size, scoring.lesion_iou, scoring.allow_missing
+    pred_paths = {row["id"]: PredictionLayout(pred_dir).mask(row["id"]) for row in rows}
     missing = [i for i, p in pred_paths.items() if not p.is_file()]
     if missing and not allow_missing:
         raise _missing_error(pred_dir, missing, len(rows))
@@ -154,7 +170,7 @@ def _score_prepared(rows: list[dict[str, str]], pred_dir: Path, data_dir: Path, 
         pred, ref = _load_pair(row, data_dir, pred_path, original_size)
         per_image.append(score_pair(image_id, row["patient_id"], pred, ref, lesion_iou, pred_path is None))
 
-    summary = summarise_per_image(per_image, split, "original" if original_size else "prepared", lesion_iou)
+    summary = summarise_per_image(per_image, scoring.split, "original" if original_size else "prepared", lesion_iou)
     summary.update(pred_dir=str(pred_dir), data_dir=str(data_dir), n_missing=len(missing))
     _write_evaluation(out_dir, per_image, summary)
     return summary
@@ -182,8 +198,9 @@ def score_pair(
 
 def _write_evaluation(out_dir: Path, per_image: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     csv_rows = [{**r, "dice": f"{r['dice']:.6f}", "iou": f"{r['iou']:.6f}"} for r in per_image]
-    write_csv_atomic(out_dir / "per_image.csv", csv_rows, PER_IMAGE_COLUMNS)
-    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    layout = EvaluationLayout(out_dir)
+    write_csv_atomic(layout.per_image, csv_rows, PER_IMAGE_COLUMNS)
+    write_text_atomic(layout.summary, json.dumps(summary, indent=2) + "\n")
 
 
 def summarise_per_image(
@@ -226,8 +243,8 @@ def mask_files(folder: str | os.PathLike, role: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder (the {role} masks)")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png" and not p.name.startswith("."))
-    if not files and (folder / "masks").is_dir():
-        folder = folder / "masks"
+    if not files and PredictionLayout(folder).masks.is_dir():  # a prediction folder: its masks
+        folder = PredictionLayout(folder).masks
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png" and not p.name.startswith("."))
     if not files:
         raise FileNotFoundError(f"{folder}: no PNG files (the {role} masks)")
@@ -278,9 +295,9 @@ def _score_folders(preds: dict[str, Path], refs: dict[str, Path], pred_dir: Path
     errors = _name_errors(preds, refs, allow_missing)
     fatal = len(errors) if not allow_missing else 0
     if not preds.keys() & refs.keys():
-        write_csv_atomic(out_dir / "errors.csv", errors, FOLDER_ERRORS_COLUMNS)
+        write_csv_atomic(EvaluationLayout(out_dir).errors, errors, FOLDER_ERRORS_COLUMNS)
         raise ValueError(f"{pred_dir} and {ref_dir}: no mask names in common; nothing to score "
-                         f"(names listed in {out_dir / 'errors.csv'})")
+                         f"(names listed in {EvaluationLayout(out_dir).errors})")
     per_image: list[dict[str, Any]] = []
     for stem in tqdm(sorted(refs), desc="evaluate", unit="img", disable=not progress):
         if stem not in preds and not allow_missing:
@@ -294,7 +311,7 @@ def _score_folders(preds: dict[str, Path], refs: dict[str, Path], pred_dir: Path
             fatal += 1
             continue
         per_image.append(score_pair(stem, "", pred, ref, lesion_iou, stem not in preds))
-    write_csv_atomic(out_dir / "errors.csv", errors, FOLDER_ERRORS_COLUMNS)
+    write_csv_atomic(EvaluationLayout(out_dir).errors, errors, FOLDER_ERRORS_COLUMNS)
     if fatal:
         raise _folder_error(out_dir, errors, fatal, Path(pred_dir), Path(ref_dir))
     summary = summarise_per_image(per_image, None, "as given", lesion_iou)
@@ -311,7 +328,7 @@ def _folder_error(out_dir: Path, errors: list[dict[str, str]], fatal: int, pred:
     shown = "; ".join(f"{e['id']}: {e['reason']}" for e in errors[:3]) + ("; …" if len(errors) > 3 else "")
     hint = " (--allow-missing counts a missing prediction as empty)" if any(not e["pred"] for e in errors) else ""
     return ValueError(
-        f"{pred} against {ref}: {fatal} problem(s), all listed in {out_dir / 'errors.csv'}: {shown}{hint}"
+        f"{pred} against {ref}: {fatal} problem(s), all listed in {EvaluationLayout(out_dir).errors}: {shown}{hint}"
     )
 
 

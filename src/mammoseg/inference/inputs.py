@@ -28,7 +28,8 @@ from pydicom.dataset import Dataset
 
 from mammoseg.dicom import read_mammogram
 from mammoseg.geometry import PadResize, standardise
-from mammoseg.io import as_uint16, read_png
+from mammoseg.io import as_uint16, read_png, special_file_kind
+from mammoseg.layouts import PreparedLayout
 from mammoseg.manifest import MANIFEST_COLUMNS, UniqueIds, load_manifest
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
@@ -85,7 +86,7 @@ def is_dicom_file(path: Path) -> bool:
 
 def is_prepared_folder(path: Path) -> bool:
     """A folder with a manifest.csv in the prepared layout (not, e.g., a source CSV of DICOMs)."""
-    manifest = path / "manifest.csv"
+    manifest = PreparedLayout(path).manifest
     if not manifest.is_file():
         return False
     with open(manifest, newline="", encoding="utf-8-sig") as fh:
@@ -93,13 +94,19 @@ def is_prepared_folder(path: Path) -> bool:
     return all(c in header for c in MANIFEST_COLUMNS)
 
 
-def _dicom_files(folder: Path) -> Iterator[Path]:
-    """DICOM files under `folder`, hidden entries skipped, in path order — walked lazily."""
+def _dicom_files(folder: Path) -> Iterator[Path | InputError]:
+    """DICOM files under `folder`, hidden entries skipped, in path order — walked lazily. A special
+    file (a FIFO, socket or device) comes as an `InputError`: opening one could block forever."""
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             path = Path(root) / name
-            if not name.startswith(".") and is_dicom_file(path):
+            if name.startswith("."):
+                continue
+            special = special_file_kind(path)
+            if special:
+                yield InputError(str(path), f"{special}, not a regular file; skipped")
+            elif is_dicom_file(path):
                 yield path
 
 
@@ -116,10 +123,15 @@ def _expand(raw: str | os.PathLike, split: str | None, ids: UniqueIds) -> Iterat
         found = False
         for file in _dicom_files(path):
             found = True
+            if isinstance(file, InputError):
+                yield file
+                continue
             yield InputItem(ids.take(file.stem), str(file), "dicom", key=f"{Path(raw).as_posix()}/"
                             f"{file.relative_to(path).as_posix()}")
         if not found:
             yield InputError(str(path), "folder has no manifest.csv and no DICOM files")
+    elif special_file_kind(path):
+        yield InputError(str(path), f"{special_file_kind(path)}, not a regular file")
     else:
         yield InputItem(ids.take(path.stem), str(path), "dicom", key=path.as_posix())
 

@@ -23,12 +23,12 @@ from typing import Any
 from mammoseg import journals
 from mammoseg.inference.inputs import InputError, InputItem
 from mammoseg.io import read_csv, write_csv_atomic, write_text_atomic
+from mammoseg.layouts import PredictionLayout
 from mammoseg.shards import Part
 
 STEM = ".predict"
 PREDICTIONS_COLUMNS = ("id", "input", "mask", "height", "width", "grid")
 ERRORS_COLUMNS = ("input", "reason")
-SUMMARY_FILE = "predict.json"
 
 
 def settings_path(out: Path, part: Part) -> Path:
@@ -76,14 +76,7 @@ class Done:
 
 def read_done(out: Path, part: Part | None = None) -> Done:
     """The journal of `part`, or every journal in `out` (a one-machine run's and each shard's)."""
-    done = Done({}, {})
-    paths = [journal_path(out, part)] if part is not None else sorted(out.glob(f"{STEM}-done*.jsonl"))
-    for path in paths:
-        for entry in journals.journal_lines(path):
-            target, other = (done.rows, done.errors) if "row" in entry else (done.errors, done.rows)
-            target[entry["key"]] = entry
-            other.pop(entry["key"], None)
-    return done
+    return Done(*journals.latest_entries(out, STEM, lambda entry: entry.get("key"), part))
 
 
 class PredictionJournal(journals.Journal):
@@ -103,19 +96,19 @@ class PredictionJournal(journals.Journal):
 def write_results(out: Path, summary: Mapping[str, Any]) -> dict[str, Any]:
     """errors.csv, predict.json, then predictions.csv (last: it marks the folder finished), from
     the journals in input order; returns the summary with the final counts."""
-    done = read_done(out)
+    done, layout = read_done(out), PredictionLayout(out)
     rows = [e["row"] for e in sorted(done.rows.values(), key=lambda e: e["seq"])]
     errors = [e["error"] for e in sorted(done.errors.values(), key=lambda e: e["seq"])]
     summary = {**summary, "n_predicted": len(rows), "n_errors": len(errors), "out_dir": str(out)}
-    write_csv_atomic(out / "errors.csv", errors, ERRORS_COLUMNS, durable=True)
-    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    write_csv_atomic(out / "predictions.csv", rows, PREDICTIONS_COLUMNS, durable=True)
+    write_csv_atomic(layout.errors, errors, ERRORS_COLUMNS, durable=True)
+    write_text_atomic(layout.summary, json.dumps(summary, indent=2) + "\n")
+    write_csv_atomic(layout.predictions, rows, PREDICTIONS_COLUMNS, durable=True)
     return summary
 
 
 def prediction_complete(out_dir: str | os.PathLike) -> bool:
     """True when a prediction folder was finished (predictions.csv exists and its masks do)."""
-    out = Path(out_dir)
-    if not (out / "predictions.csv").is_file() or not (out / SUMMARY_FILE).is_file():
+    out, layout = Path(out_dir), PredictionLayout(out_dir)
+    if not layout.predictions.is_file() or not layout.summary.is_file():
         return False
-    return all((out / r["mask"]).is_file() for r in read_csv(out / "predictions.csv"))
+    return all((out / r["mask"]).is_file() for r in read_csv(layout.predictions))

@@ -18,14 +18,13 @@ from mammoseg.dicom.seg import SegIdentity, write_dicom_seg
 from mammoseg.geometry import invert_probability
 from mammoseg.inference.ensemble import threshold_probability
 from mammoseg.inference.inputs import LoadedItem
-from mammoseg.inference.journal import SUMMARY_FILE
+from mammoseg.inference.journal import STEM
 from mammoseg.io import write_png
+from mammoseg.journals import journal_entries
+from mammoseg.layouts import PredictionLayout
 
-#: What `predict --dicomweb` adds: the instances it did not segment, and what `--store` did with each SEG.
-SKIPPED_FILE, STORED_FILE = "skipped.csv", "stored.csv"
-#: Folders and files `predict` owns inside a prediction folder (cleared by `overwrite=True`).
-OUTPUT_ENTRIES = ("masks", "prob", "overlays", "seg", "predictions.csv", "errors.csv", SUMMARY_FILE, SKIPPED_FILE,
-                  STORED_FILE, ".predict.json", ".predict-done.jsonl", ".predict.part-*.json", ".predict-done.part-*.jsonl")
+#: Folders and files `predict` owns inside a prediction folder (cleared by `overwrite=True`): its outputs and journals.
+OUTPUT_ENTRIES = (*PredictionLayout.outputs(), *journal_entries(STEM))
 #: Overlays of large originals are shrunk so their longer side is at most this.
 OVERLAY_MAX_SIDE = 1024
 #: Overlay colours (RGB): predicted contour, reference contour.
@@ -79,11 +78,12 @@ def write_outputs(
     item = loaded.item
     prob, grid = output_probability(loaded, prob_model)
     mask = threshold_probability(prob, threshold)
-    write_png(out / "masks" / f"{item.id}.png", mask)
+    layout = PredictionLayout(out)
+    write_png(layout.mask(item.id), mask)
     if save_prob:
-        write_png(out / "prob" / f"{item.id}.png", np.round(np.clip(prob, 0.0, 1.0) * 65535).astype(np.uint16))
-    write_png(out / "overlays" / f"{item.id}.png", overlay_image(loaded.display, mask, loaded.reference))
+        write_png(layout.prob(item.id), np.round(np.clip(prob, 0.0, 1.0) * 65535).astype(np.uint16))
+    write_png(layout.overlay(item.id), overlay_image(loaded.display, mask, loaded.reference))
     if dicom_seg and loaded.dataset is not None:
-        write_dicom_seg(mask > 0, loaded.dataset, out / "seg" / f"{item.id}.dcm", identity=seg_identity)
-    return {"id": item.id, "input": item.input, "mask": f"masks/{item.id}.png",
+        write_dicom_seg(mask > 0, loaded.dataset, layout.seg(item.id), identity=seg_identity)
+    return {"id": item.id, "input": item.input, "mask": layout.mask(item.id).relative_to(out).as_posix(),
             "height": mask.shape[0], "width": mask.shape[1], "grid": grid}

@@ -25,13 +25,14 @@ from tqdm import tqdm
 
 from mammoseg.dicom.seg import SegIdentity, require_highdicom
 from mammoseg.distributed import resolve_device
-from mammoseg.folders import OutputFolder, open_output_folder
+from mammoseg.folders import LockRequest, OutputFolder, open_output_folder
 from mammoseg.inference.ensemble import Ensemble, ensemble_probability, load_ensemble
 from mammoseg.inference.inputs import InputError, InputItem, LoadedItem, iter_inputs, prefetched
 from mammoseg.inference.journal import (
     Done,
     PredictionJournal,
     finished_shards,
+    journal_path,
     read_done,
     read_state,
     write_results,
@@ -97,8 +98,7 @@ def _settings(run_dir: str | os.PathLike, ensemble: Ensemble, inputs: Sequence[A
 def _open(out: Path, settings: dict, inputs: Sequence[Any], overwrite: bool, resume: bool, part: Part) -> OutputFolder:
     """Open (and lock) the prediction folder for this part; a resumed part must keep its settings."""
     folder = open_output_folder(out, "predict", inputs=inputs, owned=OUTPUT_ENTRIES, overwrite=overwrite,
-                                resume=resume or not part.whole, lock_name=part.lock_name,
-                                hint="pass --resume to continue it, --overwrite to replace it, or choose another --out")
+                                resume=resume or not part.whole, lock=LockRequest(part.lock_name))
     state = read_state(out, part) if folder.continued else None
     if state is not None and resume and state.get("settings") != settings:
         folder.close()
@@ -107,7 +107,7 @@ def _open(out: Path, settings: dict, inputs: Sequence[Any], overwrite: bool, res
                               "same ones (or pass --overwrite, or choose another --out)")
     if state is None or not resume:
         write_state(out, part, settings, finished=False)
-        (out / f".predict-done{part.suffix}.jsonl").unlink(missing_ok=True)
+        journal_path(out, part).unlink(missing_ok=True)
     return folder
 
 

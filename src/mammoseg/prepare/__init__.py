@@ -6,6 +6,6 @@
 - `splits` — the patient-grouped train/holdout split.
 """
 
-from mammoseg.prepare.pipeline import PrepareSummary, merge_prepared, prepare_dataset
+from mammoseg.prepare.pipeline import PrepareOptions, PrepareSummary, merge_prepared, prepare_dataset
 
-__all__ = ["PrepareSummary", "merge_prepared", "prepare_dataset"]
+__all__ = ["PrepareOptions", "PrepareSummary", "merge_prepared", "prepare_dataset"]

@@ -17,6 +17,7 @@ import numpy as np
 from mammoseg.dicom import read_mammogram
 from mammoseg.geometry import apply_to_mask, standardise
 from mammoseg.io import as_uint16, read_png, write_png
+from mammoseg.layouts import PreparedLayout
 from mammoseg.sources import Record
 from mammoseg.sources.records import normalise_laterality, normalise_view
 from mammoseg.workers import run_tasks
@@ -63,13 +64,14 @@ def prepare_one(record: Record, out: Path, size: int) -> dict[str, Any]:
     mask = record.load_mask(height, width)
     standard = standardise(pixels, size)
     mask_out = apply_to_mask(mask, standard.plan)  # bool; non-zero is mass
-    write_png(out / "masks" / f"{record.id}.png", mask_out)
-    write_png(out / "images" / f"{record.id}.png", standard.image)
+    layout = PreparedLayout(out)
+    write_png(layout.mask(record.id), mask_out)
+    write_png(layout.image(record.id), standard.image)
     row: dict[str, Any] = {
         "id": record.id,
         "patient_id": patient_id,
-        "image": f"images/{record.id}.png",
-        "mask": f"masks/{record.id}.png",
+        "image": layout.image(record.id).relative_to(out).as_posix(),
+        "mask": layout.mask(record.id).relative_to(out).as_posix(),
         "split": "",
         "laterality": record.laterality or normalise_laterality(str(meta.get("laterality") or "")),
         "view": record.view or normalise_view(str(meta.get("view") or "")),

@@ -20,8 +20,6 @@ from mammoseg import journals
 from mammoseg.shards import Part
 
 STEM = ".prepare"
-SETTINGS_FILE = f"{STEM}.json"
-JOURNAL_FILE = f"{STEM}-done.jsonl"
 
 
 def settings_path(out: Path, part: Part) -> Path:
@@ -59,15 +57,13 @@ class JournalEntries:
 def read_journals(out: Path) -> JournalEntries:
     """Every journal in `out` (a one-machine run's and each shard's); images whose PNGs are gone
     are not taken as finished."""
-    found = JournalEntries({}, {})
-    for path in sorted(out.glob(f"{STEM}-done*.jsonl")):
-        for entry in journals.journal_lines(path):
-            if isinstance(entry.get("error"), dict):
-                found.errors[entry["error"]["id"]] = entry["error"]
-                found.rows.pop(entry["error"]["id"], None)
-            elif isinstance(entry.get("row"), dict):
-                row = entry["row"]
-                if (out / row["image"]).is_file() and (out / row["mask"]).is_file():
-                    found.rows[row["id"]] = entry
-                    found.errors.pop(row["id"], None)
-    return found
+    def image_id(entry: dict[str, Any]) -> str | None:
+        if isinstance(entry.get("error"), dict):
+            return entry["error"]["id"]
+        row = entry.get("row")
+        if isinstance(row, dict) and (out / row["image"]).is_file() and (out / row["mask"]).is_file():
+            return row["id"]
+        return None
+
+    rows, errors = journals.latest_entries(out, STEM, image_id)
+    return JournalEntries(rows, {image: entry["error"] for image, entry in errors.items()})

@@ -27,14 +27,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mammoseg.folders import FolderLock, OutputFolder, open_output_folder
+from mammoseg.folders import FolderLock, LockRequest, OutputFolder, open_output_folder
 from mammoseg.io import write_csv_atomic
-from mammoseg.journals import Journal
+from mammoseg.journals import Journal, journal_entries
+from mammoseg.layouts import PreparedLayout
 from mammoseg.manifest import MANIFEST_COLUMNS, SPLITS, check_patients_disjoint
 from mammoseg.prepare.image import results, source_signature
 from mammoseg.prepare.journal import (
-    JOURNAL_FILE,
-    SETTINGS_FILE,
+    STEM,
     JournalEntries,
     finished_shards,
     journal_path,
@@ -52,8 +52,7 @@ log = logging.getLogger(__name__)
 
 ERROR_COLUMNS = ("source_path", "id", "reason")
 #: What `prepare` writes into the output folder (and what --overwrite removes).
-OUTPUTS = ("images", "masks", "manifest.csv", "errors.csv", SETTINGS_FILE, JOURNAL_FILE, ".prepare.part-*.json",
-           ".prepare-done.part-*.jsonl")
+OUTPUTS = (*PreparedLayout.outputs(), *journal_entries(STEM))
 
 
 @dataclass
@@ -144,12 +143,11 @@ def _inputs(src: Path, records: Sequence[Record], options: Mapping[str, Any]) ->
     return sorted(inputs)
 
 
-def _open_output(out: Path, settings: dict[str, Any], inputs: list[Path], overwrite: bool, part: Part,
-                 mine: Sequence[Record]) -> tuple[OutputFolder, bool]:
+def _open_output(out: Path, settings: dict[str, Any], inputs: list[Path], overwrite: bool,
+                 part: Part) -> tuple[OutputFolder, bool]:
     """Open (and lock) `out` for this part; True when it resumes the part's earlier run."""
-    own = {f"{record.id}.png" for record in mine}
     folder = open_output_folder(out, "prepare", inputs=inputs, owned=OUTPUTS, overwrite=overwrite, resume=True,
-                                lock_name=part.lock_name, stale=None if part.whole else (lambda t: t.name in own))
+                                lock=LockRequest(part.lock_name))
     state = read_state(settings_path(out, part)) if folder.continued else None
     if state is not None:
         if state.get("settings") == settings:
@@ -158,8 +156,9 @@ def _open_output(out: Path, settings: dict[str, Any], inputs: list[Path], overwr
         changed = sorted(k for k in settings if state.get("settings", {}).get(k) != settings[k])
         raise FileExistsError(f"{out}: holds a prepared folder made with different settings ({', '.join(changed)}); "
                               "pass --overwrite to replace it or choose another --out")
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
+    layout = PreparedLayout(out)
+    layout.images.mkdir(parents=True, exist_ok=True)
+    layout.masks.mkdir(parents=True, exist_ok=True)
     write_state(out, part, settings, finished=False)
     journal_path(out, part).unlink(missing_ok=True)
     return folder, False
@@ -215,10 +214,11 @@ def _write_manifest(out: Path, records: Sequence[Record], found: JournalEntries,
     errors = [found.errors[r.id] for r in records if r.id in found.errors and r.id not in found.rows]
     preassigned = {i: e.get("split", "") for i, e in found.rows.items() if e.get("split") in SPLITS}
     notes = assign_splits(rows, preassigned, holdout, seed) if rows else []
-    check_patients_disjoint(rows, "split", where=str(out / "manifest.csv"))
-    write_csv_atomic(out / "manifest.csv", [{c: row.get(c, "") for c in MANIFEST_COLUMNS} for row in rows],
+    layout = PreparedLayout(out)
+    check_patients_disjoint(rows, "split", where=str(layout.manifest))
+    write_csv_atomic(layout.manifest, [{c: row.get(c, "") for c in MANIFEST_COLUMNS} for row in rows],
                      MANIFEST_COLUMNS, durable=True)
-    write_csv_atomic(out / "errors.csv", errors, ERROR_COLUMNS, durable=True)
+    write_csv_atomic(layout.errors, errors, ERROR_COLUMNS, durable=True)
     return rows, errors, notes
 
 
@@ -239,13 +239,26 @@ def _summary(out: Path, rows: Sequence[Mapping[str, Any]], **counts: Any) -> Pre
     )
 
 
-def _check_arguments(src: Path, size: int, holdout: float, workers: int, overwrite: bool, part: Part) -> None:
-    if size < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size}")
-    if not 0 <= holdout < 1:
-        raise ValueError(f"holdout must be in [0, 1), got {holdout}")
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How a source is prepared: the output size, the holdout share and the seed of its patient-grouped
+    split, the worker processes, whether any failed input fails the run, and the progress bar."""
+
+    size: int = 512
+    holdout: float = 0.2
+    seed: int = 0
+    workers: int = 1
+    strict: bool = False
+    progress: bool = True
+
+
+def _check_arguments(src: Path, options: PrepareOptions, overwrite: bool, part: Part) -> None:
+    if options.size < 16:
+        raise ValueError(f"size must be at least 16 pixels, got {options.size}")
+    if not 0 <= options.holdout < 1:
+        raise ValueError(f"holdout must be in [0, 1), got {options.holdout}")
+    if options.workers < 1:
+        raise ValueError(f"workers must be at least 1, got {options.workers}")
     if overwrite and not part.whole:
         raise ValueError("--overwrite cannot be combined with --parts: a shard must not delete the other shards' "
                          "work; prepare into a new folder instead")
@@ -257,13 +270,9 @@ def prepare_dataset(
     fmt: str,
     src: str | os.PathLike,
     out: str | os.PathLike,
-    size: int = 512,
-    holdout: float = 0.2,
-    seed: int = 0,
-    workers: int = 1,
+    options: PrepareOptions = PrepareOptions(),
+    *,
     overwrite: bool = False,
-    strict: bool = False,
-    progress: bool = True,
     part: Part = Part(),
     **source_options: Any,
 ) -> PrepareSummary:
@@ -271,14 +280,16 @@ def prepare_dataset(
 
     `source_options` go to `mammoseg.sources.iter_records` (`csv`, `mass_names`,
     `keep_official_split`, DICOMweb options). Returns a summary; its `exit_code` is non-zero
-    when nothing was prepared, when a worker process died, or with `strict` when any input failed.
+    when nothing was prepared, when a worker process died, or with `options.strict` when any input failed.
     """
     src, out = Path(src), Path(out)
-    _check_arguments(src, size, holdout, workers, overwrite, part)
+    _check_arguments(src, options, overwrite, part)
+    size, holdout, seed, workers, strict, progress = (options.size, options.holdout, options.seed, options.workers,
+                                                      options.strict, options.progress)
     records = list(iter_records(fmt, src, **source_options))
     mine = [r for r in records if part.owns(stable_key(r.image, src))]
     settings = _settings(fmt, src, size, source_options)
-    folder, resumed = _open_output(out, settings, _inputs(src, records, source_options), overwrite, part, mine)
+    folder, resumed = _open_output(out, settings, _inputs(src, records, source_options), overwrite, part)
     with folder:
         with open_journal(out, part) as journal:
             entries, todo, n_changed = _sort_out(mine, read_journals(out) if resumed else JournalEntries({}, {}), journal)

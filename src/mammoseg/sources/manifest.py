@@ -8,11 +8,12 @@ This is how a research group points mammoseg at its own archive.
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from mammoseg.io import read_csv
+from mammoseg.io import missing_columns, read_csv
 from mammoseg.manifest import safe_id
 from mammoseg.sources.records import (
     NoMask,
@@ -62,10 +63,9 @@ def iter_manifest_records(
     for csv_path in find_manifest_csvs(src, csv):
         csv_path = Path(os.path.abspath(csv_path))
         rows = read_csv(csv_path)
-        header = set(rows[0]) if rows else _header_only(csv_path)
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise ValueError(f"{csv_path}: missing required column(s) {', '.join(missing)}")
+        error = missing_columns(csv_path, list(rows[0]) if rows else _header_only(csv_path), REQUIRED_COLUMNS)
+        if error is not None:
+            raise error
         base = csv_path.parent
         for line, row in enumerate(rows, start=2):  # line 1 is the header
             image_value = (row.get("image") or "").strip()
@@ -85,7 +85,6 @@ def iter_manifest_records(
             )
 
 
-def _header_only(path: Path) -> set[str]:
+def _header_only(path: Path) -> list[str]:
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        first = fh.readline()
-    return {c.strip() for c in first.strip().split(",") if c.strip()}
+        return next(csv.reader(fh), [])

@@ -23,7 +23,7 @@ import yaml
 from mammoseg.checkpoint import read_checkpoint
 from mammoseg.config import RUNTIME_KEYS, ExperimentConfig, config_differences, config_from_dict, save_config
 from mammoseg.distributed import DistInfo, barrier, broadcast_object, env_dist_info, init_distributed, resolve_device
-from mammoseg.folders import FolderLock, OutputFolder, open_output_folder, remove_entries
+from mammoseg.folders import FolderLock, LockRequest, OutputFolder, open_output_folder, remove_entries
 from mammoseg.layouts import FoldFiles, RunLayout
 from mammoseg.manifest import load_manifest
 from mammoseg.training.fold import FoldJob, FoldResult, train_fold
@@ -65,8 +65,7 @@ def open_run_folder(cfg: ExperimentConfig, layout: RunLayout, data_dir: Path, ov
     """Open (and lock) a run folder for `cfg`: a new one, the same config's (continued), or with
     `overwrite` an earlier run's, whose models and everything derived from them are removed first."""
     folder = open_output_folder(layout.root, "train", inputs=[data_dir], owned=layout.owned_entries(),
-                                overwrite=False, resume=True, lock_wait=60,
-                                hint="pass --overwrite to replace it (this removes its models and predictions)")
+                                overwrite=False, resume=True, lock=LockRequest(wait=60))
     try:
         if overwrite:
             for fold in layout.folds():  # never delete a fold another job is training

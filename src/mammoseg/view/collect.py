@@ -27,7 +27,7 @@ from mammoseg.evaluation.runs import RunInfo, load_run
 from mammoseg.evaluation.scoring import mask_files
 from mammoseg.geometry import PadResize
 from mammoseg.io import read_csv
-from mammoseg.layouts import RunLayout
+from mammoseg.layouts import EvaluationLayout, PredictionLayout, PreparedLayout, RunLayout
 from mammoseg.manifest import load_manifest
 
 IMAGE_SUFFIXES = (".png", ".dcm", ".dicom", ".dic")
@@ -71,7 +71,7 @@ class Case:
 
 
 def _read_summary(eval_dir: Path) -> dict[str, Any] | None:
-    path = eval_dir / "summary.json"
+    path = EvaluationLayout(eval_dir).summary
     if not path.is_file():
         return None
     try:
@@ -91,11 +91,12 @@ def _existing_dir(value: Any, where: str, what: str) -> Path | None:
 
 def _infer_data_dir(pred_dir: Path) -> Path | None:
     """The prepared folder predict read, from predictions.csv's `input` column (DIR/images/<id>.png)."""
-    if not (pred_dir / "predictions.csv").is_file():
+    predictions = PredictionLayout(pred_dir).predictions
+    if not predictions.is_file():
         return None
-    for row in read_csv(pred_dir / "predictions.csv")[:1]:
+    for row in read_csv(predictions)[:1]:
         candidate = Path(row.get("input", "")).parent.parent
-        if (candidate / "manifest.csv").is_file():
+        if PreparedLayout(candidate).manifest.is_file():
             return candidate
     return None
 
@@ -104,28 +105,28 @@ def resolve_input(source: str | os.PathLike, data_dir: str | os.PathLike | None 
     """Recognise a run, evaluation or prediction folder and find the folders it points to."""
     root = Path(source)
     data = Path(data_dir) if data_dir is not None else None
-    if data is not None and not (data / "manifest.csv").is_file():
-        raise FileNotFoundError(f"{data}: no manifest.csv; --data must be a folder made by `mammoseg prepare`")
+    if data is not None and not PreparedLayout(data).manifest.is_file():
+        raise FileNotFoundError(f"{data}: no {PreparedLayout(data).manifest.name}; --data must be a folder made by `mammoseg prepare`")
     if RunLayout(root).config.is_file():
         info = load_run(root, data_dir=data)
         layout = RunLayout(root)
-        if not (layout.holdout_pred / "masks").is_dir():
+        if not PredictionLayout(layout.holdout_pred).masks.is_dir():
             raise FileNotFoundError(f"{layout.holdout_pred}: no masks/; predict the run's holdout first "
                                     "(`mammoseg reproduce` does), or view a prediction folder")
         summary = info.summary
         return ViewInput("run", root, layout.holdout_pred, info.eval_dir, info.data_dir,
                          _existing_dir((summary or {}).get("ref_dir"), str(layout.eval), "reference folder"),
                          summary, info)
-    if (root / "per_image.csv").is_file():
+    if EvaluationLayout(root).per_image.is_file():
         summary = _read_summary(root) or {}
-        where = str(root / "summary.json")
+        where = str(EvaluationLayout(root).summary)
         pred = _existing_dir(summary.get("pred_dir"), where, "prediction folder")
         if pred is None:
             raise FileNotFoundError(f"{where}: missing, or names no prediction folder (pred_dir)")
         return ViewInput("evaluation", root, pred, root,
                          data or _existing_dir(summary.get("data_dir"), where, "prepared folder"),
                          _existing_dir(summary.get("ref_dir"), where, "reference folder"), summary or None)
-    if (root / "masks").is_dir():
+    if PredictionLayout(root).masks.is_dir():
         return ViewInput("prediction", root, root, data_dir=data or _infer_data_dir(root))
     raise FileNotFoundError(
         f"{root}: not a prediction, evaluation or run folder "
@@ -135,11 +136,12 @@ def resolve_input(source: str | os.PathLike, data_dir: str | os.PathLike | None 
 
 def _case_ids(inp: ViewInput) -> tuple[list[str], dict[str, dict[str, str]]]:
     """The images to list, in order, and the evaluation's rows by id (empty without one)."""
-    if inp.eval_dir is not None and (inp.eval_dir / "per_image.csv").is_file():
-        rows = read_csv(inp.eval_dir / "per_image.csv")
+    if inp.eval_dir is not None and EvaluationLayout(inp.eval_dir).per_image.is_file():
+        rows = read_csv(EvaluationLayout(inp.eval_dir).per_image)
         return [r["id"] for r in rows], {r["id"]: r for r in rows}
-    if (inp.pred_dir / "predictions.csv").is_file():
-        return [r["id"] for r in read_csv(inp.pred_dir / "predictions.csv")], {}
+    predictions = PredictionLayout(inp.pred_dir).predictions
+    if predictions.is_file():
+        return [r["id"] for r in read_csv(predictions)], {}
     return sorted(mask_files(inp.pred_dir, "predicted")), {}
 
 
@@ -156,10 +158,11 @@ def _parse_scores(row: dict[str, str]) -> dict[str, Any]:
 
 def _prediction_inputs(pred_dir: Path) -> dict[str, Path]:
     """predict's input per id, when it is an image file view can show (a PNG or a DICOM file)."""
-    if not (pred_dir / "predictions.csv").is_file():
+    predictions = PredictionLayout(pred_dir).predictions
+    if not predictions.is_file():
         return {}
     found = {}
-    for row in read_csv(pred_dir / "predictions.csv"):
+    for row in read_csv(predictions):
         path = Path(row.get("input", ""))
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
             found[row["id"]] = path
@@ -178,7 +181,7 @@ def collect_cases(inp: ViewInput) -> list[Case]:
         row = manifest.get(image_id)
         case = Case(image_id, scores=_parse_scores(scored.get(image_id, {})))
         case.pred = preds.get(image_id)
-        prob = inp.pred_dir / "prob" / f"{image_id}.png"
+        prob = PredictionLayout(inp.pred_dir).prob(image_id)
         case.prob = prob if prob.is_file() else None
         case.image = inputs.get(image_id)
         case.ref = refs.get(image_id)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from mammoseg.folders import open_output_folder
 from mammoseg.io import write_bytes_atomic, write_csv_atomic, write_png, write_text_atomic
+from mammoseg.layouts import MANIFEST_CSV
 from mammoseg.sources import FORMATS
 from mammoseg.sources.synthetic.dicom_writer import (
     SECONDARY_CAPTURE,
@@ -31,7 +32,6 @@ from mammoseg.sources.synthetic.dicom_writer import (
     to_stored_values,
     write_dicom,
 )
-from mammoseg.sources.synthetic.masses import MassSpec
 from mammoseg.sources.synthetic.phantom import (
     LATERALITIES,
     VIEWS,
@@ -68,7 +68,7 @@ CBIS_CSV_NAMES = {"train": "mass_case_description_train_set.csv", "test": "mass_
 _OWNED_ENTRIES = (
     "images",
     "masks",
-    "manifest.csv",
+    MANIFEST_CSV,
     "AllDICOMs",
     "AllXML",
     "CBIS-DDSM",
@@ -212,7 +212,7 @@ class _ManifestWriter(_LayoutWriter):
                           "view": plan.view, "laterality": plan.laterality, "id": image_id})
 
     def finish(self) -> SynthSummary:
-        path = self.out / "manifest.csv"
+        path = self.out / MANIFEST_CSV
         write_csv_atomic(path, self.rows, MANIFEST_CSV_COLUMNS)
         self.index_files.append(path)
         return super().finish()
@@ -367,7 +367,7 @@ class _CbisWriter(_LayoutWriter):
             self.n_with_mass += 1
         density = 1 + min(3, int(plan.breast.density / 0.55 * 4))
         for j, (mass, mask) in enumerate(zip(plan.masses, phantom.mass_masks), start=1):
-            crop_csv, roi_csv = self._write_abnormality(case, j, p, plan, mass, mask, stored, folder_date, date, rng)
+            crop_csv, roi_csv = self._write_abnormality(case, j, plan, mask, stored, rng)
             # The real CSVs swap the cropped-image and ROI-mask paths in places; so do these
             # (about a quarter of the rows, and always the second row when none before it was).
             n_rows = len(self.rows["train"]) + len(self.rows["test"])
@@ -393,11 +393,12 @@ class _CbisWriter(_LayoutWriter):
                 "ROI mask file path": roi_csv,
             })
 
-    def _write_abnormality(self, case: str, j: int, p: int, plan: ImagePlan, mass: MassSpec, mask: np.ndarray,
-                           stored: np.ndarray, folder_date: str, date: str,
+    def _write_abnormality(self, case: str, j: int, plan: ImagePlan, mask: np.ndarray, stored: np.ndarray,
                            rng: np.random.Generator) -> tuple[str, str]:
-        """Write one abnormality's ROI mask (full size, 0/255) and cropped image; return their CSV paths."""
+        """Write abnormality `j`'s ROI mask (full size, 0/255) and cropped image; return their CSV paths."""
         roi_case = f"{case}_{j}"
+        p = plan.patient_index
+        date, folder_date = _study_date(self.seed, p)
         key = (p, plan.laterality, plan.view, j)
         study = self.uid("roi-study", *key)
         rows, cols = np.nonzero(mask)
