@@ -70,7 +70,7 @@ class OptimiserConfig:
 
 @dataclass
 class LossConfig:
-    """Parameters of `combo_loss` and `focal_tversky_loss` (DESIGN.md §1)."""
+    """Parameters of `combo_loss` and `focal_tversky_loss` (docs/method.md)."""
 
     combo_weight: float = 0.5
     alpha: float = 0.7

@@ -1,4 +1,4 @@
-"""Pad-to-square and resize (DESIGN.md §3), and its inverse back onto the original grid.
+"""Pad-to-square and resize (docs/method.md, preprocessing), and its inverse back onto the original grid.
 
 The paper pads every mammogram to a square, keeping the aspect ratio, and resizes it to
 512×512. The padding goes on the side away from the chest wall, so the breast stays

@@ -12,7 +12,7 @@ import re
 from mammoseg.io import read_csv
 from mammoseg.layouts import PreparedLayout
 
-#: Column order of manifest.csv (DESIGN.md §3 plus what mapping back to the original grid needs).
+#: Column order of manifest.csv (docs/method.md plus what mapping back to the original grid needs).
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "id",
     "patient_id",

@@ -29,8 +29,8 @@ from mammoseg.plots import plot_learning_curves, save_figure
 
 log = logging.getLogger(__name__)
 
-#: The paper's Table 2 (DESIGN.md §1): (dataset, model, weights, DCS mean, DCS SD or None).
-#: IoU is not restated in DESIGN.md, so it is left empty rather than guessed.
+#: The paper's Table 2 (docs/method.md): (dataset, model, weights, DCS mean, DCS SD or None).
+#: The paper's IoU is not restated here, so it is left empty rather than guessed.
 PAPER_TABLE2: tuple[tuple[str, str, str, float, float | None], ...] = (
     ("OUDSM", "ResNet34-UNet", "ImageNet", 0.7677, 0.2134),
     ("OUDSM", "ResNet22-UNet", "GMIC", 0.7189, None),
@@ -103,7 +103,7 @@ def table2_markdown(runs: Sequence[RunInfo]) -> str:
         )
     lines += [
         "",
-        f"Published ({PAPER_SOURCE}, Table 2; SD shown where DESIGN.md states it, IoU not restated):",
+        f"Published ({PAPER_SOURCE}, Table 2; SD shown where the paper reports it, IoU not restated):",
         "",
         "| Dataset | Model | Pre-trained weights | DCS ± SD |",
         "| --- | --- | --- | --- |",

@@ -5,7 +5,7 @@ folder: patient-grouped cross-validation (`mammoseg.training.run_cross_validatio
 prediction of the holdout split, evaluation, then one report over all four.
 
 Pretrained weights follow the paper: both ResNet34 models start from ImageNet weights,
-both ResNet22 models from GMIC's global network (DESIGN.md §1, "encoders"). Without a
+both ResNet22 models from GMIC's global network (docs/method.md). Without a
 weights option that encoder trains from random initialisation, which is said on the
 console and marked "none (random init)" in the table.
 

@@ -1,4 +1,4 @@
-"""What a DICOM file must be before mammoseg decodes its pixels (DESIGN.md §4b).
+"""What a DICOM file must be before mammoseg decodes its pixels (README, "Your data is safe").
 
 Checked from the header alone, so a hostile or broken file costs no memory:
 

@@ -1,4 +1,4 @@
-"""Reading a DICOM file: its header first, then its pixels (DESIGN.md §4b: checks before decoding).
+"""Reading a DICOM file: its header first, then its pixels (checks before decoding).
 
 `read_dataset` parses the file with large values (in practice only Pixel Data) left in the
 file, so `mammoseg.dicom.checks` can refuse a file from its header before its pixels cost any

@@ -1,4 +1,4 @@
-"""DICOM mammogram → windowed uint16 array + metadata (DESIGN.md §3).
+"""DICOM mammogram → windowed uint16 array + metadata (docs/method.md, preprocessing).
 
 The paper standardises its inputs with the DICOM VOI LUT ("windowing"); this module
 applies the same display pipeline every mammography workstation applies, so the network
@@ -83,7 +83,7 @@ class Mammogram:
 
 
 def read_mammogram(path: str | os.PathLike, window_index: int = 0, limits: ReadLimits = ReadLimits()) -> Mammogram:
-    """Read one 2-D greyscale mammogram DICOM and window it as DESIGN.md §3 says.
+    """Read one 2-D greyscale mammogram DICOM and window it as docs/method.md says.
 
     Raises DicomReadError (message: "<path>: <reason>") for anything that is not a
     usable single-frame greyscale mammogram — checked from the header before any pixel is

@@ -2,7 +2,7 @@
 
 A decoder is called as `decoder(features, size)` with the encoder's 5 features
 (shallow → deep) and the input's (H, W); it returns logits (B, 1, H, W). The output
-head (dropout + 1×1 conv) belongs to the decoder, as in DESIGN.md §2's counts.
+head (dropout + 1×1 conv) belongs to the decoder, as in the parameter counts of docs/method.md.
 """
 
 from __future__ import annotations

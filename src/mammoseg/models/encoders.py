@@ -2,7 +2,7 @@
 
 Each encoder returns five feature maps, shallow → deep, and declares their channel counts
 (`out_channels`) so decoders can be built from them alone. Nominal strides: ResNet34
-2, 4, 8, 16, 32; ResNet22 4, 8, 16, 32, 64 (DESIGN.md §2).
+2, 4, 8, 16, 32; ResNet22 4, 8, 16, 32, 64 (docs/method.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,12 @@
 - `engine` — one epoch of training and of validation, precision, the optimisation step;
 - `data` — datasets, samplers, loaders and the normalisation statistics of a fold;
 - `model` — building and wrapping (SyncBatchNorm, channels_last, DDP, compile) the network;
-- `state` — what a fold keeps between epochs, its checkpoints, log and curve.
+- `state` — what a fold keeps between epochs, its checkpoints, log and curve;
+- `folds` — the patient-grouped cross-validation folds of the training split (`folds.csv`);
+- `dataset` — the prepared images as a dataset, with seeded, shardable samplers;
+- `augment` — the paper's Table 1 augmentations on the host; `device_augment` the rows that run
+  on the training device (median blur, cutout), with `median_blur` its exact selection network;
+- `losses`, `schedule` — the combo and focal Tversky losses, and the two-phase schedule.
 
 See docs/training.md for the protocol and its reproducibility guarantees.
 """

@@ -1,6 +1,6 @@
 """The paper's two training losses: BCE + soft Jaccard (phase 1) and soft Focal Tversky (phase 2).
 
-Definitions follow DESIGN.md §1 exactly. With p = sigmoid(logit) and g ∈ {0, 1}, the
+Definitions follow the paper exactly (docs/method.md). With p = sigmoid(logit) and g ∈ {0, 1}, the
 overlap terms are sums over the pixels of *one* image, and the loss is the mean of the
 per-image values over the batch; BCE is the plain mean over every pixel of the batch,
 computed from logits so that it stays finite for large |logit|.

@@ -3,7 +3,7 @@
 The pages (``assets/``: index.html, case.html, view.css, view.js) are copied as they are;
 everything about the cases goes into ``data.js``, one script defining ``window.MAMMOSEG_VIEW``
 (a page opened from disk may not `fetch` a JSON file, but it may load a script). The folder
-is opened through `mammoseg.folders` (DESIGN.md §4b): never written into unless `view` wrote it,
+is opened through `mammoseg.folders` (README, "Your data is safe"): never written into unless `view` wrote it,
 never over an input (a run's own `view/` excepted), and ``--overwrite`` removes only `OWNED`.
 """
 
