@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pydicom
 import pytest
@@ -295,7 +296,8 @@ def test_collect_inputs_kinds_ids_and_errors(tmp_path):
     assert [(i.id, i.kind) for i in items] == [
         ("img1", "prepared"), ("img2", "prepared"), ("broken", "prepared"), ("a", "dicom"), ("a_2", "dicom")
     ]
-    assert [e.reason for e in errors] == ["no such file or folder", "folder has no manifest.csv and no DICOM files"]
+    assert [e.reason for e in errors] == ["no such file or folder",
+                                           "folder has no manifest.csv, no DICOM files and no PNG/TIFF images"]
     with pytest.raises(ValueError, match="unknown split"):
         collect_inputs([data], split="test")
 
@@ -318,3 +320,45 @@ def test_dicom_given_directly_reaches_the_models_exactly_as_after_prepare(tmp_pa
     np.testing.assert_array_equal(a.model_input, b.model_input)
     assert a.plan == PadResize.from_row(prepared.row)
     assert dicom.SOPInstanceUID == prepared.row["sop_instance_uid"]
+
+
+@pytest.mark.parametrize("suffix,bits", [(".png", 8), (".png", 16), (".tif", 16)])
+def test_a_raster_mammogram_is_predicted_exactly_as_after_prepare(tmp_path, suffix, bits):
+    """PNG/TIFF mammograms (8- and 16-bit) reach the models bit-identical to their prepared image."""
+    from mammoseg.geometry import PadResize
+    from mammoseg.prepare import PrepareOptions, prepare_dataset
+
+    pixels, _ = phantom(150, 110, "right", (50, 60, 10))
+    image = (pixels // 16).astype(np.uint8) if bits == 8 else (pixels * 16).astype(np.uint16)
+    path = tmp_path / "src" / f"mg{suffix}"
+    path.parent.mkdir()
+    assert cv2.imwrite(str(path), image)
+    (tmp_path / "src" / "cases.csv").write_text(f"image,mask,patient_id\nmg{suffix},,P7\n")
+    prepare_dataset("manifest", tmp_path / "src" / "cases.csv", tmp_path / "prep",
+                    PrepareOptions(size=64, holdout=0, progress=False))
+    (direct,), _ = collect_inputs([path])
+    (prepared,), _ = collect_inputs([tmp_path / "prep"])
+    assert direct.kind == "raster"
+    a, b = load_item(direct, 64), load_item(prepared, 64)
+    np.testing.assert_array_equal(a.model_input, b.model_input)
+    assert a.plan == PadResize.from_row(prepared.row)
+    assert a.display.shape == image.shape and a.display.dtype == np.uint16
+
+
+def test_predict_command_on_a_folder_of_pngs_writes_masks_on_their_own_grid(tmp_path, tiny_run):
+    from mammoseg.cli import main
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    shapes = {"a": (120, 90), "b": (100, 140)}
+    for name, (h, w) in shapes.items():
+        pixels, _ = phantom(h, w, "left", (h // 2, w // 4, 8))
+        assert cv2.imwrite(str(folder / f"{name}.png"), (pixels * 16).astype(np.uint16))
+    out = tmp_path / "pred"
+    assert main(["predict", "--device", "cpu", "--run", str(tiny_run), "--input", str(folder), "--out", str(out),
+                 "--no-progress"]) == 0
+    rows = {r["id"]: r for r in read_csv(out / "predictions.csv")}
+    assert sorted(rows) == ["a", "b"]
+    for name, shape in shapes.items():
+        assert rows[name]["grid"] == "original"
+        assert read_png(out / rows[name]["mask"]).shape == shape

@@ -1,14 +1,15 @@
-"""What `predict` reads: prepared folders (rows of their manifest) and DICOM files or folders.
+"""What `predict` reads: prepared folders (rows of their manifest), DICOM and raster files or folders.
 
 `iter_inputs` expands the command line into `InputItem`s with unique, file-name-safe ids
 (`mammoseg.manifest.UniqueIds`, the rule every stage uses) as it walks the folders — a
 stream, so prediction over an archive of 10⁵ files starts at once and holds no list of
 them. Each item carries its place in the stream (`seq`, the order of predictions.csv) and a
 stable key (`mammoseg.shards`: which shard takes it, and how a resumed run recognises it).
-`load_item` turns one into model input. A DICOM given directly is windowed and standardised
-by the same functions `prepare` uses (`mammoseg.dicom.read_mammogram`,
-`mammoseg.geometry.standardise`), so it reaches the models bit-identical to its prepared
-image. `prefetched` reads the next batch in a thread while the current one runs through the models.
+`load_item` turns one into model input. A DICOM or a PNG/TIFF mammogram (8- or 16-bit) given
+directly is read and standardised by the same functions `prepare` uses for a manifest source
+(`mammoseg.prepare.image.read_image`: DICOM windowed, 8-bit ×257; `mammoseg.geometry.standardise`),
+so it reaches the models bit-identical to its prepared image, and its mask is written on its own
+grid. A folder yields its DICOM files and its PNG/TIFF images (keep reference masks elsewhere). `prefetched` reads the next batch in a thread while the current one runs through the models.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from mammoseg.dicom import read_mammogram
 from mammoseg.geometry import PadResize, standardise
 from mammoseg.io import as_uint16, read_png, special_file_kind
 from mammoseg.layouts import PreparedLayout
 from mammoseg.manifest import MANIFEST_COLUMNS, UniqueIds, load_manifest
+from mammoseg.prepare.image import RASTER_SUFFIXES, read_image
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 SPLIT_CHOICES = (None, "all", "train", "holdout")
@@ -38,11 +39,11 @@ SPLIT_CHOICES = (None, "all", "train", "holdout")
 
 @dataclass
 class InputItem:
-    """One image to predict: a prepared-folder row or a DICOM file."""
+    """One image to predict: a prepared-folder row, a DICOM file or a raster (PNG/TIFF) file."""
 
     id: str
     input: str
-    kind: str  # "prepared" or "dicom"
+    kind: str  # "prepared", "dicom" or "raster"
     row: dict[str, str] | None = None
     data_dir: Path | None = None
     seq: int = 0  # place in the stream of inputs: the order of predictions.csv
@@ -106,7 +107,7 @@ def _dicom_files(folder: Path) -> Iterator[Path | InputError]:
             special = special_file_kind(path)
             if special:
                 yield InputError(str(path), f"{special}, not a regular file; skipped")
-            elif is_dicom_file(path):
+            elif is_dicom_file(path) or path.suffix.lower() in RASTER_SUFFIXES:
                 yield path
 
 
@@ -126,14 +127,18 @@ def _expand(raw: str | os.PathLike, split: str | None, ids: UniqueIds) -> Iterat
             if isinstance(file, InputError):
                 yield file
                 continue
-            yield InputItem(ids.take(file.stem), str(file), "dicom", key=f"{Path(raw).as_posix()}/"
+            yield InputItem(ids.take(file.stem), str(file), _file_kind(file), key=f"{Path(raw).as_posix()}/"
                             f"{file.relative_to(path).as_posix()}")
         if not found:
-            yield InputError(str(path), "folder has no manifest.csv and no DICOM files")
+            yield InputError(str(path), "folder has no manifest.csv, no DICOM files and no PNG/TIFF images")
     elif special_file_kind(path):
         yield InputError(str(path), f"{special_file_kind(path)}, not a regular file")
     else:
-        yield InputItem(ids.take(path.stem), str(path), "dicom", key=path.as_posix())
+        yield InputItem(ids.take(path.stem), str(path), _file_kind(path), key=path.as_posix())
+
+
+def _file_kind(path: Path) -> str:
+    return "raster" if path.suffix.lower() in RASTER_SUFFIXES else "dicom"
 
 
 def iter_inputs(inputs: Sequence[str | os.PathLike], split: str | None = None) -> Iterator[InputItem | InputError]:
@@ -179,10 +184,10 @@ def load_item(item: InputItem, size: int, want_dataset: bool = False) -> LoadedI
     """Read one input and turn it into the model's size × size uint16 input."""
     if item.kind == "prepared":
         return _load_prepared(item, size)
-    mammogram = read_mammogram(item.input)
-    standard = standardise(mammogram.pixels, size)
-    dataset = pydicom.dcmread(item.input, stop_before_pixels=True) if want_dataset else None
-    return LoadedItem(item, standard.image, mammogram.pixels, plan=standard.plan, dataset=dataset)
+    pixels, _meta = read_image(Path(item.input))
+    standard = standardise(pixels, size)
+    dataset = pydicom.dcmread(item.input, stop_before_pixels=True) if want_dataset and item.kind == "dicom" else None
+    return LoadedItem(item, standard.image, pixels, plan=standard.plan, dataset=dataset)
 
 
 def _load_batch(items: Sequence[InputItem], size: int, want_dataset: bool) -> tuple[list[LoadedItem], list[InputError]]:

@@ -120,8 +120,9 @@ def _todo(stream: Iterable[InputItem | InputError], part: Part, done: Done, out:
             if part.owns(f"error:{entry.input}"):
                 journal.add_error(entry)
         elif part.owns(entry.key) and not done.finished(entry, out):
-            if dicom_seg and entry.kind == "prepared" and not warned:
-                log.warning("--dicom-seg: DICOM Segmentations are written for DICOM inputs only, not prepared images")
+            if dicom_seg and entry.kind != "dicom" and not warned:
+                log.warning("--dicom-seg: DICOM Segmentations are written for DICOM inputs only, not prepared "
+                            "or PNG/TIFF images")
                 warned = True
             yield entry
 

@@ -23,7 +23,8 @@ from mammoseg.sources.records import normalise_laterality, normalise_view
 from mammoseg.workers import run_tasks
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_RASTER_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"}
+#: Raster image files a manifest source (and predict) takes besides DICOM: read unchanged, 8-bit ×257.
+RASTER_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"}
 
 
 def read_image(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -32,7 +33,7 @@ def read_image(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         raise FileNotFoundError(f"{path}: no such file")
     with open(path, "rb") as fh:
         head = fh.read(8)
-    if head == _PNG_SIGNATURE or path.suffix.lower() in _RASTER_SUFFIXES:
+    if head == _PNG_SIGNATURE or path.suffix.lower() in RASTER_SUFFIXES:
         return as_uint16(read_png(path), path), {}
     mammogram = read_mammogram(path)
     meta = {
