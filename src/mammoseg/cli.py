@@ -13,8 +13,8 @@ import importlib
 import logging
 import sys
 
-from mammoseg import __version__
 from mammoseg.folders import FolderInUse
+from mammoseg.version import __version__
 
 #: (subcommand, module under mammoseg.commands, one-line help), in pipeline order.
 COMMANDS: list[tuple[str, str, str]] = [

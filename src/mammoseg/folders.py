@@ -30,9 +30,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mammoseg import __version__
 from mammoseg.io import open_no_follow, remove_stale_temps, write_text_atomic
 from mammoseg.layouts import EvaluationLayout, PredictionLayout, RunLayout
+from mammoseg.version import __version__
 
 MARKER = ".mammoseg.json"
 LOCK = ".mammoseg.lock"

@@ -30,9 +30,9 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from mammoseg import __version__
 from mammoseg.dicom.codes import mammo_patient_orientation
 from mammoseg.io import atomic_path
+from mammoseg.version import __version__
 
 # highdicom logs every module it copies at INFO (nine lines per SEG); mammoseg reports what matters itself.
 if logging.getLogger("highdicom").level == logging.NOTSET:

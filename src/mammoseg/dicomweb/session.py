@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mammoseg import __version__
+from mammoseg.version import __version__
 
 try:  # the optional extra
     import certifi

@@ -54,6 +54,14 @@ def ensemble_probability(members: Sequence[EnsembleMember], images: torch.Tensor
     return total / len(members)
 
 
+def batch_probability(members: Sequence[EnsembleMember], images: Sequence[np.ndarray], device: torch.device,
+                      tta: bool = False) -> np.ndarray:
+    """The ensemble's probabilities (B, H, W) float32 for standardised uint16 model inputs (H, W):
+    what `predict` and `Segmenter` both run, so both give the same numbers."""
+    x = torch.from_numpy(np.stack(images).astype(np.float32) / 65535.0)
+    return ensemble_probability(members, x.unsqueeze(1).to(device), tta=tta)[:, 0].float().cpu().numpy()
+
+
 def threshold_probability(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """uint8 0/255 mask of the pixels whose probability is at least `threshold`."""
     return np.where(prob >= threshold, 255, 0).astype(np.uint8)

@@ -19,14 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from mammoseg.dicom.seg import SegIdentity, require_highdicom
 from mammoseg.distributed import resolve_device
 from mammoseg.folders import LockRequest, OutputFolder, open_output_folder
-from mammoseg.inference.ensemble import Ensemble, ensemble_probability, load_ensemble
+from mammoseg.inference.ensemble import Ensemble, batch_probability, load_ensemble
 from mammoseg.inference.inputs import InputError, InputItem, LoadedItem, iter_inputs, prefetched
 from mammoseg.inference.journal import (
     Done,
@@ -76,7 +75,7 @@ class PredictOptions:
 
 
 @contextlib.contextmanager
-def _all_cores(device: torch.device) -> Iterator[None]:
+def all_cores(device: torch.device) -> Iterator[None]:
     """On CPU, let torch use every core while predicting (the caller's setting is restored)."""
     previous = torch.get_num_threads()
     if device.type == "cpu":
@@ -129,9 +128,8 @@ def _todo(stream: Iterable[InputItem | InputError], part: Part, done: Done, out:
 
 def _predict_batch(ensemble: Ensemble, loaded: Sequence[LoadedItem], device: torch.device, options: PredictOptions,
                    out: Path, journal: PredictionJournal) -> None:
-    x = torch.from_numpy(np.stack([li.model_input for li in loaded]).astype(np.float32) / 65535.0)
-    probs = ensemble_probability(ensemble.members, x.unsqueeze(1).to(device), tta=options.tta)[:, 0].float().cpu()
-    for li, prob in zip(loaded, probs.numpy()):
+    probs = batch_probability(ensemble.members, [li.model_input for li in loaded], device, tta=options.tta)
+    for li, prob in zip(loaded, probs):
         try:
             row = write_outputs(li, prob, out, options.threshold, options.save_prob, options.dicom_seg,
                                 options.seg_identity)
@@ -165,7 +163,7 @@ def predict(
     ensemble = load_ensemble(run_dir, dev)
     settings = _settings(run_dir, ensemble, inputs, options)
     with _open(out, settings, inputs, overwrite, resume, part), PredictionJournal(out, part) as journal, \
-            _all_cores(dev), torch.inference_mode():
+            all_cores(dev), torch.inference_mode():
         done = read_done(out) if resume else Done({}, {})
         bar = tqdm(desc="predict", unit="img", disable=not options.progress)
         todo = _todo(iter_inputs(inputs, options.split), part, done, out, journal, options.dicom_seg)

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mammoseg import __version__
 from mammoseg.evaluation.scoring import summarise_per_image
 from mammoseg.folders import open_output_folder
 from mammoseg.io import read_csv, write_bytes_atomic, write_text_atomic
@@ -28,6 +27,7 @@ from mammoseg.layouts import RunLayout
 from mammoseg.manifest import UniqueIds
 from mammoseg.plots import plot_learning_curves
 from mammoseg.report import table2_markdown
+from mammoseg.version import __version__
 from mammoseg.view.collect import Case, ViewInput, collect_cases, resolve_input
 from mammoseg.view.render import (
     DEFAULT_MAX_SIDE,
