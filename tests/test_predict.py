@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -362,3 +364,22 @@ def test_predict_command_on_a_folder_of_pngs_writes_masks_on_their_own_grid(tmp_
     for name, shape in shapes.items():
         assert rows[name]["grid"] == "original"
         assert read_png(out / rows[name]["mask"]).shape == shape
+
+
+def test_single_component_patient_names_pass_silently_and_unchanged(tmp_path, tiny_run):
+    """CBIS-DDSM names its patients `Mass-Test_P_00820_RIGHT_MLO`: highdicom's multi-line warning about
+    such names is not printed (once per image, between progress lines), and the name is copied as is."""
+    name = "Mass-Test_P_00820_RIGHT_MLO"
+    pixels, _ = phantom(90, 70, "right", (40, 50, 8))
+    ds = mg_dataset(pixels.astype(np.uint16), bits_stored=12, PatientName=name, PatientID=name,
+                    StudyInstanceUID=generate_uid(), SeriesInstanceUID=generate_uid(), ImageLaterality="R",
+                    ViewPosition="MLO", WindowCenter=2048, WindowWidth=4096)
+    save_dataset(ds, tmp_path / "in" / "mg.dcm")
+    out = tmp_path / "pred"
+    proc = subprocess.run([sys.executable, "-m", "mammoseg", "predict", "--run", str(tiny_run), "--input",
+                           str(tmp_path / "in"), "--out", str(out), "--dicom-seg", "--device", "cpu"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr and "person name" not in proc.stderr, proc.stderr
+    seg = pydicom.dcmread(out / "seg" / "mg.dcm")
+    assert str(seg.PatientName) == name and seg.PatientID == name

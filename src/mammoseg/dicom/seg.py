@@ -17,9 +17,12 @@ highdicom is an optional extra (`pip install mammoseg[dicom-seg]`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ from mammoseg.dicom.codes import mammo_patient_orientation
 from mammoseg.io import atomic_path
 from mammoseg.version import __version__
 
+log = logging.getLogger(__name__)
 # highdicom logs every module it copies at INFO (nine lines per SEG); mammoseg reports what matters itself.
 if logging.getLogger("highdicom").level == logging.NOTSET:
     logging.getLogger("highdicom").setLevel(logging.WARNING)
@@ -146,7 +150,35 @@ def build_dicom_seg(
         raise ValueError(
             f"{where}: mask shape {mask.shape} does not match the image ({header.Rows} x {header.Columns})"
         )
-    seg = hd.seg.Segmentation(
+    with _quiet_person_names(where):
+        seg = _segmentation(hd, header, mask, identity, (series_instance_uid, series_number),
+                            (sop_instance_uid, instance_number))
+    # General Image, Type 2C for images without Image Orientation (Patient), as every 2-D mammogram.
+    seg.PatientOrientation = source_patient_orientation(header)
+    seg.SeriesDescription = _series_description(identity)
+    return seg
+
+
+@contextlib.contextmanager
+def _quiet_person_names(where: str) -> Iterator[None]:
+    """highdicom warns (a multi-line UserWarning, once per SEG) about single-component patient names
+    such as CBIS-DDSM's `Mass-Test_P_00820_RIGHT_MLO`; the name is copied unchanged all the same, so the
+    warning is logged at debug level instead of printed between progress lines."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        if "person name" in str(warning.message):
+            log.debug("%s: %s", where, warning.message)
+        else:  # anything else is still said, once, as a warning
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def _segmentation(hd: Any, header: Dataset, mask: np.ndarray, identity: SegIdentity | None,
+                  series: tuple[str | None, int], instance: tuple[str | None, int]) -> Any:
+    """highdicom's Segmentation of the mask (its arguments only)."""
+    (series_instance_uid, series_number), (sop_instance_uid, instance_number) = series, instance
+    return hd.seg.Segmentation(
         source_images=[header],
         pixel_array=mask.astype(bool),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -164,10 +196,6 @@ def build_dicom_seg(
         # Keep the frame even when empty, so every input gets a SEG a viewer can open.
         omit_empty_frames=False,
     )
-    # General Image, Type 2C for images without Image Orientation (Patient), as every 2-D mammogram.
-    seg.PatientOrientation = source_patient_orientation(header)
-    seg.SeriesDescription = _series_description(identity)
-    return seg
 
 
 def _mass_segment(hd: Any, identity: SegIdentity | None) -> Any:
