@@ -12,6 +12,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +60,19 @@ def journal_lines(path: Path) -> Iterator[dict[str, Any]]:
             yield entry
 
 
-def latest_entries(out: Path, stem: str, key: Callable[[dict[str, Any]], str | None], part: Part | None = None
-                   ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+@dataclass
+class Entries:
+    """What the journals say, by key: finished entries and failed ones (the latest line of a key wins)."""
+
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def latest_entries(out: Path, stem: str, key: Callable[[dict[str, Any]], str | None],
+                   part: Part | None = None) -> Entries:
     """What the journals of `part` (default: every journal in `out`, a one-machine run's and each
-    shard's) say, by `key`: (finished entries, failed entries). The latest line of a key wins;
-    a failed entry is one with an "error"; lines whose key is None are ignored."""
+    shard's) say, by `key`. The latest line of a key wins; a failed entry is one with an "error";
+    lines whose key is None are ignored."""
     paths = [journal_path(out, stem, part)] if part is not None else sorted(out.glob(f"{stem}-done*.jsonl"))
     finished: dict[str, dict[str, Any]] = {}
     failed: dict[str, dict[str, Any]] = {}
@@ -75,7 +84,7 @@ def latest_entries(out: Path, stem: str, key: Callable[[dict[str, Any]], str | N
             target, other = (failed, finished) if "error" in entry else (finished, failed)
             target[name] = entry
             other.pop(name, None)
-    return finished, failed
+    return Entries(finished, failed)
 
 
 class Journal:

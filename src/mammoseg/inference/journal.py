@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +59,8 @@ def finished_shards(out: Path) -> tuple[dict[str, Any], int]:
     return journals.finished_shards(out, STEM, "predict")
 
 
-@dataclass
-class Done:
+class Done(journals.Entries):
     """What the journals hold, by input key: predicted rows and failures (the latest line wins)."""
-
-    rows: dict[str, dict[str, Any]]
-    errors: dict[str, dict[str, Any]]
 
     def finished(self, item: InputItem, out: Path) -> bool:
         """Whether `item` was predicted from this very file and its mask is on disk."""
@@ -76,7 +71,8 @@ class Done:
 
 def read_done(out: Path, part: Part | None = None) -> Done:
     """The journal of `part`, or every journal in `out` (a one-machine run's and each shard's)."""
-    return Done(*journals.latest_entries(out, STEM, lambda entry: entry.get("key"), part))
+    entries = journals.latest_entries(out, STEM, lambda entry: entry.get("key"), part)
+    return Done(entries.rows, entries.errors)
 
 
 class PredictionJournal(journals.Journal):

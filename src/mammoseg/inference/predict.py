@@ -164,7 +164,7 @@ def predict(
     settings = _settings(run_dir, ensemble, inputs, options)
     with _open(out, settings, inputs, overwrite, resume, part), PredictionJournal(out, part) as journal, \
             all_cores(dev), torch.inference_mode():
-        done = read_done(out) if resume else Done({}, {})
+        done = read_done(out) if resume else Done()
         bar = tqdm(desc="predict", unit="img", disable=not options.progress)
         todo = _todo(iter_inputs(inputs, options.split), part, done, out, journal, options.dicom_seg)
         for loaded, load_errors, n in prefetched(todo, ensemble.image_size, options.batch_size,

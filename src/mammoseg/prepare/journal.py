@@ -12,7 +12,6 @@ or whose sources changed; `--merge` reads every shard's files to build the manif
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +45,7 @@ def finished_shards(out: Path) -> tuple[dict[str, Any], int]:
     return journals.finished_shards(out, STEM, "prepare")
 
 
-@dataclass
-class JournalEntries:
-    """What the journals say: finished images by id, and failed inputs by id (the latest line wins)."""
-
-    rows: dict[str, dict[str, Any]]
-    errors: dict[str, dict[str, str]]
-
-
-def read_journals(out: Path) -> JournalEntries:
+def read_journals(out: Path) -> journals.Entries:
     """Every journal in `out` (a one-machine run's and each shard's); images whose PNGs are gone
     are not taken as finished."""
     def image_id(entry: dict[str, Any]) -> str | None:
@@ -65,5 +56,5 @@ def read_journals(out: Path) -> JournalEntries:
             return row["id"]
         return None
 
-    rows, errors = journals.latest_entries(out, STEM, image_id)
-    return JournalEntries(rows, {image: entry["error"] for image, entry in errors.items()})
+    found = journals.latest_entries(out, STEM, image_id)
+    return journals.Entries(found.rows, {image: entry["error"] for image, entry in found.errors.items()})

@@ -29,13 +29,12 @@ from tqdm import tqdm
 
 from mammoseg.folders import FolderLock, LockRequest, OutputFolder, open_output_folder
 from mammoseg.io import write_csv_atomic
-from mammoseg.journals import Journal, journal_entries
+from mammoseg.journals import Entries, Journal, journal_entries
 from mammoseg.layouts import PreparedLayout
 from mammoseg.manifest import MANIFEST_COLUMNS, SPLITS, check_patients_disjoint
 from mammoseg.prepare.image import results, source_signature
 from mammoseg.prepare.journal import (
     STEM,
-    JournalEntries,
     finished_shards,
     journal_path,
     open_journal,
@@ -171,7 +170,7 @@ def _error(record: Record, reason: str) -> dict[str, str]:
     return {"source_path": str(record.image), "id": record.id, "reason": reason}
 
 
-def _sort_out(records: Sequence[Record], done: JournalEntries, journal: Journal) -> tuple[dict, list[Record], int]:
+def _sort_out(records: Sequence[Record], done: Entries, journal: Journal) -> tuple[dict, list[Record], int]:
     """(entries resumed from the journals, records to prepare, how many of those were prepared
     before but their sources changed since); listing problems go straight to the journal."""
     entries: dict[str, dict[str, Any]] = {}
@@ -206,7 +205,7 @@ def _prepare_records(todo: Sequence[Record], out: Path, size: int, workers: int,
     return died
 
 
-def _write_manifest(out: Path, records: Sequence[Record], found: JournalEntries, holdout: float,
+def _write_manifest(out: Path, records: Sequence[Record], found: Entries, holdout: float,
                     seed: int) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[str]]:
     """manifest.csv and errors.csv of every record, in the source's order (whatever the workers
     or shards did); the split drawn over all rows. Returns (rows, errors, notes)."""
@@ -292,7 +291,7 @@ def prepare_dataset(
     folder, resumed = _open_output(out, settings, _inputs(src, records, source_options), overwrite, part)
     with folder:
         with open_journal(out, part) as journal:
-            entries, todo, n_changed = _sort_out(mine, read_journals(out) if resumed else JournalEntries({}, {}), journal)
+            entries, todo, n_changed = _sort_out(mine, read_journals(out) if resumed else Entries(), journal)
             n_died = _prepare_records(todo, out, size, workers, progress, journal)
         found = read_journals(out)
         counts = dict(n_resumed=len(entries), n_changed=n_changed, n_worker_died=n_died, strict=strict)
