@@ -1,4 +1,4 @@
-"""Data safety (DESIGN.md §4b): real runs of the commands on small files, bytes on disk checked.
+"""Data safety (README, "Your data is safe"): real runs of the commands on small files, bytes on disk checked.
 
 Nothing a user owns is ever deleted, overwritten or silently stale; outputs are readable by
 the group; a killed run leaves nothing half-written; bad input fails with one line.

@@ -1,4 +1,4 @@
-"""Losses against values computed by hand in plain Python (DESIGN.md §1 definitions)."""
+"""Losses against values computed by hand in plain Python (the definitions in docs/method.md, "Losses")."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Architecture tests: exact parameter counts (DESIGN.md §2), shapes, layouts, freezing."""
+"""Architecture tests: exact parameter counts (docs/method.md), shapes, layouts, freezing."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from mammoseg.models.encoders import PreActBlock, ResNet22Encoder, ResNet34Encod
 
 MODELS = [("resnet34", "unet"), ("resnet34", "fpn"), ("resnet22", "unet"), ("resnet22", "fpn")]
 
-# DESIGN.md §2, the acceptance numbers.
+# docs/method.md's table (the paper's counts among them): the acceptance numbers.
 ENCODER_PARAMS = {("resnet34", 3): 21_284_672, ("resnet34", 1): 21_278_400, ("resnet22", 1): 2_799_536}
 DECODER_PARAMS = {
     ("resnet22", "unet"): 4_773_025,

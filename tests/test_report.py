@@ -136,7 +136,7 @@ def test_report_files_and_table_values(tmp_path):
     paper = {(r["dataset"], r["model"]): r for r in rows if r["source"] != "this run"}
     assert len(paper) == 8
     assert paper[("INbreast", "ResNet22-UNet")]["dcs_sd"] == "0.1091"
-    assert paper[("OUDSM", "ResNet22-FPN")]["dcs_sd"] == ""  # SD not published in DESIGN.md: left empty
+    assert paper[("OUDSM", "ResNet22-FPN")]["dcs_sd"] == ""  # SD not restated in PAPER_TABLE2: left empty
 
     md = (out / "report.md").read_text()
     assert "| prepared | ResNet34-UNet | ImageNet | 4 | 0.6750 ± " in md
