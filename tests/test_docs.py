@@ -13,6 +13,7 @@ import yaml
 
 from mammoseg.models import build_model, count_parameters
 from mammoseg.report import PAPER_TABLE2
+from mammoseg.version import __version__
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = sorted((REPO / "docs").glob("*.md"))
@@ -127,7 +128,7 @@ def test_citation_cff_cites_the_software_and_the_paper():
     assert {"cff-version", "message", "title", "authors"} <= set(cff)
     assert cff["cff-version"] == "1.2.0"
     assert cff["title"] == "mammoseg" and cff["authors"]
-    assert str(cff["version"]) == _pyproject_value("version")
+    assert str(cff["version"]) == __version__  # pyproject.toml reads the version from mammoseg.version
     assert cff["license"] == _pyproject_value("license")
     works = [*cff.get("references", []), *([cff["preferred-citation"]] if "preferred-citation" in cff else [])]
     papers = [w for w in works if str(w.get("doi")) == PAPER_DOI]
