@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import pydicom
 
 from mammoseg.dicom.seg import SegIdentity, require_highdicom
-from mammoseg.dicomweb.source import DicomWebSource, parse_query
+from mammoseg.dicomweb.source import DicomWebSource, instance_url, parse_query
 from mammoseg.folders import open_output_folder
 from mammoseg.inference.journal import ERRORS_COLUMNS, SUMMARY_FILE
 from mammoseg.inference.outputs import OUTPUT_ENTRIES, SKIPPED_FILE, STORED_FILE
@@ -188,11 +188,6 @@ def _skipped_row(ref: InstanceRef, reason: str) -> dict[str, str]:
     return {"sop_instance_uid": ref.sop_uid, "study_instance_uid": ref.study_uid,
             "series_instance_uid": ref.series_uid, "sop_class_uid": ref.sop_class, "modality": ref.modality,
             "reason": reason}
-
-
-def instance_url(url: str, ref: InstanceRef) -> str:
-    """The instance's WADO-RS address: how errors.csv names an instance that was never downloaded."""
-    return f"{url}/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_uid}"
 
 
 class _SegStore:
