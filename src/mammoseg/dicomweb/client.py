@@ -344,7 +344,7 @@ class DicomWeb:
         with self._errors(f"instance {uid}"):
             try:
                 response = self.client.store_instances([dataset])
-            except requests.RequestException:
+            except (requests.RequestException, DeadlineExceeded, AnswerTooLarge):
                 raise
             except Exception as exc:  # dicomweb-client parsing an answer of the server's choosing
                 raise BadAnswer(f"the STOW-RS answer is not understood ({type(exc).__name__}: "

@@ -29,11 +29,6 @@ from typing import Any
 
 from mammoseg.dicomweb.source import DEFAULT_MAX_INSTANCES
 
-try:  # the optional extra
-    from requests import RequestException
-except ImportError as _missing:  # pragma: no cover - depends on the environment
-    raise ImportError(f"DICOMweb access needs requests ({_missing}): pip install 'mammoseg[dicomweb]'") from _missing
-
 MIB = 2**20
 #: Seconds one attempt of a request may take to bring its whole answer, unless --timeout says otherwise.
 DEFAULT_DEADLINE_S = 600.0
@@ -61,11 +56,13 @@ class Limits:
                 raise ValueError(f"DICOMweb limit {name} must be positive, got {getattr(self, name)}")
 
 
-class DeadlineExceeded(RequestException):
-    """The whole answer did not arrive within the deadline: the server stalls or sends too slowly."""
+class DeadlineExceeded(Exception):
+    """The whole answer did not arrive within the deadline: the server stalls or sends too slowly.
+
+    Not an OSError (as requests' own errors are), so that urllib3 does not retry it."""
 
 
-class AnswerTooLarge(RequestException):
+class AnswerTooLarge(Exception):
     """An answer larger than its cap; reading stopped there."""
 
 

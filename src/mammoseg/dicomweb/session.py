@@ -41,6 +41,8 @@ except ImportError as _missing:  # pragma: no cover - depends on the environment
 
 ENV_USER, ENV_PASSWORD, ENV_TOKEN = "MAMMOSEG_DICOMWEB_USER", "MAMMOSEG_DICOMWEB_PASSWORD", "MAMMOSEG_DICOMWEB_TOKEN"
 RETRY_STATUS = (429, 500, 502, 503, 504)
+#: Redirects followed per request (requests' default, 30, would multiply the time a server can hold it).
+MAX_REDIRECTS = 5
 
 
 class DicomWebError(ValueError):
@@ -116,6 +118,7 @@ def make_session(auth: Any, ca_bundle: str | os.PathLike | None, retries: int, b
         except ssl.SSLError as exc:
             raise DicomWebError(f"--ca-bundle {ca_bundle}: not a PEM certificate file ({exc})") from exc
     session = Session()
+    session.max_redirects = MAX_REDIRECTS  # each is a request of its own, with its own deadline
     session.auth = auth
     session.headers["User-Agent"] = f"mammoseg/{__version__}"
     adapter = _Adapter(max_retries=retry, ssl_context=context, limits=limits)
@@ -227,7 +230,7 @@ class _Adapter(HTTPAdapter):
         except Exception as exc:
             watch.finish()
             if watch.expired and not isinstance(exc, DeadlineExceeded):
-                raise DeadlineExceeded(watch.message(), request=request) from exc
+                raise DeadlineExceeded(watch.message()) from exc
             raise
         finally:
             _current.watch = None
