@@ -4,7 +4,8 @@ well, except where a test tells it to misbehave.
 `DicomWebServer(study)` answers QIDO-RS (`/studies`, `/studies/<uid>/instances`, with
 limit/offset) and WADO-RS (`/studies/<st>/series/<se>/instances/<sop>`, one multipart/related
 DICOM part) like a well-behaved archive. `server.studies`, `server.instances` (QIDO) and
-`server.wado[sop]` (one instance's retrieval) take a behaviour instead: a function
+`server.wado[sop]` (one instance's retrieval) and `server.stow` (STOW-RS, which
+otherwise answers 501) take a behaviour instead: a function
 `(handler) -> None` that writes the whole answer. The behaviours below are what broken or
 hostile servers were seen to do: HTML login pages, malformed JSON, pages that never end,
 parts that are not DICOM, bytes after the data set, bodies of hundreds of MB, answers sent
@@ -166,6 +167,7 @@ class DicomWebServer:
     studies: Behaviour | None = None
     instances: Behaviour | None = None
     wado: dict[str, Behaviour] = field(default_factory=dict)
+    stow: Behaviour | None = None
     log: list[str] = field(default_factory=list)
     sent: dict[str, int] = field(default_factory=dict)
     ended: set[str] = field(default_factory=set)
@@ -269,6 +271,17 @@ def _handler_for(server: DicomWebServer) -> type[http.server.BaseHTTPRequestHand
                 server._answer(self)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client hung up: what a bounded client does to a hostile server
+
+        def do_POST(self) -> None:  # noqa: N802 (the http.server API)
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            server.log.append(f"POST {self.path}")
+            try:
+                if server.stow is None:
+                    send(self, b"STOW-RS not supported", "text/plain", status=501)
+                else:
+                    server.stow(self)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
 
         def log_message(self, *args: object) -> None:
             pass

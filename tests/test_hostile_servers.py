@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import pydicom
 import pytest
 
 pytest.importorskip("dicomweb_client")
@@ -28,6 +29,7 @@ pytest.importorskip("highdicom")
 from hostile_servers import (  # noqa: E402
     BOUNDARY,
     MIB,
+    MULTIPART_TYPE,
     DicomWebServer,
     endless_pages,
     html_login_page,
@@ -36,6 +38,7 @@ from hostile_servers import (  # noqa: E402
     multipart,
     non_dicom_part,
     repeated_page,
+    send,
     trailing_garbage,
     truncated,
     wait_until,
@@ -95,6 +98,9 @@ PER_INSTANCE = {
     "truncated": (lambda bad, server: truncated(bad), "the multipart answer ended before the end of its part"),
     "trickle": (lambda bad, server: server.trickle(bad.sop),
                 f"no complete answer within {TIMEOUT_S} s (the deadline per request, --timeout)"),
+    "another instance": (lambda bad, server: lambda handler: send(handler, multipart(server.study[1].data),
+                                                                   MULTIPART_TYPE),
+                         "the server sent instance {good}, not the one asked for"),
 }
 
 
@@ -121,7 +127,7 @@ def test_predict_one_bad_instance_is_listed_and_the_others_predicted(case, run, 
     assert code == 1 and took < ENDS_WITHIN_S
     (error,) = read_csv(out / "errors.csv")
     assert error["input"] == bad_url
-    assert error["reason"].startswith(f"{bad_url}: {reason}"), error["reason"]
+    assert error["reason"].startswith(f"{bad_url}: {reason.format(good=good.sop)}"), error["reason"]
     assert "\n" not in error["reason"]
     assert sorted(row["id"] for row in read_csv(out / "predictions.csv")) == sorted([earlier.sop, good.sop])
     assert _files(out / "seg") == {out / "seg" / f"{uid}.dcm" for uid in (earlier.sop, good.sop)}
@@ -159,6 +165,26 @@ def test_prepare_lists_each_bad_instance_and_prepares_the_rest(tmp_path):
     assert "not a DICOM file (File is missing DICOM File Meta" in errors[text.sop]["reason"]
     assert "answered with application/json, not multipart/related DICOM" in errors[json_answer.sop]["reason"]
     assert _files(cache) == {_cached(cache, i) for i in good}
+
+
+@pytest.mark.timeout(120)
+def test_a_login_page_answering_stow_is_no_stored_seg(run, tmp_path):
+    study = make_study(2, seed=25)
+    out = tmp_path / "pred"
+    with DicomWebServer(study, stow=html_login_page) as server:
+        code, took = _predict(server, run, out, tmp_path / "cache", "--store")
+        posts = [path for path in server.log if path.startswith("POST ")]
+        url = server.url
+    assert code == 1 and took < ENDS_WITHIN_S
+    assert len(posts) == 2  # each SEG was sent, and each answer judged
+    rows = read_csv(out / "stored.csv")
+    assert sorted(row["source_sop_instance_uid"] for row in rows) == sorted(i.sop for i in study)
+    for row in rows:
+        seg_uid = pydicom.dcmread(out / "seg" / f"{row['source_sop_instance_uid']}.dcm").SOPInstanceUID
+        assert (row["outcome"], row["seg_sop_instance_uid"]) == ("failed", "")
+        assert row["reason"] == (f"{url} instance {seg_uid}: the server's STOW-RS answer does not confirm it was "
+                                 "stored (no Referenced SOP Sequence item for it)")
+    assert json.loads((out / "predict.json").read_text())["dicomweb"]["n_store_failed"] == 2
 
 
 def _server_error(capsys, command: str) -> str:

@@ -19,7 +19,8 @@ Rules it keeps (the first three in `mammoseg.dicomweb.session`):
   page repeats results already received.
 - **Answers are checked** (`mammoseg.dicomweb.answers`): QIDO and metadata answers must be DICOM
   JSON, WADO-RS answers a multipart/related DICOM part that is a DICOM file of the instance
-  asked for. QIDO, WADO-RS and metadata requests go through the requests session directly
+  asked for; a STOW-RS answer must list the stored instance in its Referenced SOP Sequence.
+  QIDO, WADO-RS and metadata requests go through the requests session directly
   (dicomweb-client reads whole answers into memory and trusts their shape); STOW-RS goes
   through dicomweb-client, on the same session and limits.
 - **Errors** are `DicomWebError`, one line naming the server (or the instance's WADO-RS URL)
@@ -353,6 +354,12 @@ class DicomWeb:
         if failed:
             reason = failed[0].get("FailureReason", "unknown")
             raise DicomWebError(f"{self.url} instance {uid}: the server refused to store it (failure reason {reason})")
+        stored = response.get("ReferencedSOPSequence") if response is not None else None
+        if not any(str(item.get("ReferencedSOPInstanceUID", "")) == uid for item in stored or ()):
+            # The Store Instances Response lists what was stored (PS3.18); a login page or an empty
+            # answer confirms nothing.
+            raise DicomWebError(f"{self.url} instance {uid}: the server's STOW-RS answer does not confirm it was "
+                                "stored (no Referenced SOP Sequence item for it)")
         return uid
 
     def _get_json(self, url: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
