@@ -24,7 +24,7 @@ pytest.importorskip("highdicom")
 from dicom_validator import assert_conformant  # noqa: E402
 from mammoseg.dicom.codes import MG_FOR_PRESENTATION, MG_FOR_PROCESSING  # noqa: E402
 from mammoseg.dicom.seg import SegIdentity, build_dicom_seg  # noqa: E402
-from mammoseg.dicomweb import DicomWeb, DicomWebError, InstanceRef, classify  # noqa: E402
+from mammoseg.dicomweb import DicomWeb, DicomWebError, InstanceRef, classify, instance_url  # noqa: E402
 from mammoseg.sources.synthetic import write_synthetic_dataset  # noqa: E402
 from orthanc_server import PASSWORD, USER, free_port, start_orthanc  # noqa: E402
 from system_tools import require_tool  # noqa: E402
@@ -159,7 +159,8 @@ def test_one_missing_instance_is_reported_and_the_rest_fetched(orthanc, tmp_path
         result = web.fetch([refs[0], missing, *refs[1:]], tmp_path / "cache")
     assert set(result.files) == set(files)
     assert list(result.failures) == ["1.2.3.999"]
-    assert result.failures["1.2.3.999"] == f"{orthanc.dicomweb_url} instance 1.2.3.999: not found (HTTP 404)"
+    # Named by its WADO-RS URL, which says the server, the study, the series and the instance.
+    assert result.failures["1.2.3.999"] == f"{instance_url(orthanc.dicomweb_url, missing)}: not found (HTTP 404)"
 
 
 def _self_signed_certificate(folder: Path) -> tuple[Path, Path]:

@@ -264,9 +264,8 @@ def test_a_failed_download_is_listed_and_the_rest_stored(orthanc, run, tmp_path,
         gone = InstanceRef(study.uid, refs[0].series_uid, "1.2.3.999", MG_FOR_PRESENTATION, "MG")
         job = DicomWebJob(DicomWebSource(web.url, tmp_path / "cache", (study.uid,)), store=True)
         summary = predict_instances(web, [*refs, gone], run, out, job, _options(run))
-    assert read_csv(out / "errors.csv") == [{"input": instance_url(orthanc.dicomweb_url, gone),
-                                             "reason": f"{orthanc.dicomweb_url} instance 1.2.3.999: not found "
-                                                       "(HTTP 404)"}]
+    gone_url = instance_url(orthanc.dicomweb_url, gone)
+    assert read_csv(out / "errors.csv") == [{"input": gone_url, "reason": f"{gone_url}: not found (HTTP 404)"}]
     assert sorted(_stored(out)) == sorted(r["id"] for r in read_csv(out / "predictions.csv")) == sorted(
         study.presentation)
     assert summary["dicomweb"]["n_fetch_failed"] == summary["dicomweb"]["n_failed"] == 1

@@ -4,8 +4,10 @@
 and the flags `prepare` and `predict` share; `client` holds `DicomWeb` (QIDO-RS search,
 WADO-RS retrieve into a cache, STOW-RS store, the SEG look-up that keeps `--store`
 idempotent) and `classify`; `session` the credentials, TLS, timeout and retry rules every
-request follows. `client` and `session` need `pip install 'mammoseg[dicomweb]'`; they are
-imported on first use, so the command line works without the extra.
+request follows; `limits` the deadline and size caps that keep a misbehaving server from
+holding a run or filling memory; `answers` the checks every answer passes before it is used.
+All but `source` need `pip install 'mammoseg[dicomweb]'`; they are imported on first use, so
+the command line works without the extra.
 """
 
 from __future__ import annotations
@@ -13,19 +15,20 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from mammoseg.dicomweb.source import DicomWebSource, default_cache, parse_query
+from mammoseg.dicomweb.source import DicomWebSource, default_cache, instance_url, parse_query
 
 _LAZY = {
     **dict.fromkeys(("DicomWeb", "FetchResult", "InstanceRef", "StoredSeg", "StoreOutcome", "Verdict", "cache_path",
                      "classify", "matching_seg"), "mammoseg.dicomweb.client"),
     **dict.fromkeys(("ENV_PASSWORD", "ENV_TOKEN", "ENV_USER", "DicomWebError", "resolve_auth"),
                     "mammoseg.dicomweb.session"),
+    **dict.fromkeys(("Limits",), "mammoseg.dicomweb.limits"),
 }
 
 __all__ = [  # noqa: F822 - the client's names are resolved by __getattr__
     "ENV_PASSWORD", "ENV_TOKEN", "ENV_USER", "DicomWeb", "DicomWebError", "DicomWebSource", "FetchResult",
-    "InstanceRef", "StoreOutcome", "StoredSeg", "Verdict", "cache_path", "classify", "default_cache", "matching_seg",
-    "parse_query", "resolve_auth",
+    "InstanceRef", "Limits", "StoreOutcome", "StoredSeg", "Verdict", "cache_path", "classify", "default_cache",
+    "instance_url", "matching_seg", "parse_query", "resolve_auth",
 ]
 
 

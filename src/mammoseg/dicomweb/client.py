@@ -13,16 +13,29 @@ Rules it keeps (the first three in `mammoseg.dicomweb.session`):
 - **TLS** is verified; `ca_bundle` adds the CAs of a PEM file to the trusted ones.
 - **Timeouts** on every request; **retries** with exponential back-off (urllib3 `Retry`) on
   connection errors, read errors and HTTP 429/500/502/503/504, honouring Retry-After.
-- **Errors** are `DicomWebError`, one line naming the server (and instance) and the reason.
-  Fetching many instances reports each failure and goes on with the rest.
+- **Limits** (`mammoseg.dicomweb.limits`): each attempt of a request must bring its whole
+  answer within a deadline; answers read into memory are capped, instances stream to disk
+  under their own cap; a search stops with an error past `max_instances` results or when a
+  page repeats results already received.
+- **Answers are checked** (`mammoseg.dicomweb.answers`): QIDO and metadata answers must be DICOM
+  JSON, WADO-RS answers a multipart/related DICOM part that is a DICOM file of the instance
+  asked for; a STOW-RS answer must list the stored instance in its Referenced SOP Sequence.
+  QIDO, WADO-RS and metadata requests go through the requests session directly
+  (dicomweb-client reads whole answers into memory and trusts their shape); STOW-RS goes
+  through dicomweb-client, on the same session and limits.
+- **Errors** are `DicomWebError`, one line naming the server (or the instance's WADO-RS URL)
+  and the reason. Fetching many instances reports each failure, whatever it is, and goes on
+  with the rest; only failures of the server as a whole (authentication, connection, TLS)
+  stop the run.
 - Retrieved instances go to a cache folder as `<study>/<series>/<sop>.dcm`, written
-  atomically; a SOP instance never changes, so a cached file is not fetched again.
+  atomically as received; a SOP instance never changes, so a cached file is not fetched again.
 
 Needs the optional extra: `pip install 'mammoseg[dicomweb]'`.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -37,6 +50,16 @@ from pydicom.uid import UID
 
 from mammoseg.dicom.codes import BREAST_TOMOSYNTHESIS, MG_FOR_PRESENTATION, MG_FOR_PROCESSING, SEGMENTATION
 from mammoseg.dicom.seg import SegIdentity, referenced_instances, seg_identity
+from mammoseg.dicomweb.answers import (
+    BadAnswer,
+    FirstPart,
+    check_part10,
+    dicom_json,
+    json_value,
+    multipart_boundary,
+    one_line,
+)
+from mammoseg.dicomweb.limits import AnswerTooLarge, DeadlineExceeded, Limits, end_answer, iter_answer
 from mammoseg.dicomweb.session import (
     ENV_USER,
     RETRY_STATUS,
@@ -46,6 +69,7 @@ from mammoseg.dicomweb.session import (
     resolve_auth,
     root_reason,
 )
+from mammoseg.dicomweb.source import DicomWebSource, instance_url
 from mammoseg.io import atomic_path
 
 try:  # the optional extra (the session module has already checked requests)
@@ -63,6 +87,10 @@ if logging.getLogger("dicomweb_client").level == logging.NOTSET:
 
 #: QIDO attributes asked for each instance: study, series and SOP instance UIDs, SOP class, modality.
 _FIELDS = ("0020000D", "0020000E", "00080018", "00080016", "00080060")
+#: Results asked for per QIDO request (limit/offset paging).
+QIDO_PAGE = 1000
+_JSON_ACCEPT = "application/dicom+json, application/json"
+_WADO_ACCEPT = 'multipart/related; type="application/dicom"'
 
 
 @dataclass(frozen=True)
@@ -157,8 +185,10 @@ class DicomWeb:
     """One DICOMweb server: search (QIDO-RS), retrieve (WADO-RS) and store (STOW-RS).
 
     `url` is the service root (e.g. `https://pacs.example.org/dicom-web`). `timeout` is
-    (connect, read) seconds per request; `retries` and `backoff` drive urllib3's Retry
-    (waits of backoff x 2^n seconds, at most 30). Credentials as the module docstring says.
+    (connect, read) seconds of silence a request tolerates; `limits` bound each whole answer
+    in time and size and each search in results (`mammoseg.dicomweb.limits`); `retries` and
+    `backoff` drive urllib3's Retry (waits of backoff x 2^n seconds, at most 30).
+    Credentials as the module docstring says.
     """
 
     def __init__(
@@ -171,13 +201,33 @@ class DicomWeb:
         retries: int = 4,
         backoff: float = 0.5,
         env: Mapping[str, str] | None = None,
+        limits: Limits = Limits(),
     ) -> None:
         self.url = checked_url(url)
         auth, self.auth_source = resolve_auth(self.url, netrc_file, env)
-        self.retries = retries
-        self.session = make_session(auth, ca_bundle, retries, backoff)
-        self.client = DICOMwebClient(self.url, session=self.session, timeout=timeout)
+        self.retries, self.timeout, self.limits = retries, timeout, limits
+        self.session = make_session(auth, ca_bundle, retries, backoff, limits)
+        self.client = DICOMwebClient(self.url, session=self.session, timeout=timeout)  # STOW-RS
         self.client.set_http_retry_params(retry=False)  # urllib3 retries underneath, connection errors too
+
+    @classmethod
+    def connect(cls, source: DicomWebSource) -> DicomWeb:
+        """A client for `source`'s server (credentials from the environment or netrc).
+
+        `timeout` bounds each request as a whole: it is the deadline for the whole answer, and
+        also the connect and read timeouts (at most 10 s to connect)."""
+        options: dict[str, Any] = {"netrc_file": source.netrc, "ca_bundle": source.ca_bundle}
+        limits: dict[str, Any] = {}
+        if source.timeout is not None:
+            if not source.timeout > 0:
+                raise ValueError(f"--timeout must be positive, got {source.timeout}")
+            options["timeout"] = (min(10.0, source.timeout), source.timeout)
+            limits["deadline"] = source.timeout
+        if source.max_instances is not None:
+            if source.max_instances < 1:
+                raise ValueError(f"--max-instances must be at least 1, got {source.max_instances}")
+            limits["max_instances"] = source.max_instances
+        return cls(source.url, limits=Limits(**limits), **options)
 
     def __enter__(self) -> DicomWeb:
         return self
@@ -191,7 +241,7 @@ class DicomWeb:
     def check(self) -> None:
         """One small QIDO request, so a wrong URL, password or certificate fails before any work."""
         with self._errors(""):
-            self.client.search_for_studies(limit=1, fields=["0020000D"])
+            self._get_json(f"{self.url}/studies", {"limit": 1, "includefield": "0020000D"})
 
     def search_instances(
         self, studies: Sequence[str] = (), query: Mapping[str, str] | None = None
@@ -199,38 +249,52 @@ class DicomWeb:
         """Instances of the `studies` and of the studies matching `query` (QIDO study filters: ModalitiesInStudy...)."""
         study_uids = list(dict.fromkeys(studies))
         if query:
-            with self._errors("study search"):
-                found = self._all_pages(self.client.search_for_studies, "0020000D", search_filters=dict(query),
-                                        fields=["0020000D"])
-            study_uids += [uid for uid in (_json_value(r, "0020000D") for r in found) if uid and uid not in study_uids]
+            found = self._all_pages(f"{self.url}/studies", {**query, "includefield": "0020000D"}, "0020000D",
+                                    "study search", self.limits.max_instances)
+            study_uids += [uid for uid in (json_value(r, "0020000D") for r in found) if uid and uid not in study_uids]
         refs: list[InstanceRef] = []
         for study in study_uids:
-            with self._errors(f"study {study}"):
-                results = self._all_pages(self.client.search_for_instances, "00080018", study_instance_uid=study,
-                                          fields=list(_FIELDS))
+            results = self._all_pages(f"{self.url}/studies/{study}/instances", {"includefield": list(_FIELDS)},
+                                      "00080018", f"study {study}", self.limits.max_instances - len(refs))
             if not results:
                 log.warning("%s study %s: no instances found", self.url, study)
             refs += [_instance_ref(r, study) for r in results]
         return refs
 
     def retrieve(self, ref: InstanceRef, cache: str | os.PathLike) -> Path:
-        """The instance as a file in `cache` (fetched once; written atomically)."""
+        """The instance as a file in `cache` (fetched once; written atomically, as received)."""
         path = cache_path(cache, ref)
         if path.is_file():
             return path
-        with self._errors(f"instance {ref.sop_uid}"):
-            ds = self.client.retrieve_instance(ref.study_uid, ref.series_uid, ref.sop_uid)
-        if str(ds.get("SOPInstanceUID", "")) != ref.sop_uid:
-            raise DicomWebError(f"{self.url} instance {ref.sop_uid}: the server returned {ds.get('SOPInstanceUID')}")
-        with atomic_path(path) as tmp:
-            ds.save_as(tmp)  # as received: same preamble, file meta and encoding
+        url = instance_url(self.url, ref)
+        with self._errors(url, named=True), atomic_path(path) as tmp:
+            self._download(url, tmp)
+            check_part10(tmp, ref.sop_uid)
         return path
 
-    def fetch(self, refs: Sequence[InstanceRef], cache: str | os.PathLike) -> FetchResult:
-        """Retrieve every ref; an instance that fails is reported and the others go on.
+    def _download(self, url: str, target: Path) -> None:
+        """The DICOM part of the WADO-RS answer at `url`, streamed into `target` (at most max_instance_bytes)."""
+        response = self.session.get(url, headers={"Accept": _WADO_ACCEPT}, stream=True, timeout=self.timeout)
+        try:
+            response.raise_for_status()
+            boundary = multipart_boundary(response)
+            with open(target, "wb") as sink:
+                part = FirstPart(boundary, sink) if boundary is not None else None
+                for chunk in iter_answer(response, self.limits.max_instance_bytes):
+                    if part is None:
+                        sink.write(chunk)
+                    elif part.feed(chunk):
+                        return  # the part is whole: the rest of the answer is not needed
+                if part is not None:
+                    part.close()
+        finally:
+            end_answer(response)
 
-        Authentication and connection failures concern the server, not one instance: they
-        are raised at once instead of being repeated for every instance.
+    def fetch(self, refs: Sequence[InstanceRef], cache: str | os.PathLike) -> FetchResult:
+        """Retrieve every ref; an instance that fails, for whatever reason, is reported and the others go on.
+
+        Authentication and connection failures concern the server, not one instance, and a full
+        disk the machine: they are raised at once instead of being repeated for every instance.
         """
         result = FetchResult()
         for ref in refs:
@@ -240,22 +304,28 @@ class DicomWeb:
                 if exc.fatal:
                     raise
                 result.failures[ref.sop_uid] = str(exc)
-                log.warning("%s", exc)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                result.failures[ref.sop_uid] = f"{instance_url(self.url, ref)}: {one_line(exc)}"
+            except Exception as exc:  # noqa: BLE001 - one instance never stops the others
+                result.failures[ref.sop_uid] = (f"{instance_url(self.url, ref)}: {type(exc).__name__}: "
+                                                f"{one_line(exc)}")
+            if ref.sop_uid in result.failures:
+                log.warning("%s", result.failures[ref.sop_uid])
         return result
 
     def stored_segs(self, study_uid: str) -> list[StoredSeg]:
         """The SEGs of a study with their run identity and referenced images (QIDO, then metadata)."""
-        with self._errors(f"study {study_uid}"):
-            results = self._all_pages(self.client.search_for_instances, "00080018", study_instance_uid=study_uid,
-                                      search_filters={"Modality": "SEG"}, fields=list(_FIELDS))
+        results = self._all_pages(f"{self.url}/studies/{study_uid}/instances",
+                                  {"Modality": "SEG", "includefield": list(_FIELDS)}, "00080018", f"study {study_uid}",
+                                  self.limits.max_instances)
         segs = []
         for ref in (_instance_ref(r, study_uid) for r in results):
             if ref.sop_class not in ("", SEGMENTATION):
                 continue
             with self._errors(f"SEG {ref.sop_uid}"):
-                metadata = self.client.retrieve_instance_metadata(ref.study_uid, ref.series_uid, ref.sop_uid)
-            ds = Dataset.from_json(metadata, bulk_data_uri_handler=_no_bulk_data)
-            segs.append(StoredSeg(ref, seg_identity(ds), frozenset(referenced_instances(ds))))
+                segs.append(_stored_seg(ref, self._get_json(f"{instance_url(self.url, ref)}/metadata")))
         return segs
 
     def find_seg(self, study_uid: str, source_sop_uid: str, identity: SegIdentity) -> StoredSeg | None:
@@ -292,39 +362,67 @@ class DicomWeb:
             dataset = pydicom.dcmread(dataset)
         uid = str(dataset.SOPInstanceUID)
         with self._errors(f"instance {uid}"):
-            response = self.client.store_instances([dataset])
+            try:
+                response = self.client.store_instances([dataset])
+            except (requests.RequestException, DeadlineExceeded, AnswerTooLarge):
+                raise
+            except Exception as exc:  # dicomweb-client parsing an answer of the server's choosing
+                raise BadAnswer(f"the STOW-RS answer is not understood ({type(exc).__name__}: "
+                                f"{one_line(exc)})") from exc
         failed = response.get("FailedSOPSequence") if response is not None else None
         if failed:
             reason = failed[0].get("FailureReason", "unknown")
             raise DicomWebError(f"{self.url} instance {uid}: the server refused to store it (failure reason {reason})")
+        stored = response.get("ReferencedSOPSequence") if response is not None else None
+        if not any(str(item.get("ReferencedSOPInstanceUID", "")) == uid for item in stored or ()):
+            # The Store Instances Response lists what was stored (PS3.18); a login page or an empty
+            # answer confirms nothing.
+            raise DicomWebError(f"{self.url} instance {uid}: the server's STOW-RS answer does not confirm it was "
+                                "stored (no Referenced SOP Sequence item for it)")
         return uid
 
-    def _all_pages(self, search: Any, key: str, page: int = 1000, **kwargs: Any) -> list[dict[str, Any]]:
-        """Every QIDO result, page by page (limit/offset), each once by its `key` UID.
+    def _get_json(self, url: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The DICOM JSON answer to a GET (QIDO-RS, metadata), checked by `answers.dicom_json`."""
+        response = self.session.get(url, params=params, headers={"Accept": _JSON_ACCEPT}, timeout=self.timeout)
+        response.raise_for_status()
+        return dicom_json(response)
 
-        Some servers ignore `offset` with some filters and answer the first page again;
-        a page with nothing new ends the search instead of looping forever.
+    def _all_pages(self, url: str, params: Mapping[str, Any], key: str, what: str, room: int) -> list[dict[str, Any]]:
+        """Every QIDO result at `url`, page by page (limit/offset), each once by its `key` UID; at most `room`.
+
+        Why bounded: a server may ignore `offset` and send the same page again, or make up new
+        results on every page. A page that brings nothing new, or results past `room`, ends the
+        search with a one-line error instead of a loop. A page shorter than asked is the last;
+        so is a longer one (the server ignores `limit` and sent everything at once).
         """
-        results: list[dict[str, Any]] = []
-        seen: set[str] = set()
+        results: dict[str, dict[str, Any]] = {}
         offset = 0
         while True:
-            batch = search(limit=page, offset=offset, **kwargs)
-            fresh = [r for r in batch if _json_value(r, key) not in seen]
-            seen.update(_json_value(r, key) for r in fresh)
-            results += fresh
-            if len(batch) < page or not fresh:
-                if batch and not fresh:
-                    log.warning("%s ignored the QIDO offset; the search may have missed results", self.url)
-                return results
+            with self._errors(what):
+                batch = self._get_json(url, {**params, "limit": QIDO_PAGE, "offset": offset})
+                fresh = _new_results(batch, key, results)
+            if batch and not fresh:
+                raise DicomWebError(f"{self.url} {what}: the page at offset {offset} repeats results already received "
+                                    "(the server ignores the QIDO offset); narrow the search (--study, --query) to "
+                                    f"fewer than {QIDO_PAGE} results")
+            results.update(fresh)
+            if len(results) > room:
+                noun = "studies" if key == "0020000D" else "instances"
+                raise DicomWebError(f"{self.url} {what}: more than {self.limits.max_instances} {noun} found; "
+                                    "narrow the search (--study, --query) or raise --max-instances")
+            if len(batch) != QIDO_PAGE:
+                return list(results.values())
             offset += len(batch)
 
     @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        """Turn requests' exceptions into one-line DicomWebErrors naming the server and `what`."""
-        where = f"{self.url} {what}".strip()
+    def _errors(self, what: str, named: bool = False) -> Iterator[None]:
+        """Turn requests' exceptions and unusable answers into one-line DicomWebErrors naming the server and
+        `what` (or, `named`, `what` alone: an instance's URL)."""
+        where = what if named else f"{self.url} {what}".strip()
         try:
             yield
+        except (BadAnswer, DeadlineExceeded, AnswerTooLarge) as exc:
+            raise DicomWebError(f"{where}: {exc}") from exc
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else 0
             raise DicomWebError(f"{where}: {self._http_reason(exc.response)}", fatal=status in (401, 403)) from exc
@@ -350,19 +448,38 @@ class DicomWeb:
         return f"{text} after {self.retries} retries" if status in RETRY_STATUS else text
 
 
-def _json_value(result: Mapping[str, Any], tag: str) -> str:
-    values = result.get(tag, {}).get("Value") or [""]
-    return str(values[0])
+def _new_results(batch: Sequence[Mapping[str, Any]], key: str, known: Mapping[str, Any]) -> dict[str, Any]:
+    """The results of a QIDO page not in `known`, by their `key` UID; one without that UID is a BadAnswer."""
+    fresh: dict[str, Any] = {}
+    for index, result in enumerate(batch):
+        uid = json_value(result, key)
+        if not uid:
+            raise BadAnswer(f"answered with a result ({index + 1} of the page) without {key}, the UID searched for")
+        if uid not in known:
+            fresh.setdefault(uid, result)
+    return fresh
 
 
 def _instance_ref(result: Mapping[str, Any], study_uid: str) -> InstanceRef:
     return InstanceRef(
-        study_uid=_json_value(result, "0020000D") or study_uid,
-        series_uid=_json_value(result, "0020000E"),
-        sop_uid=_json_value(result, "00080018"),
-        sop_class=_json_value(result, "00080016"),
-        modality=_json_value(result, "00080060"),
+        study_uid=json_value(result, "0020000D") or study_uid,
+        series_uid=json_value(result, "0020000E"),
+        sop_uid=json_value(result, "00080018"),
+        sop_class=json_value(result, "00080016"),
+        modality=json_value(result, "00080060"),
     )
+
+
+def _stored_seg(ref: InstanceRef, metadata: Sequence[Mapping[str, Any]]) -> StoredSeg:
+    """The SEG that `metadata` (a WADO-RS metadata answer) describes; a BadAnswer unless it is one data set."""
+    if len(metadata) != 1:
+        raise BadAnswer(f"answered with {len(metadata)} data sets for one instance's metadata")
+    try:
+        ds = Dataset.from_json(dict(metadata[0]), bulk_data_uri_handler=_no_bulk_data)
+        return StoredSeg(ref, seg_identity(ds), frozenset(referenced_instances(ds)))
+    except Exception as exc:  # pydicom and the SEG readers meeting JSON of the server's choosing
+        raise BadAnswer(f"answered with metadata that is not a usable SEG ({type(exc).__name__}: "
+                        f"{one_line(exc)[:200]})") from exc
 
 
 def _no_bulk_data(*_: object) -> bytes:

@@ -1,4 +1,4 @@
-"""The HTTP session under the DICOMweb client: credentials, verified TLS, timeouts, retries, errors.
+"""The HTTP session under the DICOMweb client: credentials, verified TLS, timeouts, retries, limits, errors.
 
 Why apart: these are the rules a hospital network imposes, the same for every request.
 Credentials never come from the command line: `MAMMOSEG_DICOMWEB_TOKEN` (a bearer token),
@@ -6,7 +6,9 @@ or `MAMMOSEG_DICOMWEB_USER` + `MAMMOSEG_DICOMWEB_PASSWORD`, or a netrc file (the
 else `~/.netrc`) with an entry for the server's host. TLS is verified; a CA bundle is added
 to the default trust, not put in its place. urllib3's `Retry` repeats a request on
 connection and read errors and on HTTP 429/500/502/503/504, with exponential back-off and
-Retry-After honoured.
+Retry-After honoured (each wait at most 30 s). The session's adapter also keeps the
+limits of `mammoseg.dicomweb.limits` on every request: the deadline per attempt (a watch on
+each connection it opens) and the size of answers it reads into memory.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import netrc
 import os
 import re
 import ssl
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mammoseg.dicomweb.limits import MAX_WAIT_S, DeadlineExceeded, Limits, Watch, iter_answer
 from mammoseg.version import __version__
 
 try:  # the optional extra
@@ -27,6 +31,8 @@ try:  # the optional extra
     from requests import Session
     from requests.adapters import HTTPAdapter
     from requests.auth import HTTPBasicAuth
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
     from urllib3.util.retry import Retry
 except ImportError as _missing:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -35,6 +41,8 @@ except ImportError as _missing:  # pragma: no cover - depends on the environment
 
 ENV_USER, ENV_PASSWORD, ENV_TOKEN = "MAMMOSEG_DICOMWEB_USER", "MAMMOSEG_DICOMWEB_PASSWORD", "MAMMOSEG_DICOMWEB_TOKEN"
 RETRY_STATUS = (429, 500, 502, 503, 504)
+#: Redirects followed per request (requests' default, 30, would multiply the time a server can hold it).
+MAX_REDIRECTS = 5
 
 
 class DicomWebError(ValueError):
@@ -91,11 +99,12 @@ class _BearerAuth:
         return request
 
 
-def make_session(auth: Any, ca_bundle: str | os.PathLike | None, retries: int, backoff: float) -> Any:
-    """A requests Session: auth, verified TLS (plus `ca_bundle`), retries with back-off."""
-    retry = Retry(
+def make_session(auth: Any, ca_bundle: str | os.PathLike | None, retries: int, backoff: float,
+                 limits: Limits = Limits()) -> Any:
+    """A requests Session: auth, verified TLS (plus `ca_bundle`), retries with back-off, `limits` on every request."""
+    retry = _Retry(
         total=retries, connect=retries, read=retries, status=retries, other=0,
-        backoff_factor=backoff, backoff_max=30.0, status_forcelist=RETRY_STATUS,
+        backoff_factor=backoff, backoff_max=MAX_WAIT_S, status_forcelist=RETRY_STATUS,
         allowed_methods=None,  # STOW (POST) too: storing the same SOP instance twice is harmless
         respect_retry_after_header=True, raise_on_status=False,
     )
@@ -109,25 +118,131 @@ def make_session(auth: Any, ca_bundle: str | os.PathLike | None, retries: int, b
         except ssl.SSLError as exc:
             raise DicomWebError(f"--ca-bundle {ca_bundle}: not a PEM certificate file ({exc})") from exc
     session = Session()
+    session.max_redirects = MAX_REDIRECTS  # each is a request of its own, with its own deadline
     session.auth = auth
     session.headers["User-Agent"] = f"mammoseg/{__version__}"
-    adapter = _Adapter(max_retries=retry, ssl_context=context)
+    adapter = _Adapter(max_retries=retry, ssl_context=context, limits=limits)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
 
 
-class _Adapter(HTTPAdapter):
-    """HTTPAdapter whose pools use `ssl_context` (the default trust plus --ca-bundle) when given."""
+#: The watch of the request this thread is sending (set by `_Adapter.send`, read by its connections).
+_current = threading.local()
 
-    def __init__(self, *args: Any, ssl_context: ssl.SSLContext | None = None, **kwargs: Any) -> None:
+
+def _watch() -> Watch | None:
+    return getattr(_current, "watch", None)
+
+
+class _Retry(Retry):
+    """urllib3's Retry, bounded: a server's Retry-After is waited at most MAX_WAIT_S; waits do not count
+    against the deadline, and a request whose deadline expired is not tried again."""
+
+    def get_retry_after(self, response: Any) -> float | None:
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else min(seconds, MAX_WAIT_S)
+
+    def sleep(self, response: Any = None) -> None:
+        watch = _watch()
+        if watch is not None:
+            watch.pause()
+            if watch.expired:
+                return  # the next attempt is refused at once
+        super().sleep(response)
+
+
+class _WatchedConnection:
+    """A connection that tells the current request's watch when an attempt starts and what socket it reads."""
+
+    def connect(self) -> None:
+        watch = _watch()
+        if watch is not None:
+            watch.attempt(self)
+        super().connect()  # type: ignore[misc]
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        watch = _watch()
+        if watch is not None:
+            watch.attempt(self)
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        watch = _watch()
+        if watch is not None:
+            watch.reading(self.sock)  # type: ignore[attr-defined]
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_WatchedConnection, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedConnection, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _Adapter(HTTPAdapter):
+    """HTTPAdapter that keeps `limits` on every request, and whose pools use `ssl_context` (the default
+    trust plus --ca-bundle) when given.
+
+    Every answer is fetched streaming under a `Watch`. A request made with `stream=True` gets
+    the response with its watch (`mammoseg_watch`) still running: the caller reads the body with
+    `limits.iter_answer` (or ends it with `limits.end_answer`). Any other answer is read here,
+    at most `limits.max_answer_bytes`, before the response is returned.
+    """
+
+    def __init__(self, *args: Any, ssl_context: ssl.SSLContext | None = None, limits: Limits = Limits(),
+                 **kwargs: Any) -> None:
         self._ssl_context = ssl_context
+        self._limits = limits
         super().__init__(*args, **kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         if self._ssl_context is not None:
             kwargs["ssl_context"] = self._ssl_context
         super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS pools have their own connections: the body checks remain
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+    def send(self, request: Any, stream: bool = False, **kwargs: Any) -> Any:
+        watch = Watch(self._limits.deadline)
+        _current.watch = watch
+        try:
+            watch.attempt(None)  # the clock runs from here; each connection attempt restarts it
+            response = super().send(request, stream=True, **kwargs)
+        except Exception as exc:
+            watch.finish()
+            if watch.expired and not isinstance(exc, DeadlineExceeded):
+                raise DeadlineExceeded(watch.message()) from exc
+            raise
+        finally:
+            _current.watch = None
+        response.mammoseg_watch = watch
+        if not stream:
+            try:
+                # What requests' own `content` would hold, read within the limits.
+                response._content = b"".join(iter_answer(response, self._limits.max_answer_bytes))
+                response._content_consumed = True
+            finally:
+                response.close()
+        return response
 
 
 def checked_url(url: str) -> str:

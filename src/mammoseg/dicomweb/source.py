@@ -14,14 +14,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # the optional extra, imported when connecting
-    from mammoseg.dicomweb.client import DicomWeb
+from typing import Any
 
 #: Flags of the shared group, and their argparse destinations.
 SOURCE_FLAGS = (("--study", "study"), ("--query", "query"), ("--cache", "cache"), ("--netrc", "netrc"),
-                ("--ca-bundle", "ca_bundle"), ("--timeout", "timeout"))
+                ("--ca-bundle", "ca_bundle"), ("--timeout", "timeout"), ("--max-instances", "max_instances"))
+#: A search that finds more instances than this stops with an error (--max-instances raises it).
+DEFAULT_MAX_INSTANCES = 100_000
 CREDENTIALS_HELP = "credentials: MAMMOSEG_DICOMWEB_USER/_PASSWORD or _TOKEN, or a netrc file; never on the command line"
 
 
@@ -37,6 +36,11 @@ def parse_query(items: Sequence[str]) -> dict[str, str]:
             raise ValueError(f"--query {key} is given twice")
         filters[key] = value
     return filters
+
+
+def instance_url(url: str, ref: Any) -> str:
+    """The WADO-RS address of instance `ref` (an `InstanceRef`) on the server at `url`: how errors name it."""
+    return f"{url}/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_uid}"
 
 
 def default_cache() -> Path:
@@ -55,7 +59,8 @@ class DicomWebSource:
     query: tuple[str, ...] = ()  # QIDO study filters as "KEY=VALUE"
     netrc: str | None = None
     ca_bundle: str | None = None
-    timeout: float | None = None  # seconds per request; None keeps the client's default
+    timeout: float | None = None  # seconds per request, whole answer included; None keeps the client's defaults
+    max_instances: int | None = None  # results a search may find; None: DEFAULT_MAX_INSTANCES
 
     def filters(self, what: str) -> dict[str, str]:
         """The QIDO filters; `what` (the flag that asked) names the error when no study is given at all."""
@@ -68,22 +73,11 @@ class DicomWebSource:
         """The studies asked for, as a message names them."""
         return ", ".join([f"study {uid}" for uid in self.studies] + [f"{k}={v}" for k, v in parse_query(self.query).items()])
 
-    def connect(self) -> DicomWeb:
-        """A `DicomWeb` client for the server (credentials from the environment or netrc)."""
-        from mammoseg.dicomweb.client import DicomWeb
-
-        options: dict[str, Any] = {"netrc_file": self.netrc, "ca_bundle": self.ca_bundle}
-        if self.timeout is not None:
-            if self.timeout <= 0:
-                raise ValueError(f"--timeout must be positive, got {self.timeout}")
-            options["timeout"] = self.timeout
-        return DicomWeb(self.url, **options)
-
     def options(self) -> dict[str, Any]:
         """What a prepared folder records of the source (the cache is its `src`): url, studies, query,
         and the connection settings that were given."""
         recorded: dict[str, Any] = {"url": self.url, "studies": list(self.studies), "query": list(self.query)}
-        for key in ("netrc", "ca_bundle", "timeout"):
+        for key in ("netrc", "ca_bundle", "timeout", "max_instances"):
             if getattr(self, key) is not None:
                 recorded[key] = getattr(self, key)
         return recorded
@@ -100,7 +94,11 @@ def add_source_arguments(parser: argparse.ArgumentParser, title: str) -> argpars
     group.add_argument("--netrc", default=None, metavar="FILE", help="netrc file with the server's credentials")
     group.add_argument("--ca-bundle", default=None, metavar="FILE", help="PEM file of CAs to trust besides the default")
     group.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                       help="per-request timeout (default: 10 s to connect, 120 s to read)")
+                       help="longest time one request may take, its whole answer included (default: 600 s; "
+                            "10 s to connect, 120 s without a byte)")
+    group.add_argument("--max-instances", type=int, default=None, metavar="N",
+                       help=f"stop with an error when the studies hold more than N instances "
+                            f"(default {DEFAULT_MAX_INSTANCES})")
     return group
 
 
@@ -117,4 +115,5 @@ def source_from_args(url: str, args: argparse.Namespace) -> DicomWebSource:
     return DicomWebSource(
         url=url, cache=Path(args.cache).absolute() if args.cache else default_cache(), studies=tuple(args.study),
         query=tuple(args.query), netrc=absolute(args.netrc), ca_bundle=absolute(args.ca_bundle), timeout=args.timeout,
+        max_instances=args.max_instances,
     )

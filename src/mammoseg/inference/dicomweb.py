@@ -33,13 +33,14 @@ from typing import TYPE_CHECKING, Any
 import pydicom
 
 from mammoseg.dicom.seg import SegIdentity, require_highdicom
-from mammoseg.dicomweb.source import DicomWebSource, parse_query
+from mammoseg.dicomweb.source import DicomWebSource, instance_url, parse_query
 from mammoseg.folders import open_output_folder
-from mammoseg.inference.journal import ERRORS_COLUMNS, SUMMARY_FILE
-from mammoseg.inference.outputs import OUTPUT_ENTRIES, SKIPPED_FILE, STORED_FILE
+from mammoseg.inference.journal import ERRORS_COLUMNS
+from mammoseg.inference.outputs import OUTPUT_ENTRIES
 from mammoseg.inference.predict import PredictOptions, predict
 from mammoseg.inference.run_identity import run_identity
 from mammoseg.io import read_csv, write_csv_atomic, write_text_atomic
+from mammoseg.layouts import PredictionLayout
 
 if TYPE_CHECKING:  # the optional extra, imported where used
     from mammoseg.dicomweb import DicomWeb, InstanceRef, StoredSeg
@@ -87,10 +88,12 @@ def predict_dicomweb(
     `options` are predict's (threshold, tta, save_prob, batch_size, device, progress); DICOM SEG
     is always on, and each SEG records this run's identity.
     """
+    from mammoseg.dicomweb import DicomWeb
+
     job.check()
     require_highdicom()
     identity = run_identity(run_dir, options.threshold)  # hashes the checkpoints: once per run
-    with job.source.connect() as web:
+    with DicomWeb.connect(job.source) as web:
         web.check()
         claim_output(out_dir, job)  # a bad --out is refused before the search
         refs = web.search_instances(job.source.studies, job.source.filters("--dicomweb"))
@@ -190,11 +193,6 @@ def _skipped_row(ref: InstanceRef, reason: str) -> dict[str, str]:
             "reason": reason}
 
 
-def instance_url(url: str, ref: InstanceRef) -> str:
-    """The instance's WADO-RS address: how errors.csv names an instance that was never downloaded."""
-    return f"{url}/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_uid}"
-
-
 class _SegStore:
     """Stores SEGs on one server: each study's SEGs are looked up once; after a server-wide failure
     (authentication, connection) the remaining SEGs are not tried, and say why."""
@@ -228,19 +226,19 @@ def store_segs(web: DicomWeb, out: Path, selection: Selection, identity: SegIden
                force: bool) -> list[dict[str, str]]:
     """Send each predicted image's SEG back (step 4); one `stored.csv` row per image, in predictions.csv order."""
     by_input = {str(path): selection.refs[sop] for sop, path in selection.files.items()}
-    segs = _SegStore(web, identity, force)
-    return [segs.store(by_input[row["input"]], out / "seg" / f"{row['id']}.dcm")
-            for row in read_csv(out / "predictions.csv")]
+    segs, layout = _SegStore(web, identity, force), PredictionLayout(out)
+    return [segs.store(by_input[row["input"]], layout.seg(row["id"])) for row in read_csv(layout.predictions)]
 
 
 def _finish(out: Path, summary: dict[str, Any], selection: Selection, identity: SegIdentity,
             stored: list[dict[str, str]] | None, about: dict[str, Any]) -> dict[str, Any]:
     """skipped.csv, errors.csv with the failed downloads first, stored.csv; predict.json with the counts."""
-    write_csv_atomic(out / SKIPPED_FILE, selection.skipped, SKIPPED_COLUMNS)
-    errors = selection.errors + read_csv(out / "errors.csv")
-    write_csv_atomic(out / "errors.csv", errors, ERRORS_COLUMNS)
+    layout = PredictionLayout(out)
+    write_csv_atomic(layout.skipped, selection.skipped, SKIPPED_COLUMNS)
+    errors = selection.errors + read_csv(layout.errors)
+    write_csv_atomic(layout.errors, errors, ERRORS_COLUMNS)
     if stored is not None:
-        write_csv_atomic(out / STORED_FILE, stored, STORED_COLUMNS)
+        write_csv_atomic(layout.stored, stored, STORED_COLUMNS)
     outcomes = [row["outcome"] for row in stored or []]
     n_mammograms = len(selection.files) + len(selection.errors)
     summary.update(run_name=identity.run_name, run_id=identity.run_id, n_errors=len(errors))
@@ -251,5 +249,5 @@ def _finish(out: Path, summary: dict[str, Any], selection: Selection, identity: 
         # Mammograms not predicted, or (with store) whose SEG could not be stored: what the exit status counts.
         "n_failed": n_mammograms - summary["n_predicted"] + outcomes.count(FAILED),
     }
-    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(layout.summary, json.dumps(summary, indent=2) + "\n")
     return summary

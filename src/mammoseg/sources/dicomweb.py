@@ -11,7 +11,8 @@ Study Instance UID and/or QIDO study filters (e.g. `ModalitiesInStudy=MG`,
   the predictions `predict --store` sends back, never count as reference masks;
 - anything else (For Processing images, other modalities, reports) becomes a record with
   the reason it was skipped, which `prepare` lists in errors.csv; so does an image whose
-  retrieval failed, while the others go on.
+  retrieval failed, whatever the server sent (the reason names its WADO-RS URL), while the
+  others go on.
 
 An image with no SEG gets an empty mask. `src` is the cache folder (files are named
 `<study>/<series>/<sop>.dcm`, fetched once); record ids are SOP Instance UIDs.
@@ -46,16 +47,17 @@ def iter_dicomweb_records(
     netrc: str | None = None,
     ca_bundle: str | None = None,
     timeout: float | None = None,
+    max_instances: int | None = None,
 ) -> Iterator[Record]:
     """Records of the studies on the server at `url`, fetched into the cache folder `src` (module docstring).
 
     The keywords are those a prepared folder records (`DicomWebSource.options`)."""
-    from mammoseg.dicomweb import cache_path, classify
+    from mammoseg.dicomweb import DicomWeb, cache_path, classify
 
-    source = DicomWebSource(url, Path(src), tuple(studies), tuple(query), netrc, ca_bundle, timeout)
+    source = DicomWebSource(url, Path(src), tuple(studies), tuple(query), netrc, ca_bundle, timeout, max_instances)
     cache = source.cache
     filters = source.filters("--format dicomweb")
-    with source.connect() as web:
+    with DicomWeb.connect(source) as web:
         web.check()
         refs = web.search_instances(studies, filters)
         if not refs:
