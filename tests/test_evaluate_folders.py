@@ -78,7 +78,8 @@ def test_hand_made_masks_score_exactly(tmp_path, capsys):
     # no patient ids in a folder of masks: the CI resamples images, and says so
     assert (summary["ci_unit"], summary["n_patients"]) == ("image", None)
     in_order = sorted(EXPECTED)  # evaluate scores the stems in sorted order
-    assert summary["dice_ci95"] == summarise([EXPECTED[s][0] for s in in_order], [EXPECTED[s][1] for s in in_order])["dice_ci95"]
+    by_image = summarise([EXPECTED[s][0] for s in in_order], [EXPECTED[s][1] for s in in_order])
+    assert summary["dice_ci95"] == by_image["dice_ci95"]
     assert read_csv(out / "errors.csv") == []
     assert "n=5, Dice" in capsys.readouterr().out
 

@@ -165,6 +165,7 @@ def test_patient_bootstrap_is_reproducible_and_falls_back_to_images():
     # one image without a patient id: the images are resampled, as without any ids
     patients[5] = ""
     fallback = summarise(dices, dices, seed=3, n_boot=1000, patients=patients)
-    assert fallback["ci_unit"] == "image" and fallback["dice_ci95"] == summarise(dices, dices, seed=3, n_boot=1000)["dice_ci95"]
+    assert fallback["ci_unit"] == "image"
+    assert fallback["dice_ci95"] == summarise(dices, dices, seed=3, n_boot=1000)["dice_ci95"]
     with pytest.raises(ValueError, match="40 Dice values but 3 patient ids"):
         summarise(dices, dices, patients=["a", "b", "c"])

@@ -130,6 +130,8 @@ def test_run_page_shows_learning_curves_and_table2(browser, tmp_path):
     assert cells[:4] == ["hand-made", "ResNet22-UNet", "none (random init)", "6"]
     assert browser.evaluate("document.querySelectorAll('#run table')[1].tBodies[0].rows.length") == 8  # the paper's
     assert browser.evaluate("document.getElementById('jump').hidden") is False
+    settings = browser.evaluate("document.getElementById('run-settings').textContent")
+    assert "64 px (manifest.csv)" in settings and "The paper's 512 px numbers are not comparable with run" in settings
     assert browser.errors(mark) == []
 
 
@@ -146,7 +148,8 @@ def test_areas_are_in_mm2_when_every_pixel_spacing_is_known(browser, site, tmp_p
     index = write_view(pred, tmp_path / "site", progress=False)
     mark = len(browser.events)
     browser.load(index.as_uri() + "?sort=ref_area&order=desc")
-    assert [browser.evaluate(heading.format(k)) for k in ("ref_area", "pred_area")] == ["reference mm²", "predicted mm²"]
+    headings = [browser.evaluate(heading.format(k)) for k in ("ref_area", "pred_area")]
+    assert headings == ["reference mm²", "predicted mm²"]
     assert browser.evaluate(ROW_IDS)[:2] == ["fn_big", "tp_bad"]  # 16 mm², then 4 mm² (tp_bad before tp_good by id)
     assert browser.evaluate("document.querySelector('#case-rows tr td[data-key=ref_area]').textContent") == "16"
     browser.load((tmp_path / "site" / "case.html").as_uri() + "?id=tp_bad")

@@ -87,7 +87,8 @@ def _sd(values: np.ndarray) -> float | None:
     return float(np.std(values, ddof=1)) if values.size > 1 else None
 
 
-def _bootstrap_means(values: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+def _bootstrap_means(values: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator,
+                     n_boot: int) -> np.ndarray:
     """`n_boot` bootstrap means of `values`: images drawn with replacement, or, with `groups`
     (one cluster index 0..G-1 per value), whole clusters drawn with replacement, each mean taken
     over all the images of the drawn clusters."""

@@ -109,7 +109,8 @@ def recorded_data_dir(pred_dir: Path) -> Path | None:
         return None
     found = summary["data_dirs"] if "data_dirs" in summary else prepared_inputs(summary.get("inputs") or ())
     if len(found) > 1:
-        raise ValueError(f"{layout.summary}: predict read {len(found)} prepared folders ({', '.join(map(str, found))}); "
+        folders = ", ".join(map(str, found))
+        raise ValueError(f"{layout.summary}: predict read {len(found)} prepared folders ({folders}); "
                          "give the one to show with --data")
     return _existing_dir(found[0], str(layout.summary), "prepared folder") if found else None
 

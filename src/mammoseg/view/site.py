@@ -27,7 +27,7 @@ from mammoseg.io import read_csv, write_bytes_atomic, write_text_atomic
 from mammoseg.layouts import RunLayout
 from mammoseg.manifest import UniqueIds
 from mammoseg.plots import plot_learning_curves
-from mammoseg.report import table2_markdown
+from mammoseg.report import comparability_sentence, settings_markdown, table2_markdown
 from mammoseg.view.collect import Case, ViewInput, collect_cases, resolve_input
 from mammoseg.view.render import (
     DEFAULT_MAX_SIDE,
@@ -136,7 +136,7 @@ def write_cases(inp: ViewInput, out: Path, max_side: int, progress: bool) -> tup
 
 
 def run_extras(inp: ViewInput, out: Path) -> dict[str, Any] | None:
-    """For a run: model, weights, the learning curves of every fold and Table 2."""
+    """For a run: model, weights, the learning curves of every fold, Table 2 and what produced the run."""
     if inp.run is None:
         return None
     info = inp.run
@@ -146,8 +146,10 @@ def run_extras(inp: ViewInput, out: Path) -> dict[str, Any] | None:
     if logs:
         plot_learning_curves(out / "figures" / "learning_curves.png", [(f.dir.name, read_csv(f.log)) for f in logs], title)
         curves = "figures/learning_curves.png"
+    settings = settings_markdown([info]) + "\n" + (comparability_sentence(info) or "").replace("**", "")
     return {"model": info.model, "weights": info.weights, "dataset": info.dataset, "run_dir": str(info.run_dir),
-            "learning_curves": curves, "table2": markdown_blocks(table2_markdown([info]))}
+            "learning_curves": curves, "table2": markdown_blocks(table2_markdown([info])),
+            "settings": markdown_blocks(settings)}
 
 
 def _summary(inp: ViewInput, computed: list[dict], n_rows: int) -> tuple[dict[str, Any] | None, str]:

@@ -196,6 +196,12 @@
     }
     box.appendChild(el("h2", {}, "Table 2"));
     renderBlocks(box, run.table2);
+    if (run.settings) {
+      box.appendChild(el("h2", {}, "What produced it"));
+      var settings = el("div", {id: "run-settings"});
+      renderBlocks(settings, run.settings);
+      box.appendChild(settings);
+    }
   }
 
   function renderHeader(p, onSort) {
