@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mammoseg.cli import main
+from mammoseg.evaluation.metrics import summarise
 from mammoseg.evaluation.scoring import Scoring, evaluate_predictions
 from mammoseg.io import write_png
 
@@ -83,6 +84,10 @@ def test_evaluate_end_to_end_prepared_grid(tmp_path):
     assert summary["lesion_iou_threshold"] == 0.2 and summary["n_missing"] == 0
     lo, hi = summary["dice_ci95"]
     assert 0.0 <= lo <= summary["dice_mean"] <= hi <= 1.0
+    # every image names its patient: the CI resamples patients (here one image each)
+    assert (summary["ci_unit"], summary["n_patients"]) == ("patient", 4)
+    by_patient = summarise(dices, [0.5, 1.0, 0.0, 0.0], patients=["p1", "p2", "p3", "p4"])
+    assert summary["dice_ci95"] == by_patient["dice_ci95"]
 
 
 def test_lesion_threshold_is_passed_through(tmp_path):

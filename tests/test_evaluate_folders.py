@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mammoseg.cli import main
+from mammoseg.evaluation.metrics import summarise
 from mammoseg.evaluation.scoring import evaluate_folders
 from mammoseg.io import read_csv, write_png
 
@@ -74,6 +75,11 @@ def test_hand_made_masks_score_exactly(tmp_path, capsys):
     assert summary["lesion_sensitivity"] == pytest.approx(1 / 3)
     assert summary["false_positives_per_image"] == pytest.approx(2 / 5)
     assert summary["ref_dir"] == str(ref) and summary["pred_dir"] == str(pred) and summary["data_dir"] is None
+    # no patient ids in a folder of masks: the CI resamples images, and says so
+    assert (summary["ci_unit"], summary["n_patients"]) == ("image", None)
+    in_order = sorted(EXPECTED)  # evaluate scores the stems in sorted order
+    by_image = summarise([EXPECTED[s][0] for s in in_order], [EXPECTED[s][1] for s in in_order])
+    assert summary["dice_ci95"] == by_image["dice_ci95"]
     assert read_csv(out / "errors.csv") == []
     assert "n=5, Dice" in capsys.readouterr().out
 

@@ -120,3 +120,52 @@ def test_summarise_edge_cases():
         summarise([], [])
     assert fmt_mean_sd(0.76771, 0.21344) == "0.7677 ± 0.2134"
     assert fmt_mean_sd(0.5, None) == "0.5000 ± n/a"
+
+
+def _four_views(patient_scores):
+    """Dice per image and its patient id: four views per patient."""
+    dices = [d for scores in patient_scores for d in scores]
+    patients = [f"p{i}" for i, scores in enumerate(patient_scores) for _ in scores]
+    return dices, patients
+
+
+@pytest.mark.timeout(30)
+def test_patient_bootstrap_is_wider_when_a_patients_views_score_alike():
+    # 12 patients, each scoring the same on all four views: 12 independent draws, not 48.
+    dices, patients = _four_views([[v] * 4 for v in np.linspace(0.1, 0.95, 12)])
+    by_image = summarise(dices, dices, seed=7, n_boot=4000)
+    by_patient = summarise(dices, dices, seed=7, n_boot=4000, patients=patients)
+    assert (by_image["ci_unit"], by_image["n_patients"]) == ("image", None)
+    assert (by_patient["ci_unit"], by_patient["n_patients"]) == ("patient", 12)
+    width_image = by_image["dice_ci95"][1] - by_image["dice_ci95"][0]
+    width_patient = by_patient["dice_ci95"][1] - by_patient["dice_ci95"][0]
+    # resampling 12 patients instead of 48 images: about sqrt(48 / 12) = 2 times as wide
+    assert width_patient == pytest.approx(2 * width_image, rel=0.2)
+    assert by_patient["dice_mean"] == by_image["dice_mean"]
+
+
+@pytest.mark.timeout(30)
+def test_patient_bootstrap_of_patients_with_equal_means_has_no_spread():
+    # Every patient's views average 0.5: any resample of patients has mean 0.5 exactly, while
+    # resampling the images one by one scatters the mean.
+    dices, patients = _four_views([[0.2, 0.8, 0.3, 0.7]] * 10)
+    assert summarise(dices, dices, seed=0, n_boot=500, patients=patients)["dice_ci95"] == [0.5, 0.5]
+    lo, hi = summarise(dices, dices, seed=0, n_boot=500)["dice_ci95"]
+    assert hi - lo > 0.1
+
+
+@pytest.mark.timeout(30)
+def test_patient_bootstrap_is_reproducible_and_falls_back_to_images():
+    rng = np.random.default_rng(5)
+    dices = rng.uniform(0, 1, 40).tolist()
+    patients = [f"p{i // 4}" for i in range(40)]
+    first = summarise(dices, dices, seed=3, n_boot=1000, patients=patients)
+    assert summarise(dices, dices, seed=3, n_boot=1000, patients=patients) == first  # bit for bit
+    assert summarise(dices, dices, seed=4, n_boot=1000, patients=patients)["dice_ci95"] != first["dice_ci95"]
+    # one image without a patient id: the images are resampled, as without any ids
+    patients[5] = ""
+    fallback = summarise(dices, dices, seed=3, n_boot=1000, patients=patients)
+    assert fallback["ci_unit"] == "image"
+    assert fallback["dice_ci95"] == summarise(dices, dices, seed=3, n_boot=1000)["dice_ci95"]
+    with pytest.raises(ValueError, match="40 Dice values but 3 patient ids"):
+        summarise(dices, dices, patients=["a", "b", "c"])

@@ -154,3 +154,75 @@ def test_report_needs_a_run_folder(tmp_path):
     make_run(tmp_path / "r", "resnet22", "unet", None, [0.5, 0.6], ["a", "b"], with_pred=False)
     with pytest.raises(ValueError, match="one per run"):
         write_report([tmp_path / "r"], tmp_path / "out", evals=[tmp_path, tmp_path])
+
+
+def _trained_as(run, overrides=(), image_size=None, version="0.0.9", logs_at="2024-03-01T12:00:00+00:00"):
+    """Give a hand-made run what `train` writes: the resolved config.yaml, the folder's marker (the
+    mammoseg version), fold logs last written at `logs_at`, and predict.json's image size."""
+    import os
+    from datetime import datetime
+
+    from mammoseg.config import load_config
+
+    write_text_atomic(run / "config.yaml", load_config("paper", overrides).to_yaml())
+    write_text_atomic(run / ".mammoseg.json", json.dumps({"command": "train", "mammoseg": version}))
+    newest = datetime.fromisoformat(logs_at).timestamp()
+    for k, log in enumerate(sorted(run.glob("fold*/log.csv"))):
+        os.utime(log, (newest - 3600 * k, newest - 3600 * k))
+    if image_size is not None:
+        write_text_atomic(run / "holdout_pred" / "predict.json", json.dumps({"image_size": image_size}))
+
+
+@pytest.mark.timeout(60)
+def test_report_says_what_produced_each_run_and_flags_a_comparison_with_the_paper(tmp_path):
+    from mammoseg import __version__
+
+    ids = ["a", "b", "c"]
+    data = tmp_path / "prepared"
+    make_data(data, ids)  # 64 px images
+    make_run(tmp_path / "paper_like", "resnet34", "unet", "imagenet", [0.9, 0.8, 0.7], ids, folds=5)
+    _trained_as(tmp_path / "paper_like", image_size=512)
+    summary_path = tmp_path / "paper_like" / "eval" / "summary.json"
+    write_text_atomic(summary_path, json.dumps({**json.loads(summary_path.read_text()), "ci_unit": "patient"}))
+    make_run(tmp_path / "quick", "resnet22", "unet", None, [0.5, 0.6, 0.7], ids, folds=2)
+    _trained_as(tmp_path / "quick", ["model.encoder=resnet22", "model.encoder_weights=null", "epochs.combo=2",
+                                     "epochs.focal_tversky=3", "n_folds=2"], logs_at="2024-05-02T08:30:00+00:00")
+    make_run(tmp_path / "partial", "resnet34", "fpn", "imagenet", [0.5, 0.6, 0.7], ids, folds=5)
+    _trained_as(tmp_path / "partial", image_size=512)
+    write_text_atomic(tmp_path / "partial" / "config.yaml", "model:\n  encoder: resnet34\n  decoder: fpn\n"
+                                                            "  encoder_weights: imagenet\nn_folds: 5\n")  # no epochs
+
+    md = write_report([tmp_path / n for n in ("paper_like", "quick", "partial")], tmp_path / "out",
+                      data_dir=data).read_text()
+    table_at, settings_at = md.index("## Table 2"), md.index("### What produced these numbers")
+    assert table_at < settings_at < md.index("## ResNet34-UNet — paper_like")  # right after Table 2
+    assert ("| paper_like | 512 px (predict.json) | 20 + 60 | ImageNet | 5 | 0.0.9 | 2024-03-01 12:00 UTC |"
+            in md)
+    # the image size of "quick" comes from the prepared folder: no predict.json in its holdout prediction
+    assert ("| quick | 64 px (manifest.csv) | 2 + 3 | none (random init) | 2 | 0.0.9 | 2024-05-02 08:30 UTC |"
+            in md)
+    assert "| partial | 512 px (predict.json) | not recorded | ImageNet | 5 | 0.0.9 | 2024-03-01 12:00 UTC |" in md
+    assert f"Report written by mammoseg {__version__}." in md
+    assert ("**The paper's 512 px numbers are not comparable with quick**, which was trained at 64 px (the paper: "
+            "512 px), for 2 + 3 epochs (the paper: 20 + 60), with 2 folds (the paper: 5) and from random initial "
+            "weights (the paper: ImageNet or GMIC).") in md
+    assert "Whether the paper's numbers are comparable with partial is unknown: the epochs not recorded." in md
+    assert "comparable with paper_like" not in md  # the paper's protocol at 512 px: nothing to flag
+    assert "95% CI of mean DCS [0.1000, 0.9000] (patients resampled)" in md
+    assert md.count("95% CI of mean DCS [0.1000, 0.9000]") == 3  # the two others record no unit: none shown
+    assert md.count("(patients resampled)") == 1
+
+
+@pytest.mark.timeout(60)
+def test_fewer_folds_trained_than_configured_are_flagged(tmp_path):
+    ids = ["a", "b"]
+    data = tmp_path / "prepared"
+    make_data(data, ids)
+    make_run(tmp_path / "r", "resnet34", "unet", "imagenet", [0.5, 0.6], ids, folds=2)
+    _trained_as(tmp_path / "r", image_size=512)
+    (tmp_path / "r" / ".mammoseg.json").unlink()  # a run folder from before the marker: version unknown
+    md = write_report([tmp_path / "r"], tmp_path / "out", data_dir=data).read_text()
+    assert ("| r | 512 px (predict.json) | 20 + 60 | ImageNet | 5 (2 trained) | not recorded | "
+            "2024-03-01 12:00 UTC |") in md
+    assert ("**The paper's 512 px numbers are not comparable with r**, which was trained with only 2 of 5 folds "
+            "(the paper: 5).") in md

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mammoseg import __version__
 from mammoseg.io import read_csv
 from mammoseg.reproduce import (
     PAPER_MODELS,
@@ -74,6 +75,11 @@ def test_tiny_reproduce_runs_and_resumes(tmp_path):
     assert len(list((run / "view" / "thumbs").glob("*.png"))) == 4
     table = read_csv(out / "report" / "table2.csv")
     assert (table[0]["model"], table[0]["pretrained_weights"]) == ("ResNet22-UNet", "none (random init)")
+    md = report.read_text()  # what produced the run, read back from its folder, and the warning it deserves
+    assert f"| resnet22-unet | 64 px (predict.json) | 1 + 0 | none (random init) | 2 | {__version__} | " in md
+    assert ("**The paper's 512 px numbers are not comparable with resnet22-unet**, which was trained at 64 px "
+            "(the paper: 512 px), for 1 + 0 epochs (the paper: 20 + 60), with 2 folds (the paper: 5) and from "
+            "random initial weights (the paper: ImageNet or GMIC).") in md
 
     stamps = {p: p.stat().st_mtime_ns for p in [run / "fold0" / "best.pt", run / "holdout_pred" / "predictions.csv",
                                                run / "eval" / "summary.json"]}

@@ -109,6 +109,15 @@ def test_run_folder_has_learning_curves_and_table2(tmp_path):
     tables = [b for b in data["run"]["table2"] if "header" in b]
     assert tables[0]["rows"][0][:4] == ["hand-made", "ResNet22-UNet", "none (random init)", "6"]
     assert len(tables[1]["rows"]) == 8  # the paper's Table 2
+    settings = data["run"]["settings"]
+    assert settings[0]["header"][:5] == ["Run", "Image size", "Epochs (combo + focal Tversky)", "Initial weights",
+                                         "Folds"]
+    # a hand-made config.yaml: no epochs or folds recorded; the image size from the prepared folder's manifest
+    assert settings[0]["rows"][0][:5] == ["run", "64 px (manifest.csv)", "not recorded", "none (random init)",
+                                          "not recorded (2 trained)"]
+    assert settings[1] == {"text": "The paper's 512 px numbers are not comparable with run, which was trained at 64 px "
+                                   "(the paper: 512 px), with 2 folds (the paper: 5) and from random initial weights "
+                                   "(the paper: ImageNet or GMIC)."}
 
 
 def test_output_folder_rules(tmp_path):

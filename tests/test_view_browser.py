@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from chromium import Chromium
 from system_tools import require_tool
-from view_cases import CASES, EXPECTED, make_evaluation, make_run
+from view_cases import CASES, EXPECTED, make_evaluation, make_prediction, make_run
 
+from mammoseg.io import read_csv, write_csv_atomic
+from mammoseg.manifest import MANIFEST_COLUMNS
 from mammoseg.view import write_view
 from mammoseg.view.site import COLUMNS, write_assets, write_data_js
 
@@ -53,6 +55,7 @@ def test_index_lists_every_image_and_draws(browser, site):
                             ".every(i => i.complete && i.naturalWidth > 0)")
     summary = browser.evaluate("document.getElementById('summary-list').textContent")
     assert "TP / FN / FP / TN2 / 2 / 1 / 1" in summary
+    assert "95% CI of mean Dice (patients resampled)[" in summary  # every image names its patient
     assert non_blank(browser.screenshot())
     assert browser.errors(mark) == []
 
@@ -127,6 +130,31 @@ def test_run_page_shows_learning_curves_and_table2(browser, tmp_path):
     assert cells[:4] == ["hand-made", "ResNet22-UNet", "none (random init)", "6"]
     assert browser.evaluate("document.querySelectorAll('#run table')[1].tBodies[0].rows.length") == 8  # the paper's
     assert browser.evaluate("document.getElementById('jump').hidden") is False
+    settings = browser.evaluate("document.getElementById('run-settings').textContent")
+    assert "64 px (manifest.csv)" in settings and "The paper's 512 px numbers are not comparable with run" in settings
+    assert browser.errors(mark) == []
+
+
+def test_areas_are_in_mm2_when_every_pixel_spacing_is_known(browser, site, tmp_path):
+    heading = "document.querySelector('th[data-key={}] button').textContent"
+    browser.load((site / "index.html").as_uri())
+    assert [browser.evaluate(heading.format(k)) for k in ("ref_area", "pred_area")] == ["reference px", "predicted px"]
+
+    data, pred = make_prediction(tmp_path)
+    rows = read_csv(data / "manifest.csv")
+    for row in rows:
+        row["pixel_spacing"] = "0.1\\0.1"  # 64 px prepared from 64 px: 0.01 mm² a pixel
+    write_csv_atomic(data / "manifest.csv", rows, MANIFEST_COLUMNS)
+    index = write_view(pred, tmp_path / "site", progress=False)
+    mark = len(browser.events)
+    browser.load(index.as_uri() + "?sort=ref_area&order=desc")
+    headings = [browser.evaluate(heading.format(k)) for k in ("ref_area", "pred_area")]
+    assert headings == ["reference mm²", "predicted mm²"]
+    assert browser.evaluate(ROW_IDS)[:2] == ["fn_big", "tp_bad"]  # 16 mm², then 4 mm² (tp_bad before tp_good by id)
+    assert browser.evaluate("document.querySelector('#case-rows tr td[data-key=ref_area]').textContent") == "16"
+    browser.load((tmp_path / "site" / "case.html").as_uri() + "?id=tp_bad")
+    facts = browser.evaluate("Array.from(document.querySelectorAll('#facts dd')).map(d => d.textContent)")
+    assert "400 px (4 mm²)" in facts and "225 px (2.25 mm²)" in facts
     assert browser.errors(mark) == []
 
 
@@ -144,7 +172,8 @@ def write_big_site(out, n=10_000, lowest=7321):
         values = {"id": name, "f": name, "patient": f"p{i // 4}", "view": "CC", "laterality": "L",
                   "outcome": ("TP", "FN", "FP", "TN")[i % 4], "dice": float(dice[i]), "iou": float(dice[i] / (2 - dice[i])),
                   "ref_area": i, "pred_area": i, "n_ref_lesions": 1, "n_detected": 1, "n_fp": 0, "img": 1, "ref": 1,
-                  "prob": 0, "w": 16, "h": 16, "tw": 128, "th": 128}
+                  "prob": 0, "w": 16, "h": 16, "tw": 128, "th": 128, "ref_px": i, "pred_px": i, "ref_mm2": None,
+                  "pred_mm2": None}
         rows.append([values[c] for c in COLUMNS])
     write_data_js(out, {"format": 1, "version": "test", "kind": "evaluation", "source": "10,000 cases", "folders": {},
                         "metrics_from": "evaluation", "summary": None, "run": None, "max_side": 2048,

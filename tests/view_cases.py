@@ -1,10 +1,12 @@
 """Hand-made cases for the view tests: a prepared folder, a prediction folder (masks, prob/,
-predictions.csv), and optionally its evaluation and a run folder around them.
+predictions.csv, predict.json), and optionally its evaluation and a run folder around them.
 
 Every Dice and IoU below is worked out by hand from the rectangles (|P∩R|, |P|, |R|).
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
@@ -44,7 +46,7 @@ def rect(box):
 
 
 def make_prediction(root, with_prob=True):
-    """root/prepared (images, masks, manifest.csv) and root/pred (masks, prob, predictions.csv)."""
+    """root/prepared (images, masks, manifest.csv) and root/pred (masks, prob, predictions.csv, predict.json)."""
     data, pred = root / "prepared", root / "pred"
     rows, preds = [], []
     for i, (image_id, (patient, view, side, ref_box, pred_box)) in enumerate(CASES.items()):
@@ -65,6 +67,8 @@ def make_prediction(root, with_prob=True):
                       "mask": f"masks/{image_id}.png", "height": S, "width": S, "grid": "prepared"})
     write_csv_atomic(data / "manifest.csv", rows, MANIFEST_COLUMNS)
     write_csv_atomic(pred / "predictions.csv", preds, ("id", "input", "mask", "height", "width", "grid"))
+    # what predict records: the inputs it read, and the prepared folders among them
+    write_text_atomic(pred / "predict.json", json.dumps({"inputs": [str(data)], "data_dirs": [str(data)]}))
     return data, pred
 
 

@@ -5,6 +5,11 @@ holds the curves) and their evaluation folders (summary.json, per_image.csv). Ou
 `table2.md` / `table2.csv` (with the published figures of Isosalo, Mustonen et al. 2022
 beside them), `figure2_<run>.png` (best / median / worst cases by Dice),
 `learning_curves_<run>.png`, and `report.md`, the index linking them.
+
+Next to Table 2, report.md says what produced each run (image size, epochs per phase, initial
+weights, folds, mammoseg version, date: `mammoseg.evaluation.runs.RunSettings`) and says in one
+sentence when a run's numbers are not comparable with the paper's 512 px ones (smaller or larger
+images, fewer epochs than the `paper` preset, another number of folds, random initial weights).
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
-from mammoseg.evaluation.runs import RunInfo, load_run
+from mammoseg.config import load_config
+from mammoseg.evaluation.runs import RANDOM_INIT, RunInfo, RunSettings, load_run
 from mammoseg.folders import open_output_folder
 from mammoseg.io import read_csv, read_png, write_csv_atomic, write_text_atomic
 from mammoseg.layouts import EvaluationLayout, PredictionLayout, PreparedLayout, RunLayout
 from mammoseg.manifest import UniqueIds
 from mammoseg.plots import plot_learning_curves, save_figure
+from mammoseg.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +118,99 @@ def table2_markdown(runs: Sequence[RunInfo]) -> str:
     for ds, m, w, mean, sd in PAPER_TABLE2:
         lines.append(f"| {ds} | {m} | {w} | {_fmt(mean, sd)} |")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- what produced the runs
+
+#: The image size of the paper's Table 2 (docs/method.md: padded to a square, resized to 512×512).
+PAPER_IMAGE_SIZE = 512
+
+
+def _known(value: Any, unit: str = "") -> str:
+    return "not recorded" if value is None else f"{value}{unit}"
+
+
+def _epochs_text(s: RunSettings) -> str:
+    if s.epochs_combo is None and s.epochs_focal_tversky is None:
+        return "not recorded"
+    return f"{_known(s.epochs_combo)} + {_known(s.epochs_focal_tversky)}"
+
+
+def _folds_text(s: RunSettings) -> str:
+    if s.n_folds is not None and s.folds_trained == s.n_folds:
+        return str(s.n_folds)
+    return f"{_known(s.n_folds)} ({s.folds_trained} trained)"
+
+
+def settings_markdown(runs: Sequence[RunInfo]) -> str:
+    """The table of what produced each run, for report.md next to Table 2 (and the view's run page)."""
+    lines = [
+        "| Run | Image size | Epochs (combo + focal Tversky) | Initial weights | Folds | mammoseg | Date |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in runs:
+        s = r.settings
+        if s is None:
+            continue
+        size = "not recorded" if s.image_size is None else f"{s.image_size} px ({s.image_size_from})"
+        lines.append(f"| {r.label} | {size} | {_epochs_text(s)} | {r.weights} | {_folds_text(s)} | "
+                     f"{_known(s.version)} | {_known(s.date)} |")
+    return "\n".join(lines) + "\n"
+
+
+def paper_differences(run: RunInfo) -> tuple[list[str], list[str]]:
+    """How a run differs from the paper's protocol (the `paper` preset at 512 px), as phrases that
+    follow "trained", and what it does not record."""
+    paper, s = load_config("paper"), run.settings
+    if s is None:
+        return [], ["its settings"]
+    differences: list[str] = []
+    unknown: list[str] = []
+    if s.image_size is None:
+        unknown.append("the image size")
+    elif s.image_size != PAPER_IMAGE_SIZE:
+        differences.append(f"at {s.image_size} px (the paper: {PAPER_IMAGE_SIZE} px)")
+    if s.epochs_combo is None or s.epochs_focal_tversky is None:
+        unknown.append("the epochs")
+    elif s.epochs_combo < paper.epochs.combo or s.epochs_focal_tversky < paper.epochs.focal_tversky:
+        differences.append(f"for {s.epochs_combo} + {s.epochs_focal_tversky} epochs "
+                           f"(the paper: {paper.epochs.combo} + {paper.epochs.focal_tversky})")
+    if s.n_folds is None and not s.folds_trained:
+        unknown.append("the number of folds")
+    elif s.n_folds is not None and s.n_folds != paper.n_folds:
+        differences.append(f"with {s.n_folds} folds (the paper: {paper.n_folds})")
+    elif s.folds_trained < (s.n_folds or paper.n_folds):
+        trained = f"only {s.folds_trained} of {s.n_folds}" if s.n_folds else str(s.folds_trained)
+        differences.append(f"with {trained} folds (the paper: {paper.n_folds})")
+    if run.weights == RANDOM_INIT:
+        differences.append("from random initial weights (the paper: ImageNet or GMIC)")
+    return differences, unknown
+
+
+def _and(phrases: Sequence[str]) -> str:
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def comparability_sentence(run: RunInfo) -> str | None:
+    """One sentence when the paper's 512 px numbers are not comparable with the run's (None when they are)."""
+    differences, unknown = paper_differences(run)
+    if differences:
+        return (f"**The paper's 512 px numbers are not comparable with {run.label}**, "
+                f"which was trained {_and(differences)}.")
+    if unknown:
+        return f"Whether the paper's numbers are comparable with {run.label} is unknown: {_and(unknown)} not recorded."
+    return None
+
+
+def provenance_markdown(runs: Sequence[RunInfo]) -> list[str]:
+    """report.md's lines after Table 2: the settings table, the version, the comparability sentences."""
+    lines = ["### What produced these numbers", "", settings_markdown(runs),
+             f"Report written by mammoseg {__version__}.", ""]
+    for r in runs:
+        sentence = comparability_sentence(r)
+        if sentence:
+            lines += [sentence, ""]
+    return lines
 
 
 # --------------------------------------------------------------------------- figures
@@ -268,7 +368,8 @@ def _write_report_files(infos: list[RunInfo], out: Path, n_cases: int) -> Path:
     table_md = table2_markdown(infos)
     write_text_atomic(out / "table2.md", "# Table 2\n\n" + table_md)
 
-    lines = ["# mammoseg report", "", "## Table 2", "", table_md, "CSV: [table2.csv](table2.csv)", ""]
+    lines = ["# mammoseg report", "", "## Table 2", "", table_md, "CSV: [table2.csv](table2.csv)", "",
+             *provenance_markdown(infos)]
     for info in infos:
         lines += [f"## {info.model} — {info.label}", "", f"- run: `{info.run_dir}`", f"- pre-trained weights: {info.weights}"]
         s = info.summary or {}
@@ -279,7 +380,8 @@ def _write_report_files(infos: list[RunInfo], out: Path, n_cases: int) -> Path:
                 extra.append(f"median DCS {_fmt(s['dice_median'])}")
             if isinstance(s.get("dice_ci95"), (list, tuple)) and len(s["dice_ci95"]) == 2:
                 lo, hi = s["dice_ci95"]
-                extra.append(f"95% CI of mean DCS [{float(lo):.4f}, {float(hi):.4f}]")
+                unit = {"patient": " (patients resampled)", "image": " (images resampled)"}.get(s.get("ci_unit"), "")
+                extra.append(f"95% CI of mean DCS [{float(lo):.4f}, {float(hi):.4f}]{unit}")
             if s.get("lesion_sensitivity") is not None:
                 extra.append(f"lesion sensitivity {float(s['lesion_sensitivity']):.3f}")
             if s.get("false_positives_per_image") is not None:

@@ -7,7 +7,10 @@ Empty-mask convention (both papers' "per-image mean" depend on it, so it is fixe
 
 Summaries report the mean and the *sample* standard deviation (ddof = 1), which is what
 papers mean by "mean ± SD" — the paper's Table 2 included — and a percentile-bootstrap 95 %
-confidence interval of the mean Dice.
+confidence interval of the mean Dice. The bootstrap resamples *patients* (all views of a
+patient together) when every image names its patient: a patient's four views are not four
+independent draws, and resampling them one by one makes the interval too narrow. Without
+patient ids it resamples images, and the summary says which (`ci_unit`).
 """
 
 from __future__ import annotations
@@ -84,16 +87,51 @@ def _sd(values: np.ndarray) -> float | None:
     return float(np.std(values, ddof=1)) if values.size > 1 else None
 
 
+def _bootstrap_means(values: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator,
+                     n_boot: int) -> np.ndarray:
+    """`n_boot` bootstrap means of `values`: images drawn with replacement, or, with `groups`
+    (one cluster index 0..G-1 per value), whole clusters drawn with replacement, each mean taken
+    over all the images of the drawn clusters."""
+    if groups is not None:
+        sums, counts = np.bincount(groups, weights=values), np.bincount(groups).astype(np.float64)
+    size = values.size if groups is None else sums.size
+    means = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // size)  # bound memory for large evaluations
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        idx = rng.integers(0, size, size=(stop - start, size))
+        if groups is None:
+            means[start:stop] = values[idx].mean(axis=1)
+        else:
+            means[start:stop] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    return means
+
+
+def _cluster_index(patients: Sequence[str] | None, n: int) -> np.ndarray | None:
+    """Each image's patient as 0..G-1 (patients in sorted order), or None when any image lacks one."""
+    if patients is None:
+        return None
+    ids = [str(p).strip() for p in patients]
+    if len(ids) != n:
+        raise ValueError(f"summarise: {n} Dice values but {len(ids)} patient ids")
+    if not all(ids):
+        return None
+    return np.unique(np.asarray(ids), return_inverse=True)[1].reshape(-1)
+
+
 def summarise(
     dices: Sequence[float],
     ious: Sequence[float],
     seed: int = 0,
     n_boot: int = 2000,
+    patients: Sequence[str] | None = None,
 ) -> dict[str, object]:
     """n, mean, sample SD (ddof=1), median of Dice and IoU, and a 95 % bootstrap CI of the mean Dice.
 
-    The CI is the percentile bootstrap: `n_boot` resamples of the images with replacement,
-    seeded so the same numbers give the same interval. SD is None for a single image.
+    The CI is the percentile bootstrap with `n_boot` resamples, seeded so the same numbers give
+    the same interval. With `patients` (one id per image, none empty) it resamples patients, all
+    of a patient's images together (`ci_unit` "patient"); otherwise images (`ci_unit` "image").
+    SD is None for a single image.
     """
     d = np.asarray(dices, dtype=np.float64)
     j = np.asarray(ious, dtype=np.float64)
@@ -103,13 +141,8 @@ def summarise(
         raise ValueError(f"summarise: {d.size} Dice values but {j.size} IoU values")
     if n_boot < 1:
         raise ValueError(f"summarise: n_boot must be >= 1, got {n_boot}")
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    chunk = max(1, 2_000_000 // d.size)  # bound memory for large evaluations
-    for start in range(0, n_boot, chunk):
-        stop = min(n_boot, start + chunk)
-        idx = rng.integers(0, d.size, size=(stop - start, d.size))
-        means[start:stop] = d[idx].mean(axis=1)
+    groups = _cluster_index(patients, d.size)
+    means = _bootstrap_means(d, groups, np.random.default_rng(seed), n_boot)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return {
         "n": int(d.size),
@@ -122,6 +155,8 @@ def summarise(
         "iou_median": float(np.median(j)),
         "bootstrap_samples": int(n_boot),
         "bootstrap_seed": int(seed),
+        "ci_unit": "image" if groups is None else "patient",
+        "n_patients": None if groups is None else int(groups.max()) + 1,
     }
 
 

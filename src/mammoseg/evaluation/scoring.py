@@ -206,8 +206,11 @@ def _write_evaluation(out_dir: Path, per_image: list[dict[str, Any]], summary: d
 def summarise_per_image(
     per_image: list[dict[str, Any]], split: str | None, grid: str, lesion_iou: float
 ) -> dict[str, Any]:
-    """summary.json's figures from per-image rows: means, SDs, CI, empty-mask kinds, lesion counts."""
-    summary: dict[str, Any] = summarise([r["dice"] for r in per_image], [r["iou"] for r in per_image])
+    """summary.json's figures from per-image rows: means, SDs, CI, empty-mask kinds, lesion counts.
+
+    The CI resamples patients when every row names one (`ci_unit` "patient"), else images."""
+    summary: dict[str, Any] = summarise([r["dice"] for r in per_image], [r["iou"] for r in per_image],
+                                        patients=[r.get("patient_id") or "" for r in per_image])
     ref_empty = np.array([r["ref_empty"] for r in per_image], dtype=bool)
     pred_empty = np.array([r["pred_empty"] for r in per_image], dtype=bool)
     n_ref = sum(r["n_ref_lesions"] for r in per_image)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mammoseg import journals
-from mammoseg.inference.inputs import InputError, InputItem
+from mammoseg.inference.inputs import InputError, InputItem, is_prepared_folder
 from mammoseg.io import read_csv, write_csv_atomic, write_text_atomic
 from mammoseg.layouts import PredictionLayout
 from mammoseg.shards import Part
@@ -89,13 +89,20 @@ class PredictionJournal(journals.Journal):
                   "error": {"input": error.input, "reason": error.reason}})
 
 
+def prepared_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """The prepared folders among predict's inputs (recorded as `data_dirs`: view and report read
+    the images and reference masks from there and never guess a folder from file paths)."""
+    return [str(i) for i in inputs if Path(i).is_dir() and is_prepared_folder(Path(i))]
+
+
 def write_results(out: Path, summary: Mapping[str, Any]) -> dict[str, Any]:
     """errors.csv, predict.json, then predictions.csv (last: it marks the folder finished), from
     the journals in input order; returns the summary with the final counts."""
     done, layout = read_done(out), PredictionLayout(out)
     rows = [e["row"] for e in sorted(done.rows.values(), key=lambda e: e["seq"])]
     errors = [e["error"] for e in sorted(done.errors.values(), key=lambda e: e["seq"])]
-    summary = {**summary, "n_predicted": len(rows), "n_errors": len(errors), "out_dir": str(out)}
+    summary = {**summary, "data_dirs": prepared_inputs(summary.get("inputs") or ()), "n_predicted": len(rows),
+               "n_errors": len(errors), "out_dir": str(out)}
     write_csv_atomic(layout.errors, errors, ERRORS_COLUMNS, durable=True)
     write_text_atomic(layout.summary, json.dumps(summary, indent=2) + "\n")
     write_csv_atomic(layout.predictions, rows, PREDICTIONS_COLUMNS, durable=True)

@@ -7,8 +7,9 @@ The input is one of three folders (docs/architecture.md):
 - an **evaluation** (``per_image.csv``): ``summary.json`` names the prediction folder and
   either the prepared folder (``data_dir``) or the reference masks (``ref_dir``);
 - a **prediction** (``masks/``, usually with ``predictions.csv``): the prepared folder is
-  ``--data``, or found from the inputs predict read (``DIR/images/<id>.png`` beside
-  ``DIR/manifest.csv``).
+  ``--data``, or the one ``predict.json`` records among the inputs predict read (never a
+  guess from file paths: a source folder of DICOMs can look like a prepared one). DICOM
+  inputs need none: their header names the patient, view, side and pixel spacing.
 
 An evaluation, when there is one, decides the list of images and their Dice/IoU; without
 one every prediction is listed and the scores are computed from the masks (`render`).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any
 from mammoseg.evaluation.runs import RunInfo, load_run
 from mammoseg.evaluation.scoring import mask_files
 from mammoseg.geometry import PadResize
+from mammoseg.inference.journal import prepared_inputs
 from mammoseg.io import read_csv
 from mammoseg.layouts import EvaluationLayout, PredictionLayout, PreparedLayout, RunLayout
 from mammoseg.manifest import load_manifest
@@ -67,17 +70,8 @@ class Case:
     pred: Path | None = None
     prob: Path | None = None
     plan: PadResize | None = None
+    spacing: tuple[float, float] | None = None  # (row, column) mm of the original image's pixels, when known
     scores: dict[str, Any] = field(default_factory=dict)  # per_image.csv values, parsed
-
-
-def _read_summary(eval_dir: Path) -> dict[str, Any] | None:
-    path = EvaluationLayout(eval_dir).summary
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ValueError(f"{path}: not valid JSON: {exc}") from exc
 
 
 def _existing_dir(value: Any, where: str, what: str) -> Path | None:
@@ -89,16 +83,36 @@ def _existing_dir(value: Any, where: str, what: str) -> Path | None:
     return path
 
 
-def _infer_data_dir(pred_dir: Path) -> Path | None:
-    """The prepared folder predict read, from predictions.csv's `input` column (DIR/images/<id>.png)."""
-    predictions = PredictionLayout(pred_dir).predictions
-    if not predictions.is_file():
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
         return None
-    for row in read_csv(predictions)[:1]:
-        candidate = Path(row.get("input", "")).parent.parent
-        if PreparedLayout(candidate).manifest.is_file():
-            return candidate
-    return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+    return data if isinstance(data, dict) else None
+
+
+def recorded_data_dir(pred_dir: Path) -> Path | None:
+    """The prepared folder predict read, as its predict.json records it (None: it read none).
+
+    `data_dirs` is written by predict; an older predict.json has only `inputs`, among which the
+    prepared folders are recognised by their manifest's columns. Without any record, and with
+    prepared images among the inputs, view cannot know the folder and asks for --data.
+    """
+    layout = PredictionLayout(pred_dir)
+    summary = _read_json(layout.summary)
+    if summary is None or not ("data_dirs" in summary or "inputs" in summary):
+        if any(Path(p).suffix.lower() == ".png" for p in _prediction_inputs(pred_dir).values()):
+            raise FileNotFoundError(f"{pred_dir}: no {layout.summary.name} says which prepared folder predict read; "
+                                    "give it with --data")
+        return None
+    found = summary["data_dirs"] if "data_dirs" in summary else prepared_inputs(summary.get("inputs") or ())
+    if len(found) > 1:
+        folders = ", ".join(map(str, found))
+        raise ValueError(f"{layout.summary}: predict read {len(found)} prepared folders ({folders}); "
+                         "give the one to show with --data")
+    return _existing_dir(found[0], str(layout.summary), "prepared folder") if found else None
 
 
 def resolve_input(source: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> ViewInput:
@@ -118,7 +132,7 @@ def resolve_input(source: str | os.PathLike, data_dir: str | os.PathLike | None 
                          _existing_dir((summary or {}).get("ref_dir"), str(layout.eval), "reference folder"),
                          summary, info)
     if EvaluationLayout(root).per_image.is_file():
-        summary = _read_summary(root) or {}
+        summary = _read_json(EvaluationLayout(root).summary) or {}
         where = str(EvaluationLayout(root).summary)
         pred = _existing_dir(summary.get("pred_dir"), where, "prediction folder")
         if pred is None:
@@ -127,7 +141,7 @@ def resolve_input(source: str | os.PathLike, data_dir: str | os.PathLike | None 
                          data or _existing_dir(summary.get("data_dir"), where, "prepared folder"),
                          _existing_dir(summary.get("ref_dir"), where, "reference folder"), summary or None)
     if PredictionLayout(root).masks.is_dir():
-        return ViewInput("prediction", root, root, data_dir=data or _infer_data_dir(root))
+        return ViewInput("prediction", root, root, data_dir=data or recorded_data_dir(root))
     raise FileNotFoundError(
         f"{root}: not a prediction, evaluation or run folder "
         "(expected masks/ and predictions.csv, per_image.csv, or config.yaml)"
@@ -169,6 +183,16 @@ def _prediction_inputs(pred_dir: Path) -> dict[str, Path]:
     return found
 
 
+def parse_spacing(text: str | None) -> tuple[float, float] | None:
+    """The manifest's `pixel_spacing` ("row\\col" in mm) as numbers; None when empty or unusable."""
+    parts = str(text or "").split("\\")
+    try:
+        row, col = (float(v) for v in parts)
+    except ValueError:
+        return None
+    return (row, col) if row > 0 and col > 0 and math.isfinite(row * col) else None
+
+
 def collect_cases(inp: ViewInput) -> list[Case]:
     """One `Case` per image listed by the evaluation (or the prediction folder), in its order."""
     ids, scored = _case_ids(inp)
@@ -192,6 +216,7 @@ def collect_cases(inp: ViewInput) -> list[Case]:
                 case.ref = inp.data_dir / row["mask"]
             if all(row.get(c, "") != "" for c in PLAN_COLUMNS):
                 case.plan = PadResize.from_row(row)
+            case.spacing = parse_spacing(row.get("pixel_spacing", ""))
         elif image_id in scored and scored[image_id].get("patient_id"):
             case.patient = scored[image_id]["patient_id"]
         cases.append(case)

@@ -11,6 +11,11 @@ Files per case (`f` is the case's file name): ``thumbs/<f>.png`` (RGB, long side
 ``full/<f>-pred.png`` (contours on transparency), ``full/<f>-prob.png`` (colour map whose
 opacity is the probability) when predict saved ``prob/``.
 
+A DICOM image's header completes what the prepared folder would have said: patient, view,
+side and pixel spacing (read in the same pass as its pixels). Areas are pixels of the shown
+grid, and mm² where the pixel spacing is known (`Layers.spacing`: the original spacing, scaled
+by the pad/resize plan on the prepared grid).
+
 Colours: Okabe–Ito blue for the reference and orange for the prediction, a pair that
 readers with any common colour-vision deficiency tell apart.
 """
@@ -25,7 +30,7 @@ import cv2
 import numpy as np
 from matplotlib import colormaps
 
-from mammoseg.dicom import read_mammogram
+from mammoseg.dicom import Mammogram, read_mammogram
 from mammoseg.evaluation.scoring import score_pair
 from mammoseg.geometry import apply_to_image, apply_to_mask
 from mammoseg.io import read_png, write_bytes_atomic, write_png
@@ -46,20 +51,54 @@ class Layers:
     ref: np.ndarray | None
     pred: np.ndarray
     prob: np.ndarray | None
+    spacing: tuple[float, float] | None = None  # (row, column) mm of one pixel of this grid, when known
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.pred.shape  # every layer has been brought onto this grid
 
+    def area_mm2(self, mask: np.ndarray | None) -> float | None:
+        """The mask's area in mm² (None without a mask or a known pixel spacing)."""
+        if mask is None or self.spacing is None:
+            return None
+        return round(int(np.count_nonzero(mask)) * self.spacing[0] * self.spacing[1], 2)
 
-def _read_image(path: Path) -> np.ndarray:
-    """8-bit grey image from a PNG (any depth) or a DICOM file (windowed as predict sees it)."""
-    pixels = read_png(path) if path.suffix.lower() == ".png" else read_mammogram(path).pixels
+
+def _read_image(path: Path) -> tuple[np.ndarray, Mammogram | None]:
+    """8-bit grey image from a PNG (any depth) or a DICOM file (windowed as predict sees it),
+    and the DICOM's facts (patient, view, side, spacing)."""
+    mammogram = None if path.suffix.lower() == ".png" else read_mammogram(path)
+    pixels = read_png(path) if mammogram is None else mammogram.pixels
     if pixels.dtype == np.uint16:
-        return (pixels >> 8).astype(np.uint8)
+        return (pixels >> 8).astype(np.uint8), mammogram
     if pixels.dtype != np.uint8:
         raise ValueError(f"{path}: expected an 8- or 16-bit grey image, got {pixels.dtype}")
-    return pixels
+    return pixels, mammogram
+
+
+def _complete_from_header(case: Case, mammogram: Mammogram | None) -> None:
+    """Patient, view, side and pixel spacing from a DICOM header where nothing else gave them."""
+    if mammogram is None:
+        return
+    case.patient = case.patient or mammogram.patient_id
+    case.view = case.view or mammogram.view
+    case.laterality = case.laterality or mammogram.laterality
+    if case.spacing is None and case.plan is None:  # the header's spacing is of the image as read
+        case.spacing = mammogram.pixel_spacing
+
+
+def grid_spacing(case: Case, shape: tuple[int, int]) -> tuple[float, float] | None:
+    """mm per pixel of the shown grid: the case's spacing on its original grid, scaled by the
+    pad/resize plan on the prepared grid; None when unknown or the grid is neither."""
+    plan, spacing = case.plan, case.spacing
+    if spacing is None:
+        return None
+    if plan is None:
+        return spacing
+    if shape == (plan.size, plan.size):
+        scale = plan.padded_height / plan.size
+        return (spacing[0] * scale, spacing[1] * scale)
+    return spacing if shape == (plan.orig_height, plan.orig_width) else None
 
 
 def _onto_grid(array: np.ndarray, shape: tuple[int, int], case: Case, path: Path | None, what: str) -> np.ndarray:
@@ -78,8 +117,10 @@ def _onto_grid(array: np.ndarray, shape: tuple[int, int], case: Case, path: Path
 
 
 def load_layers(case: Case) -> Layers:
-    """Read a case's image, masks and probability map and bring them onto one grid."""
-    image = _read_image(case.image) if case.image is not None else None
+    """Read a case's image, masks and probability map and bring them onto one grid; a DICOM image's
+    header completes the case's patient, view, side and pixel spacing."""
+    image, mammogram = _read_image(case.image) if case.image is not None else (None, None)
+    _complete_from_header(case, mammogram)
     ref = read_png(case.ref) != 0 if case.ref is not None else None
     pred = read_png(case.pred) != 0 if case.pred is not None else None
     prob = read_png(case.prob).astype(np.float32) / 65535.0 if case.prob is not None else None
@@ -92,7 +133,7 @@ def load_layers(case: Case) -> Layers:
     ref = _onto_grid(ref, grid, case, case.ref, "reference mask") if ref is not None else None
     pred = _onto_grid(pred, grid, case, case.pred, "predicted mask")
     prob = _onto_grid(prob, grid, case, case.prob, "probability map") if prob is not None else None
-    return Layers(image, ref, pred, prob)
+    return Layers(image, ref, pred, prob, grid_spacing(case, grid))
 
 
 def outcome(ref_empty: int | None, pred_empty: int | None) -> str:

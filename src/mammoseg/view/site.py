@@ -26,12 +26,13 @@ from mammoseg.io import read_csv, write_bytes_atomic, write_text_atomic
 from mammoseg.layouts import RunLayout
 from mammoseg.manifest import UniqueIds
 from mammoseg.plots import plot_learning_curves
-from mammoseg.report import table2_markdown
+from mammoseg.report import comparability_sentence, settings_markdown, table2_markdown
 from mammoseg.version import __version__
 from mammoseg.view.collect import Case, ViewInput, collect_cases, resolve_input
 from mammoseg.view.render import (
     DEFAULT_MAX_SIDE,
     LESION_IOU,
+    Layers,
     PRED_RGB,
     REF_RGB,
     case_scores,
@@ -43,9 +44,13 @@ from mammoseg.view.render import (
 ASSETS = ("index.html", "case.html", "view.css", "view.js")
 #: Everything view writes into its folder (and all that --overwrite removes).
 OWNED = (*ASSETS, "data.js", "thumbs", "full", "figures")
-#: Columns of the data table in data.js, one list per case in this order.
+#: Columns of the data table in data.js, one list per case in this order. `ref_area` / `pred_area`
+#: are in data.js's `area_unit` (mm² when every case's pixel spacing is known, else px);
+#: `*_px` are pixel counts on the shown grid, `*_mm2` the areas in mm² where the spacing is known.
 COLUMNS = ("id", "f", "patient", "view", "laterality", "outcome", "dice", "iou", "ref_area", "pred_area",
-           "n_ref_lesions", "n_detected", "n_fp", "img", "ref", "prob", "w", "h", "tw", "th")
+           "n_ref_lesions", "n_detected", "n_fp", "img", "ref", "prob", "w", "h", "tw", "th",
+           "ref_px", "pred_px", "ref_mm2", "pred_mm2")
+AREA_KEYS = ("ref_px", "pred_px", "ref_mm2", "pred_mm2")
 
 
 def file_names(ids: Sequence[str]) -> list[str]:
@@ -80,18 +85,38 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def case_row(case: Case, name: str, scores: dict[str, Any], areas: tuple[int | None, int], sizes: dict[str, int],
+def case_areas(layers: Layers) -> dict[str, Any]:
+    """Reference and predicted areas of a case: pixels of the shown grid, and mm² where known."""
+    return {"ref_px": int(np.count_nonzero(layers.ref)) if layers.ref is not None else None,
+            "pred_px": int(np.count_nonzero(layers.pred)),
+            "ref_mm2": layers.area_mm2(layers.ref), "pred_mm2": layers.area_mm2(layers.pred)}
+
+
+def case_row(case: Case, name: str, scores: dict[str, Any], areas: dict[str, Any], sizes: dict[str, int],
              has: dict[str, bool]) -> list[Any]:
-    """One row of the data table, in `COLUMNS` order."""
+    """One row of the data table, in `COLUMNS` order (`ref_area` / `pred_area` in px until `area_unit` says)."""
     values = {
         "id": case.id, "f": name, "patient": case.patient, "view": case.view, "laterality": case.laterality,
         "outcome": outcome(scores.get("ref_empty"), scores.get("pred_empty")),
         "dice": _number(scores.get("dice")), "iou": _number(scores.get("iou")),
-        "ref_area": areas[0], "pred_area": areas[1], "n_ref_lesions": scores.get("n_ref_lesions"),
+        "ref_area": areas["ref_px"], "pred_area": areas["pred_px"], "n_ref_lesions": scores.get("n_ref_lesions"),
         "n_detected": scores.get("n_detected"), "n_fp": scores.get("n_false_positives"),
         "img": int(has["img"]), "ref": int(has["ref"]), "prob": int(has["prob"]), **sizes,
+        **{k: areas[k] for k in AREA_KEYS},
     }
     return [values[c] for c in COLUMNS]
+
+
+def area_unit(rows: list[list[Any]]) -> str:
+    """"mm²" when every case's pixel spacing is known, and then the area columns hold mm²; else "px".
+
+    One unit for the whole column, so that it sorts; the case page shows mm² wherever known."""
+    at = {c: COLUMNS.index(c) for c in ("ref_area", "pred_area", "ref_mm2", "pred_mm2")}
+    if not rows or any(r[at["pred_mm2"]] is None for r in rows):
+        return "px"
+    for r in rows:
+        r[at["ref_area"]], r[at["pred_area"]] = r[at["ref_mm2"]], r[at["pred_mm2"]]
+    return "mm²"
 
 
 def write_cases(inp: ViewInput, out: Path, max_side: int, progress: bool) -> tuple[list[list[Any]], list[dict]]:
@@ -105,14 +130,13 @@ def write_cases(inp: ViewInput, out: Path, max_side: int, progress: bool) -> tup
         if "dice" in scores and "dice" not in case.scores:
             computed.append(scores)
         sizes = write_case_files(out, name, layers, max_side)
-        ref_area = int(np.count_nonzero(layers.ref)) if layers.ref is not None else None
         has = {"img": layers.image is not None, "ref": layers.ref is not None, "prob": layers.prob is not None}
-        rows.append(case_row(case, name, scores, (ref_area, int(np.count_nonzero(layers.pred))), sizes, has))
+        rows.append(case_row(case, name, scores, case_areas(layers), sizes, has))
     return rows, computed
 
 
 def run_extras(inp: ViewInput, out: Path) -> dict[str, Any] | None:
-    """For a run: model, weights, the learning curves of every fold and Table 2."""
+    """For a run: model, weights, the learning curves of every fold, Table 2 and what produced the run."""
     if inp.run is None:
         return None
     info = inp.run
@@ -122,8 +146,10 @@ def run_extras(inp: ViewInput, out: Path) -> dict[str, Any] | None:
     if logs:
         plot_learning_curves(out / "figures" / "learning_curves.png", [(f.dir.name, read_csv(f.log)) for f in logs], title)
         curves = "figures/learning_curves.png"
+    settings = settings_markdown([info]) + "\n" + (comparability_sentence(info) or "").replace("**", "")
     return {"model": info.model, "weights": info.weights, "dataset": info.dataset, "run_dir": str(info.run_dir),
-            "learning_curves": curves, "table2": markdown_blocks(table2_markdown([info]))}
+            "learning_curves": curves, "table2": markdown_blocks(table2_markdown([info])),
+            "settings": markdown_blocks(settings)}
 
 
 def _summary(inp: ViewInput, computed: list[dict], n_rows: int) -> tuple[dict[str, Any] | None, str]:
@@ -181,13 +207,14 @@ def write_view(
 def _write_site(inp: ViewInput, out: Path, max_side: int, progress: bool) -> Path:
     rows, computed = write_cases(inp, out, max_side, progress)
     summary, metrics_from = _summary(inp, computed, len(rows))
+    unit = area_unit(rows)
     write_data_js(out, {
         "format": 1, "version": __version__, "kind": inp.kind, "source": str(inp.root),
         "folders": {k: str(v) if v is not None else None for k, v in
                     (("pred", inp.pred_dir), ("eval", inp.eval_dir), ("data", inp.data_dir), ("ref", inp.ref_dir))},
         "metrics_from": metrics_from, "summary": summary, "run": run_extras(inp, out), "max_side": max_side,
         "colours": {"reference": "#%02X%02X%02X" % REF_RGB, "prediction": "#%02X%02X%02X" % PRED_RGB},
-        "columns": list(COLUMNS), "rows": rows,
+        "area_unit": unit, "columns": list(COLUMNS), "rows": rows,
     })
     write_assets(out)
     return out / "index.html"

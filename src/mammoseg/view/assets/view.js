@@ -10,6 +10,8 @@
   "use strict";
 
   var DATA = window.MAMMOSEG_VIEW;
+  // Areas are mm² when every case's pixel spacing is known (data.js says which), else pixels of the shown grid.
+  var AREA_UNIT = DATA && DATA.area_unit === "mm²" ? "mm²" : "px";
   var OUTCOMES = ["TP", "FN", "FP", "TN"];
   var OUTCOME_TEXT = {
     TP: "mass in reference and prediction", FN: "mass in reference, none predicted",
@@ -18,8 +20,8 @@
   // key -> [heading, kind]; kind "num" sorts numerically (missing values always last).
   var COLUMNS = {
     id: ["id", "text"], patient: ["patient", "text"], view: ["view", "text"], laterality: ["side", "text"],
-    outcome: ["outcome", "text"], dice: ["Dice", "num"], iou: ["IoU", "num"], ref_area: ["reference px", "num"],
-    pred_area: ["predicted px", "num"], n_fp: ["FP lesions", "num"]
+    outcome: ["outcome", "text"], dice: ["Dice", "num"], iou: ["IoU", "num"], ref_area: ["reference " + AREA_UNIT, "num"],
+    pred_area: ["predicted " + AREA_UNIT, "num"], n_fp: ["FP lesions", "num"]
   };
   var TABLE = ["thumb", "id", "patient", "view", "laterality", "outcome", "dice", "iou", "ref_area", "pred_area", "n_fp"];
   var LAYERS = [["image", "i", "image"], ["ref", "r", "reference"], ["pred", "p", "prediction"], ["prob", "m", "probability map"]];
@@ -133,7 +135,10 @@
     var items = [["images", all.length]];
     if (s) {
       items.push(["Dice mean ± SD", fmt(s.dice_mean, 4) + " ± " + fmt(s.dice_sd, 4)]);
-      if (s.dice_ci95) items.push(["95% CI of mean Dice", "[" + fmt(s.dice_ci95[0], 4) + ", " + fmt(s.dice_ci95[1], 4) + "]"]);
+      if (s.dice_ci95) {
+        var unit = {patient: " (patients resampled)", image: " (images resampled)"}[s.ci_unit] || "";
+        items.push(["95% CI of mean Dice" + unit, "[" + fmt(s.dice_ci95[0], 4) + ", " + fmt(s.dice_ci95[1], 4) + "]"]);
+      }
       items.push(["Dice median", fmt(s.dice_median, 4)]);
       items.push(["IoU mean ± SD", fmt(s.iou_mean, 4) + " ± " + fmt(s.iou_sd, 4)]);
       items.push(["lesion sensitivity (IoU ≥ " + fmt(s.lesion_iou_threshold, 2) + ")", fmt(s.lesion_sensitivity, 3)]);
@@ -191,6 +196,12 @@
     }
     box.appendChild(el("h2", {}, "Table 2"));
     renderBlocks(box, run.table2);
+    if (run.settings) {
+      box.appendChild(el("h2", {}, "What produced it"));
+      var settings = el("div", {id: "run-settings"});
+      renderBlocks(settings, run.settings);
+      box.appendChild(settings);
+    }
   }
 
   function renderHeader(p, onSort) {
@@ -308,13 +319,19 @@
     dl.appendChild(el("dd", {}, value));
   }
 
+  // "1234 px (56.78 mm²)": pixels of the shown grid, and mm² where the pixel spacing is known.
+  function area(px, mm2) {
+    if (px === null || px === undefined) return "—";
+    return px + " px" + (mm2 === null || mm2 === undefined ? "" : " (" + mm2 + " mm²)");
+  }
+
   function renderFacts(c) {
     var dl = document.getElementById("facts");
     fact(dl, "outcome", c.outcome ? c.outcome + " — " + OUTCOME_TEXT[c.outcome] : "—");
     fact(dl, "Dice", fmt(c.dice, 4));
     fact(dl, "IoU", fmt(c.iou, 4));
-    fact(dl, "reference px", c.ref_area === null ? "—" : String(c.ref_area));
-    fact(dl, "predicted px", String(c.pred_area));
+    fact(dl, "reference area", area(c.ref_px, c.ref_mm2));
+    fact(dl, "predicted area", area(c.pred_px, c.pred_mm2));
     fact(dl, "lesions found", c.n_ref_lesions === null ? "—" : c.n_detected + " of " + c.n_ref_lesions + ", " + c.n_fp + " false positive(s)");
     fact(dl, "patient", c.patient || "—");
     fact(dl, "view / side", (c.view || "—") + " / " + (c.laterality || "—"));
