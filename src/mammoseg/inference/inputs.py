@@ -23,10 +23,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
 from mammoseg.dicom import read_mammogram
+from mammoseg.dicom.bounded import read_dicom
 from mammoseg.geometry import PadResize, standardise
 from mammoseg.io import as_uint16, read_png
 from mammoseg.manifest import MANIFEST_COLUMNS, UniqueIds, load_manifest
@@ -169,7 +169,7 @@ def load_item(item: InputItem, size: int, want_dataset: bool = False) -> LoadedI
         return _load_prepared(item, size)
     mammogram = read_mammogram(item.input)
     standard = standardise(mammogram.pixels, size)
-    dataset = pydicom.dcmread(item.input, stop_before_pixels=True) if want_dataset else None
+    dataset = read_dicom(item.input, stop_before_pixels=True) if want_dataset else None
     return LoadedItem(item, standard.image, mammogram.pixels, plan=standard.plan, dataset=dataset)
 
 
