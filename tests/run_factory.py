@@ -14,8 +14,8 @@ import torch
 
 from mammoseg.checkpoint import save_checkpoint
 from mammoseg.config import config_from_dict, save_config
-from mammoseg.models import build_model
 from mammoseg.layouts import RunLayout
+from mammoseg.models import build_model
 
 SPEC = {"encoder": "resnet22", "decoder": "unet", "in_channels": 1, "dropout": 0.2}
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import stat
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -110,7 +111,7 @@ def _deflated_start(fh: BinaryIO) -> int | None:
     implicit VR if its first element does not parse; then any Command group), with pydicom's own
     element reader, so both agree on which files are deflated and where the deflated bytes start.
     """
-    def group_is_not(group: int):  # noqa: ANN202 - pydicom's stop_when signature
+    def group_is_not(group: int) -> Callable[[int, object, int], bool]:  # pydicom's stop_when
         return lambda tag, vr, length: tag >> 16 != group
 
     try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -72,7 +73,7 @@ def check_codestreams(ds: Dataset, path: Path, tsyntax: UID, limits: ReadLimits)
             _compare(size, rows, columns, samples, limits, index if frames > 1 else None)
     except CodestreamError as exc:
         raise DicomReadError(f"{path}: {exc}") from None
-    except Exception as exc:  # malformed encapsulation: items, offsets, lengths
+    except Exception as exc:  # noqa: BLE001 - malformed encapsulation: items, offsets, lengths
         raise DicomReadError(f"{path}: cannot split the compressed pixel data into frames "
                              f"({type(exc).__name__}: {' '.join(str(exc).split())})") from None
 
@@ -171,11 +172,11 @@ def _rle_size(frame: bytes, rows: int, columns: int, samples: int, bits: int) ->
         raise CodestreamError(f"the RLE header has {count} segment(s), but {samples} sample(s) of {bits} bits "
                               f"need {expected}; not decoded")
     bounds = [*offsets[:count], len(frame)]
-    if bounds[0] != 64 or any(b <= a for a, b in zip(bounds, bounds[1:])):
+    if bounds[0] != 64 or any(b <= a for a, b in pairwise(bounds)):
         raise CodestreamError(f"RLE segment offsets {offsets[:count]} do not lie in order inside the "
                               f"{len(frame)}-byte frame; not decoded")
     share = rows * columns
-    for number, (start, end) in enumerate(zip(bounds, bounds[1:]), start=1):
+    for number, (start, end) in enumerate(pairwise(bounds), start=1):
         decoded = _rle_decoded_length(memoryview(frame)[start:end], _RLE_SLACK * share)
         if decoded > _RLE_SLACK * share:
             raise CodestreamError(f"RLE segment {number} decodes to more than {_RLE_SLACK * share} bytes, "
