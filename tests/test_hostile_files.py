@@ -51,6 +51,8 @@ from dicom_factory import annotation_seg, mg_dataset, save_dataset, write_mg
 from run_factory import SPEC, write_random_run
 
 SRC = Path(mammoseg.__file__).resolve().parents[1]
+#: Every test is bounded in time (those that run commands in child processes say their own bound).
+pytestmark = pytest.mark.timeout(120)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -413,6 +415,7 @@ def tiny_run(tmp_path_factory):
     (dict(WindowCenter=100, WindowWidth=0), "invalid window 0"),
     (dict(WindowCenter=2048, WindowWidth=4096, PixelPaddingValue=[0, 1]), "invalid Pixel Padding Value"),
     (dict(RescaleSlope=("LO", "x")), "RescaleSlope 'x' is not a number"),
+    (dict(VOILUTSequence=("LO", "abc")), "malformed header (AttributeError: "),
 ])
 def test_malformed_window_lut_and_padding_are_one_line(tmp_path, attributes, message):
     """(VR, value) pairs are written as given, past pydicom's own checks, as a broken writer would."""

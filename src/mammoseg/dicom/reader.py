@@ -30,6 +30,12 @@ where the background is stored bright); the window runs linearly from the 0.1st 
 clips, loose enough that dense masses are not clipped to white). Mammogram.window says which of
 these happened.
 
+**Images without information** are refused: when, after all of the above, fewer than
+`MIN_INFORMATIVE_SHARE` (0.1%) of the pixels outside Pixel Padding differ from the most common
+grey level (a window far outside the stored values, a VOI LUT of 0 bits, padding covering every
+value), the message names the window and the stored values, so nobody trains on or predicts
+a blank image.
+
 The whole pipeline is evaluated once per distinct stored value and applied as a lookup
 table (`mammoseg.dicom.levels`: indexed by the stored values themselves), which is exact
 (every step is a function of the stored value) and keeps a full-field image's memory use to a
@@ -57,6 +63,10 @@ from mammoseg.geometry import chest_wall_side
 
 #: Percentiles of the breast region's values that bound the fallback window.
 FALLBACK_PERCENTILES = (0.1, 99.9)
+#: An image is refused when fewer than this share of its (non-padding) pixels differ from its
+#: most common grey level after windowing. A mammogram's breast covers tens of percent of the
+#: image; this only catches windows, VOI LUTs or padding that leave (next to) nothing visible.
+MIN_INFORMATIVE_SHARE = 1e-3
 
 _OUT_MAX = 65535
 
@@ -160,12 +170,6 @@ def _window(stored: np.ndarray, ds: Dataset, path: Path, index: int) -> tuple[np
     lut[padding] = 0  # padding is background (black), whatever the photometric interpretation
     _check_information(lut, counts, path, lambda: _window_text(ds, kind, index, levels, modality))
     return per_level.apply(lut), kind
-
-
-#: An image is refused when fewer than this share of its (non-padding) pixels differ from its
-#: most common grey level after windowing. A mammogram's breast covers tens of percent of the
-#: image; this only catches windows, VOI LUTs or padding that leave (next to) nothing visible.
-MIN_INFORMATIVE_SHARE = 1e-3
 
 
 def _check_information(lut: np.ndarray, counts: np.ndarray, path: Path, window_text: Any) -> None:
