@@ -45,6 +45,7 @@ few copies of its uint16 pixels.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,7 @@ def _window(stored: np.ndarray, ds: Dataset, path: Path, index: int) -> tuple[np
     return per_level.apply(lut), kind
 
 
-def _check_information(lut: np.ndarray, counts: np.ndarray, path: Path, window_text: Any) -> None:
+def _check_information(lut: np.ndarray, counts: np.ndarray, path: Path, window_text: Callable[[], str]) -> None:
     """Refuse an image whose non-padding pixels (almost) all get one grey level from the window:
     a model would see a blank image and predict nothing, silently."""
     present = counts > 0
