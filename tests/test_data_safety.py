@@ -166,7 +166,7 @@ def test_pixel_count_cap_and_a_deflate_bomb(tmp_path):
         read_mammogram(path, limits=ReadLimits(max_pixels=1000))
     # A deflated file that inflates to 40 MB (a private element of zeros) is refused while
     # inflating, before pydicom would inflate it whole.
-    ds = mg_dataset(np.zeros((8, 8), np.uint16), WindowCenter=1, WindowWidth=2)
+    ds = mg_dataset(np.arange(64, dtype=np.uint16).reshape(8, 8), WindowCenter=32, WindowWidth=64)
     ds.add_new(0x00091010, "OB", bytes(40 * 2**20))
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     bomb = tmp_path / "bomb.dcm"

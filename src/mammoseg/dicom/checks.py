@@ -11,20 +11,18 @@ Checked from the header alone, so a hostile or broken file costs no memory:
   would otherwise cost memory quadratic in its long side (a 1 × 12000 image needs 288 MB);
 - at most 16 bits stored (mammograms are 10–16 bit; wider integers would overflow the LUT);
 - finite Rescale Slope/Intercept and Window Center/Width;
-- a deflate-compressed file is inflated at most to what its limits allow, so a "zip bomb"
-  is refused before pydicom inflates it whole.
+- a deflate-compressed file is inflated at most to what its limits allow (`max_bytes`), so a
+  "zip bomb" is refused before pydicom inflates it whole (`mammoseg.dicom.bounded`).
 """
 
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID
 
 #: Image storage SOP classes a mammogram comes in.
 IMAGE_SOP_CLASSES = {
@@ -39,7 +37,6 @@ IMAGE_SOP_CLASSES = {
 }
 #: Header bytes allowed on top of the pixel data when inflating a deflated file.
 HEADER_ALLOWANCE = 16 * 2**20
-_INFLATE_STEP = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -147,25 +144,3 @@ def check_header(ds: Dataset, limits: ReadLimits) -> None:
     check_structure(ds)
     check_size(ds, limits)
     check_values(ds)
-
-
-def check_inflated_size(path: Path, limits: ReadLimits) -> None:
-    """For a Deflated Explicit VR Little Endian file: inflate in chunks, counting, and refuse one
-    that grows past `limits.max_bytes` — before pydicom inflates it whole into memory."""
-    with open(path, "rb") as fh:
-        head = fh.read(132 + 12)
-        if len(head) < 144 or head[128:132] != b"DICM" or head[132:136] != b"\x02\x00\x00\x00":
-            return  # no standard file meta: pydicom will say what is wrong
-        group_length = int.from_bytes(head[140:144], "little")
-        meta = fh.read(group_length)
-        if DeflatedExplicitVRLittleEndian.encode("ascii") not in meta:
-            return
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        size = 0
-        while not inflater.eof and (chunk := fh.read(1 << 20)):
-            while chunk and size <= limits.max_bytes and not inflater.eof:
-                size += len(inflater.decompress(chunk, _INFLATE_STEP))  # bounded output per call
-                chunk = inflater.unconsumed_tail
-            if size > limits.max_bytes:
-                raise HeaderError(f"deflated data inflates beyond {limits.max_bytes / 2**20:.0f} MB, more than an "
-                                  "image within the limits can be")

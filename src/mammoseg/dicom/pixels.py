@@ -1,6 +1,7 @@
 """Reading a DICOM file: its header first, then its pixels (checks before decoding).
 
-`read_dataset` parses the file with large values (in practice only Pixel Data) left in the
+`read_dataset` parses the file (`mammoseg.dicom.bounded.read_dicom`: regular files only, deflated
+data inflated within the limits) with large values (in practice only Pixel Data) left in the
 file, so `mammoseg.dicom.checks` can refuse a file from its header before its pixels cost any
 memory. `decode_pixels` then has pydicom's decoder turn them into an array. For uncompressed
 little-endian files (what modalities send) the pixel bytes are read from the file straight
@@ -15,10 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import (
     UID,
@@ -30,7 +29,9 @@ from pydicom.uid import (
     RLETransferSyntaxes,
 )
 
-from mammoseg.dicom.checks import HeaderError, ReadLimits, check_inflated_size
+from mammoseg.dicom.bounded import DicomReadError, read_dicom
+from mammoseg.dicom.checks import ReadLimits
+from mammoseg.dicom.codestream import check_codestreams
 
 #: Values larger than this many bytes stay in the file until asked for (Pixel Data; a VOI LUT
 #: is at most 128 KiB).
@@ -49,26 +50,9 @@ _PIXEL_KEYWORDS = {
 }
 
 
-class DicomReadError(ValueError):
-    """A file that cannot be used as a mammogram; the message starts with the file path."""
-
-
 def read_dataset(path: Path, limits: ReadLimits) -> Dataset:
-    """The file's dataset, Pixel Data not yet read (`DEFER_BYTES`)."""
-    if not path.is_file():
-        raise DicomReadError(f"{path}: no such file")
-    try:
-        check_inflated_size(path, limits)
-    except HeaderError as exc:
-        raise DicomReadError(f"{path}: {exc}") from None
-    try:
-        return pydicom.dcmread(path, defer_size=DEFER_BYTES)
-    except InvalidDicomError:
-        raise DicomReadError(
-            f"{path}: not a DICOM file (no 'DICM' marker after the 128-byte preamble)"
-        ) from None
-    except Exception as exc:  # truncated or corrupt files raise many kinds of errors
-        raise DicomReadError(f"{path}: could not be read as DICOM ({type(exc).__name__}: {exc})") from exc
+    """The file's dataset, Pixel Data not yet read (`DEFER_BYTES`), read within `limits`."""
+    return read_dicom(path, limits, defer_size=DEFER_BYTES)
 
 
 def _plugin_hint(tsyntax: UID) -> str:
@@ -84,8 +68,13 @@ def _plugin_hint(tsyntax: UID) -> str:
     return "a pydicom pixel data plugin for this transfer syntax (e.g. python-gdcm)"
 
 
-def decode_pixels(ds: Dataset, path: Path) -> np.ndarray:
-    """The stored values as a 2-D integer array (after the header checks)."""
+def decode_pixels(ds: Dataset, path: Path, limits: ReadLimits = ReadLimits()) -> np.ndarray:
+    """The stored values as a 2-D integer array (after the header checks).
+
+    A compressed frame is decoded only once its codestream's own header agrees with Rows ×
+    Columns and `limits` (`mammoseg.dicom.codestream`): decoders size their output from the
+    codestream, not from the DICOM header.
+    """
     file_meta = getattr(ds, "file_meta", None)
     tsyntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
     if tsyntax is None:
@@ -101,6 +90,8 @@ def decode_pixels(ds: Dataset, path: Path) -> np.ndarray:
             f"{path}: pixel data is compressed as {name} and no decoder for it is installed; "
             f"install one: {_plugin_hint(tsyntax)}"
         )
+    if tsyntax.is_encapsulated:
+        check_codestreams(ds, path, tsyntax, limits)
     try:
         arr = _native_pixels(ds, path, tsyntax)
         if arr is None:

@@ -30,6 +30,12 @@ where the background is stored bright); the window runs linearly from the 0.1st 
 clips, loose enough that dense masses are not clipped to white). Mammogram.window says which of
 these happened.
 
+**Images without information** are refused: when, after all of the above, fewer than
+`MIN_INFORMATIVE_SHARE` (0.1%) of the pixels outside Pixel Padding differ from the most common
+grey level (a window far outside the stored values, a VOI LUT of 0 bits, padding covering every
+value), the message names the window and the stored values, so nobody trains on or predicts
+a blank image.
+
 The whole pipeline is evaluated once per distinct stored value and applied as a lookup
 table (`mammoseg.dicom.levels`: indexed by the stored values themselves), which is exact
 (every step is a function of the stored value) and keeps a full-field image's memory use to a
@@ -39,6 +45,7 @@ few copies of its uint16 pixels.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +56,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut
 from pydicom.pixels.processing import apply_voi, apply_windowing
 
+from mammoseg.dicom.bounded import one_line
 from mammoseg.dicom.checks import HeaderError, ReadLimits, check_header
 from mammoseg.dicom.levels import stored_levels
 from mammoseg.dicom.pixels import DicomReadError, decode_pixels, read_dataset
@@ -56,6 +64,10 @@ from mammoseg.geometry import chest_wall_side
 
 #: Percentiles of the breast region's values that bound the fallback window.
 FALLBACK_PERCENTILES = (0.1, 99.9)
+#: An image is refused when fewer than this share of its (non-padding) pixels differ from its
+#: most common grey level after windowing. A mammogram's breast covers tens of percent of the
+#: image; this only catches windows, VOI LUTs or padding that leave (next to) nothing visible.
+MIN_INFORMATIVE_SHARE = 1e-3
 
 _OUT_MAX = 65535
 
@@ -96,11 +108,21 @@ def read_mammogram(path: str | os.PathLike, window_index: int = 0, limits: ReadL
         raise DicomReadError(f"{path}: window_index must be an int >= 0, got {window_index!r}")
     ds = read_dataset(path, limits)
     try:
+        return _mammogram(ds, path, int(window_index), limits)
+    except (DicomReadError, MemoryError):
+        raise
+    except Exception as exc:  # an attribute pydicom cannot convert, wherever it is first read
+        raise DicomReadError(f"{path}: malformed header ({type(exc).__name__}: {one_line(exc)})") from exc
+
+
+def _mammogram(ds: Dataset, path: Path, window_index: int, limits: ReadLimits) -> Mammogram:
+    """The checked, decoded and windowed image of `ds` with its metadata."""
+    try:
         check_header(ds, limits)
     except HeaderError as exc:
         raise DicomReadError(f"{path}: {exc}") from None
-    stored = decode_pixels(ds, path)
-    pixels, window = _window(stored, ds, path, int(window_index))
+    stored = decode_pixels(ds, path, limits)
+    pixels, window = _window(stored, ds, path, window_index)
     laterality, laterality_source = _laterality(ds, pixels)
     return Mammogram(
         pixels=pixels,
@@ -120,10 +142,16 @@ def read_mammogram(path: str | os.PathLike, window_index: int = 0, limits: ReadL
 
 
 def _window(stored: np.ndarray, ds: Dataset, path: Path, index: int) -> tuple[np.ndarray, str]:
-    """Windowed uint16 pixels and the kind of window used (see module docstring)."""
+    """Windowed uint16 pixels and the kind of window used (see module docstring); refused when
+    the result carries no information (`_check_information`)."""
     per_level = stored_levels(stored)
     levels = per_level.values
     padding = _padding(ds, levels, path)
+    counts = per_level.counts()
+    counts[padding] = 0  # padding is not breast: keep it out of the window's statistics
+    if not counts.any():
+        raise DicomReadError(f"{path}: every pixel is Pixel Padding Value ({_padding_text(ds)} covers the stored "
+                             f"values {_range_text(levels)}); there is no image; check the pixel padding")
     try:
         modality = np.asarray(apply_modality_lut(levels, ds))
     except Exception as exc:
@@ -134,10 +162,6 @@ def _window(stored: np.ndarray, ds: Dataset, path: Path, index: int) -> tuple[np
     elif ds.get("WindowCenter") not in (None, "") and ds.get("WindowWidth") not in (None, ""):
         scaled, kind = _apply_window(modality, ds, path, index)
     else:
-        counts = per_level.counts()
-        counts[padding] = 0  # padding is not breast: keep it out of the window's statistics
-        if not counts.any():
-            raise DicomReadError(f"{path}: every pixel is Pixel Padding Value; there is no image")
         scaled, kind = _fallback_window(modality.astype(np.float64), counts, _inverted(ds)), "fallback"
 
     scaled = np.clip(scaled, 0.0, 1.0)
@@ -145,7 +169,51 @@ def _window(stored: np.ndarray, ds: Dataset, path: Path, index: int) -> tuple[np
         scaled = 1.0 - scaled
     lut = np.rint(scaled * _OUT_MAX).astype(np.uint16)
     lut[padding] = 0  # padding is background (black), whatever the photometric interpretation
+    _check_information(lut, counts, path, lambda: _window_text(ds, kind, index, levels, modality))
     return per_level.apply(lut), kind
+
+
+def _check_information(lut: np.ndarray, counts: np.ndarray, path: Path, window_text: Callable[[], str]) -> None:
+    """Refuse an image whose non-padding pixels (almost) all get one grey level from the window:
+    a model would see a blank image and predict nothing, silently."""
+    present = counts > 0
+    outputs, inverse = np.unique(lut[present], return_inverse=True)
+    per_output = np.bincount(inverse, weights=counts[present].astype(np.float64), minlength=outputs.size)
+    total = float(per_output.sum())
+    others = total - float(per_output.max())
+    if others >= max(1.0, MIN_INFORMATIVE_SHARE * total):
+        return
+    grey = int(outputs[int(np.argmax(per_output))])
+    how = "every pixel has" if others == 0 else f"all but {int(others)} of {int(total)} pixels have"
+    raise DicomReadError(f"{path}: {how} the same grey level ({grey} of 65535) after windowing ({window_text()}); "
+                         "check the window / VOI LUT / pixel padding")
+
+
+def _range_text(values: np.ndarray) -> str:
+    lo, hi = float(np.min(values)), float(np.max(values))
+    return f"{lo:g}..{hi:g}"
+
+
+def _padding_text(ds: Dataset) -> str:
+    value, limit = ds.get("PixelPaddingValue"), ds.get("PixelPaddingRangeLimit")
+    if limit in (None, ""):
+        return f"Pixel Padding Value {value}"
+    return f"Pixel Padding Value {value} to Range Limit {limit}"
+
+
+def _window_text(ds: Dataset, kind: str, index: int, levels: np.ndarray, modality: np.ndarray) -> str:
+    """Which window was applied to which values, for the no-information message."""
+    values = f"stored values {_range_text(levels)}"
+    if not np.array_equal(np.asarray(modality, dtype=np.float64), levels.astype(np.float64)):
+        values += f", {_range_text(modality)} after the modality LUT"
+    padding = f"; {_padding_text(ds)}" if ds.get("PixelPaddingValue") not in (None, "") else ""
+    if kind == "voi_lut_sequence":
+        return f"VOI LUT item {index}, LUT Descriptor {_shown(list(ds.VOILUTSequence[index].LUTDescriptor))}, " \
+               f"vs {values}{padding}"
+    if kind == "fallback":
+        return f"no window in the file; the {values} give none{padding}"
+    centers, widths = _values(ds, "WindowCenter"), _values(ds, "WindowWidth")
+    return f"window C/W {centers[index]:g}/{widths[index]:g} vs {values}{padding}"
 
 
 def _padding(ds: Dataset, levels: np.ndarray, path: Path) -> np.ndarray:
@@ -178,9 +246,7 @@ def _apply_voi_lut_sequence(modality: np.ndarray, ds: Dataset, path: Path, index
     seq = ds.VOILUTSequence
     if index >= len(seq):
         raise DicomReadError(f"{path}: window_index {index} asked, but the VOI LUT Sequence has {len(seq)} item(s)")
-    descriptor = [int(v) for v in seq[index].LUTDescriptor]
-    entries = descriptor[0] or 2**16
-    first = descriptor[1]
+    entries, first, bits = _lut_descriptor(seq[index], path, index)
     # LUT inputs are integers; rescaled values are rounded, and values past either end of
     # the LUT take its first / last entry (clipping here also keeps pydicom's uint16
     # index arithmetic in range).
@@ -189,11 +255,34 @@ def _apply_voi_lut_sequence(modality: np.ndarray, ds: Dataset, path: Path, index
         out = np.asarray(apply_voi(values, _voi_proxy(ds, index), index=0), dtype=np.float64)
     except Exception as exc:
         raise DicomReadError(f"{path}: invalid VOI LUT Sequence item {index} ({type(exc).__name__}: {exc})") from exc
-    bits = descriptor[2]
     largest = int(np.max(np.asarray(out))) if out.size else 0
     if largest > 2**bits - 1:  # entries wider than declared: use the bits they need
         bits = largest.bit_length()
-    return out / float(2**bits - 1)
+    # 0 bits with every entry 0: all outputs are 0 (refused later as an image without information).
+    return out / float(max(2**bits - 1, 1))
+
+
+def _lut_descriptor(item: Dataset, path: Path, index: int) -> tuple[int, int, int]:
+    """(entries, first input value, bits per entry) of a VOI LUT item, checked: one line naming the
+    attribute for a descriptor that is not three integers (entries 0 means 65536, PS3.3 C.11.2.1.1)."""
+    value = item.get("LUTDescriptor")
+    items = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+    try:
+        numbers = [int(v) for v in items]
+    except (TypeError, ValueError):
+        numbers = []
+    where = f"{path}: VOI LUT Sequence item {index}: LUT Descriptor {_shown(items)}"
+    if len(numbers) != 3:
+        raise DicomReadError(f"{where} is not 3 integers (number of entries, first input value, bits per entry)")
+    entries, first, bits = numbers
+    if not 0 <= entries <= 0xFFFF or not 0 <= bits <= 16:
+        raise DicomReadError(f"{where}: {entries} entries of {bits} bits; at most 65535 entries (0 meaning "
+                             "65536) of at most 16 bits are possible")
+    return entries or 2**16, first, bits
+
+
+def _shown(items: list[Any]) -> str:
+    return "\\".join(str(v) for v in items)[:80]
 
 
 def _voi_proxy(ds: Dataset, index: int) -> Dataset:

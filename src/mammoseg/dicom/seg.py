@@ -28,12 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
+from pydicom.pixels import iter_pixels
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
+from mammoseg.dicom.bounded import DicomReadError, one_line, read_dicom
+from mammoseg.dicom.checks import ReadLimits
 from mammoseg.dicom.codes import mammo_patient_orientation
+from mammoseg.dicom.codestream import check_codestreams
 from mammoseg.io import atomic_path
 from mammoseg.version import __version__
 
@@ -301,26 +304,58 @@ def read_seg_mask(path: str | os.PathLike, sop_instance_uid: str, segment_number
     shared; a SEG of a single image may omit it). Read with pydicom: highdicom 0.28 refuses
     to read back the Pixel Measures it writes for 2-D images. A FRACTIONAL segment counts
     where it reaches half its maximum. An image the SEG references but has no frame for (an
-    empty frame left out) gets an empty mask.
+    empty frame left out) gets an empty mask. The file is read within the default `ReadLimits`
+    (`mammoseg.dicom.bounded`), its frame size is checked before decoding, and only the wanted
+    frames are decoded, one at a time (compressed ones after their codestream headers are
+    checked), so a hostile SEG costs at most one image-sized frame of memory.
     """
+    seg = read_dicom(path, ReadLimits())
     try:
-        seg = pydicom.dcmread(path)
-        frames = np.asarray(seg.pixel_array).reshape(-1, int(seg.Rows), int(seg.Columns))
+        rows, columns = int(seg.Rows), int(seg.Columns)
         index = _frame_sources(seg)
     except Exception as exc:
-        raise ValueError(f"{path}: cannot read the SEG frames ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(f"{path}: cannot read the SEG frames ({type(exc).__name__}: {one_line(exc)})") from exc
     if sop_instance_uid not in referenced_instances(seg):
         raise ValueError(f"{path}: the SEG does not reference image {sop_instance_uid}")
-    if frames.shape[1:] != (height, width):
-        raise ValueError(f"{path}: SEG frames are {frames.shape[1]}x{frames.shape[2]} but image "
-                         f"{sop_instance_uid} is {height}x{width}")
+    if (rows, columns) != (height, width):  # before decoding: frames of another size are never decoded
+        raise ValueError(f"{path}: SEG frames are {rows}x{columns} but image {sop_instance_uid} is {height}x{width}")
+    wanted = [i for i, (source, number) in enumerate(index) if source == sop_instance_uid and number in segment_numbers]
     fractional = str(seg.get("SegmentationType", "BINARY")).upper() == "FRACTIONAL"
     cut = (int(seg.get("MaximumFractionalValue", 255)) + 1) // 2 if fractional else 1
     mask = np.zeros((height, width), dtype=bool)
-    for frame, (source, number) in zip(frames, index):
-        if source == sop_instance_uid and number in segment_numbers:
+    if not wanted:
+        return mask
+    try:
+        for frame in _decoded_frames(seg, Path(path), wanted):
             mask |= frame >= cut
+    except DicomReadError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read the SEG frames ({type(exc).__name__}: {one_line(exc)})") from exc
     return mask
+
+
+def _decoded_frames(seg: Dataset, path: Path, wanted: list[int]) -> Iterator[np.ndarray]:
+    """Frames `wanted` of a SEG, decoded one at a time (compressed ones after their codestream check).
+
+    Uncompressed 1-bit frames are unpacked here: pydicom 3.0's `iter_pixels` misplaces a frame
+    whose pixel count is not a multiple of 8 (bit-packed frames are not byte-aligned).
+    """
+    rows, columns = int(seg.Rows), int(seg.Columns)
+    meta = getattr(seg, "file_meta", None)
+    tsyntax = UID(str(meta.get("TransferSyntaxUID", "") if meta is not None else ""))
+    if tsyntax.is_encapsulated:
+        check_codestreams(seg, path, tsyntax, ReadLimits())
+    if tsyntax.is_encapsulated or int(seg.BitsAllocated) != 1:
+        for frame in iter_pixels(seg, indices=wanted):
+            yield np.asarray(frame).reshape(rows, columns)
+        return
+    count, data = rows * columns, seg.PixelData
+    for index in wanted:
+        first = index * count  # the frame's first bit
+        packed = np.frombuffer(data, np.uint8, count=(first % 8 + count + 7) // 8, offset=first // 8)
+        bits = np.unpackbits(packed, bitorder="little")  # DICOM packs the first pixel in the lowest bit
+        yield bits[first % 8 : first % 8 + count].reshape(rows, columns)
 
 
 def _frame_sources(seg: Any) -> list[tuple[str, int]]:

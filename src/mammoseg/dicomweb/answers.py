@@ -23,7 +23,7 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import pydicom
+from mammoseg.dicom.bounded import read_dicom
 
 #: Longest preamble and part header block accepted before the part's content.
 _MAX_HEAD_BYTES = 64 * 1024
@@ -215,7 +215,7 @@ def check_part10(path: str | Path, sop_uid: str) -> None:
     give them away.
     """
     try:
-        ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+        ds = read_dicom(path, defer_size=_DEFER_BYTES)
     except Exception as exc:  # whatever the parser meets in bytes the server chose
         raise BadAnswer(f"not a DICOM file ({one_line(exc)[:200]})") from None
     tags = list(ds.keys())  # in the order read from the file

@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from mammoseg.dicom.bounded import read_dicom
 from mammoseg.dicom.codes import BREAST_TOMOSYNTHESIS, MG_FOR_PRESENTATION, MG_FOR_PROCESSING, SEGMENTATION
 from mammoseg.dicom.seg import SegIdentity, referenced_instances, seg_identity
 from mammoseg.dicomweb.answers import (
@@ -357,9 +358,7 @@ class DicomWeb:
     def store(self, dataset: Dataset | str | os.PathLike) -> str:
         """Store one instance (STOW-RS); returns its SOP Instance UID once the server accepted it."""
         if not isinstance(dataset, Dataset):
-            import pydicom
-
-            dataset = pydicom.dcmread(dataset)
+            dataset = read_dicom(dataset)
         uid = str(dataset.SOPInstanceUID)
         with self._errors(f"instance {uid}"):
             try:

@@ -30,8 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pydicom
-
+from mammoseg.dicom.bounded import DicomReadError, read_dicom
 from mammoseg.dicom.seg import SegIdentity, require_highdicom
 from mammoseg.dicomweb.source import DicomWebSource, instance_url, parse_query
 from mammoseg.folders import open_output_folder
@@ -179,8 +178,8 @@ def _header_skip_reason(path: Path) -> str:
     from mammoseg.dicomweb import classify
 
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:  # unreadable: predict reads it again and reports why in errors.csv
+        header = read_dicom(path, stop_before_pixels=True)
+    except DicomReadError:  # unreadable: predict reads it again and reports why in errors.csv
         return ""
     verdict = classify(str(header.get("SOPClassUID", "")), str(header.get("Modality", "")),
                        str(header.get("PresentationIntentType", "")))
@@ -212,7 +211,7 @@ class _SegStore:
         try:
             if not self.force and ref.study_uid not in self.known:
                 self.known[ref.study_uid] = self.web.stored_segs(ref.study_uid)
-            seg = pydicom.dcmread(seg_path)
+            seg = read_dicom(seg_path)
             outcome = self.web.store_seg(seg, self.identity, force=self.force, known=self.known.get(ref.study_uid))
         except DicomWebError as exc:
             self.halted = str(exc) if exc.fatal else ""

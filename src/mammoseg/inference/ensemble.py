@@ -1,18 +1,24 @@
 """The paper's fold ensemble: every fold model's sigmoid *probability* is averaged (not the
 thresholded masks), then the average is thresholded (0.5 by default). Pure: tensors in,
-tensors out; loading the fold models from a run folder is `load_ensemble`."""
+tensors out; loading the fold models from a run folder, each checked against the run, is `load_ensemble`."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
-from mammoseg.checkpoint import load_fold_model, normalise_batch
+from mammoseg.checkpoint import model_from_checkpoint, normalise_batch, read_checkpoint
 from mammoseg.layouts import RunLayout
+from mammoseg.models import ENCODERS
+from mammoseg.models.registry import lookup
 
 
 @dataclass
@@ -80,20 +86,85 @@ class Ensemble:
 
 
 def load_ensemble(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Ensemble:
-    """Every fold's best model of a run, in fold order; a clear error when there is none."""
+    """Every fold's best model of a run, in fold order; a clear error when there is none.
+
+    Each checkpoint is checked against the run before it is used (`check_member`): the network it
+    was trained as must be the one the run's config.yaml says, and its input normalisation must be
+    finite, so a fold copied in from another run, or a damaged one, is refused by name rather than
+    silently averaged into every prediction.
+    """
     layout = RunLayout(run_dir)
     if not layout.root.is_dir():
         raise FileNotFoundError(f"{layout.root}: no such run folder")
     paths = layout.best_checkpoints()
     if not paths:
         raise FileNotFoundError(f"{layout.root}: no fold*/best.pt checkpoints; has this run been trained (`mammoseg train`)?")
+    expected = run_architecture(layout)
     members, sizes = [], {}
     for path in paths:
-        model, ckpt = load_fold_model(path, map_location=device)
-        if ckpt["image_size"] is None:
-            raise ValueError(f"{path}: checkpoint does not record the image size it was trained on")
+        ckpt = read_checkpoint(path, map_location=device)
+        check_member(path, ckpt, expected)
+        model = model_from_checkpoint(path, ckpt, map_location=device)
         sizes[str(path)] = int(ckpt["image_size"])
         members.append(EnsembleMember(model, ckpt["norm"], int(ckpt["model_spec"]["in_channels"]), str(path)))
     if len(set(sizes.values())) != 1:
         raise ValueError(f"{layout.root}: fold checkpoints were trained at different image sizes: {sizes}")
     return Ensemble(members, next(iter(sizes.values())))
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The network a run trains: what config.yaml's `model` section and a checkpoint's `model_spec` both say."""
+
+    encoder: str
+    decoder: str
+    in_channels: int
+
+    def __str__(self) -> str:
+        return f"{self.encoder}-{self.decoder} with {self.in_channels} input channel{'s' if self.in_channels != 1 else ''}"
+
+
+def run_architecture(layout: RunLayout) -> Architecture:
+    """The architecture the run's config.yaml says (an unset `in_channels` is the encoder's own)."""
+    path = layout.config
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; the fold checkpoints cannot be checked against the run "
+                                f"without it (is {layout.root} a run folder made by `mammoseg train`?)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or not isinstance(model.get("encoder"), str) or not isinstance(model.get("decoder"), str):
+        raise ValueError(f"{path}: no model section with an encoder and a decoder")
+    channels = model.get("in_channels")
+    if channels is None:
+        channels = lookup(ENCODERS, "encoder", model["encoder"]).default_in_channels
+    if isinstance(channels, bool) or not isinstance(channels, int):
+        raise ValueError(f"{path}: model.in_channels {channels!r} is not an integer")
+    return Architecture(model["encoder"], model["decoder"], channels)
+
+
+def check_member(path: Path, ckpt: Mapping[str, Any], expected: Architecture) -> None:
+    """Refuse (one line naming the checkpoint) a fold trained as another network than the run's,
+    or whose normalisation is not a finite mean and a finite positive standard deviation."""
+    spec = ckpt["model_spec"]
+    try:
+        trained = Architecture(str(spec["encoder"]), str(spec["decoder"]), int(spec["in_channels"]))
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: model_spec {dict(spec)!r} is not an encoder, a decoder and a channel count") from None
+    if trained != expected:
+        same_net = (trained.encoder, trained.decoder) == (expected.encoder, expected.decoder)
+        shown = (str(trained), str(expected)) if same_net else (f"{trained.encoder}-{trained.decoder}",
+                                                                f"{expected.encoder}-{expected.decoder}")
+        raise ValueError(f"{path}: trained as {shown[0]}, but the run's config.yaml says {shown[1]}")
+    if ckpt["image_size"] is None:
+        raise ValueError(f"{path}: checkpoint does not record the image size it was trained on")
+    norm = ckpt["norm"]
+    try:
+        mean, std = float(norm["mean"]), float(norm["std"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{path}: normalisation {norm!r} is not a mean and a standard deviation") from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ValueError(f"{path}: normalisation mean {mean}, std {std}: a finite mean and a finite positive "
+                         "std are needed; the checkpoint is damaged")

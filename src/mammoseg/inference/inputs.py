@@ -24,9 +24,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
+from mammoseg.dicom.bounded import read_dicom
 from mammoseg.geometry import PadResize, standardise
 from mammoseg.io import as_uint16, read_png, special_file_kind
 from mammoseg.layouts import PreparedLayout
@@ -186,7 +186,7 @@ def load_item(item: InputItem, size: int, want_dataset: bool = False) -> LoadedI
         return _load_prepared(item, size)
     pixels, _meta = read_image(Path(item.input))
     standard = standardise(pixels, size)
-    dataset = pydicom.dcmread(item.input, stop_before_pixels=True) if want_dataset and item.kind == "dicom" else None
+    dataset = read_dicom(item.input, stop_before_pixels=True) if want_dataset and item.kind == "dicom" else None
     return LoadedItem(item, standard.image, pixels, plan=standard.plan, dataset=dataset)
 
 

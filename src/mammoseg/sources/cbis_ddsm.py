@@ -17,8 +17,7 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import pydicom
-
+from mammoseg.dicom.bounded import DicomReadError, read_dicom
 from mammoseg.io import read_csv
 from mammoseg.manifest import safe_id
 from mammoseg.sources.records import (
@@ -118,9 +117,9 @@ def _pick_full_image(tree: _Tree, value: str) -> tuple[Path | None, str]:
     # Several files: the full mammogram is the largest one.
     def area(path: Path) -> int:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = read_dicom(path, stop_before_pixels=True)
             return int(ds.Rows) * int(ds.Columns)
-        except Exception:
+        except (DicomReadError, AttributeError, TypeError, ValueError):  # unreadable: never the full image
             return -1
 
     return max(files, key=lambda p: (area(p), str(p))), ""

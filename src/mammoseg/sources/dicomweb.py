@@ -26,8 +26,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-import pydicom
-
+from mammoseg.dicom.bounded import DicomReadError, read_dicom
 from mammoseg.dicom.codes import SEGMENTATION
 from mammoseg.dicom.seg import mass_segment_numbers, referenced_instances
 from mammoseg.dicomweb.source import DicomWebSource
@@ -86,8 +85,8 @@ def _mass_segments_by_image(seg_files: Iterable[Path]) -> dict[str, list[tuple[P
     index: dict[str, list[tuple[Path, tuple[int, ...]]]] = defaultdict(list)
     for path in sorted(seg_files):
         try:
-            header = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception as exc:  # a broken SEG loses its masks, not the whole source
+            header = read_dicom(path, stop_before_pixels=True)
+        except DicomReadError as exc:  # a broken SEG loses its masks, not the whole source
             log.warning("%s: unreadable SEG, ignored (%s)", path, exc)
             continue
         numbers = mass_segment_numbers(header)
@@ -103,9 +102,9 @@ def _header_problem(path: Path) -> str:
     from mammoseg.dicomweb import classify
 
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception as exc:
-        return f"{path}: not readable as DICOM ({exc})"
+        header = read_dicom(path, stop_before_pixels=True)
+    except DicomReadError as exc:
+        return str(exc)
     verdict = classify(str(header.get("SOPClassUID", "")), str(header.get("Modality", "")),
                        str(header.get("PresentationIntentType", "")))
     return "" if verdict.segment else f"{path}: skipped, {verdict.reason}"

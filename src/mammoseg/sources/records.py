@@ -13,8 +13,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pydicom
 
+from mammoseg.dicom.bounded import DicomReadError, read_dicom
+from mammoseg.dicom.checks import ReadLimits
+from mammoseg.dicom.pixels import decode_pixels, read_dataset
 from mammoseg.dicom.seg import read_seg_mask
 from mammoseg.io import read_png
 
@@ -92,22 +94,28 @@ class RoiDicomMask:
         return merged
 
 
-def _dicom_size(path: Path) -> tuple[int, int] | None:
+def _dicom_size(path: Path) -> tuple[int, int] | str:
+    """Rows x Columns of a candidate ROI file, or why it cannot be read (a candidate that is not a
+    DICOM of the image's size does not match)."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = read_dicom(path, stop_before_pixels=True)
         return int(ds.Rows), int(ds.Columns)
-    except Exception:  # unreadable candidates simply do not match
-        return None
+    except DicomReadError as exc:
+        return str(exc)
+    except (AttributeError, TypeError, ValueError):
+        return f"{path}: no valid Rows/Columns"
 
 
-def _read_roi_pixels(path: Path) -> np.ndarray:
+def _read_roi_pixels(path: Path, height: int, width: int) -> np.ndarray:
+    """The ROI mask DICOM's pixels that are not background, read and decoded within the default limits."""
     try:
-        ds = pydicom.dcmread(path)
-        pixels = ds.pixel_array
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot read the ROI mask DICOM ({exc})") from exc
-    if pixels.ndim != 2:
-        raise ValueError(f"{path}: ROI mask is not a single 2-D frame (shape {pixels.shape})")
+        ds = read_dataset(path, ReadLimits())
+        pixels = decode_pixels(ds, path)
+    except DicomReadError as exc:
+        raise ValueError(f"ROI mask {exc}") from None
+    if pixels.shape != (height, width):
+        raise ValueError(f"{path}: ROI mask decodes to {pixels.shape[0]}x{pixels.shape[1]}, "
+                         f"not the image's {height}x{width}")
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         # In MONOCHROME1 the largest value is black: background is the maximum.
         pixels = (2 ** int(getattr(ds, "BitsStored", 8)) - 1) - pixels.astype(np.int64)
@@ -121,7 +129,8 @@ def _load_roi_group(candidates: tuple[Path, ...], height: int, width: int, label
     matching = [path for path, size in sizes.items() if size == (height, width)]
     if not matching:
         found = ", ".join(
-            f"{path.name} {s[0]}x{s[1]}" if s else f"{path.name} unreadable" for path, s in sizes.items()
+            f"{path.name} {s[0]}x{s[1]}" if isinstance(s, tuple) else f"{path.name} unreadable ({s})"
+            for path, s in sizes.items()
         )
         raise ValueError(
             f"{label}: no ROI mask DICOM of the image's size {height}x{width} (found {found})"
@@ -129,7 +138,7 @@ def _load_roi_group(candidates: tuple[Path, ...], height: int, width: int, label
     # Normally exactly one file matches; duplicates of the same mask are merged harmlessly.
     merged = np.zeros((height, width), dtype=bool)
     for path in matching:
-        merged |= _read_roi_pixels(path)
+        merged |= _read_roi_pixels(path, height, width)
     return merged
 
 
