@@ -153,6 +153,7 @@ def test_a_fifo_in_an_input_folder_is_listed_not_opened(tmp_path, capsys):
     run = write_random_run(tmp_path / "run")
     dicoms = tmp_path / "dicoms"
     source_dataset(dicoms, n=1)
+    (dicoms / "case0_mask.png").unlink()  # a PNG in the folder would be predicted as a mammogram too
     os.mkfifo(dicoms / "stuck.dcm")
     os.mkfifo(dicoms / "stuck-without-suffix")
     pred = tmp_path / "pred"

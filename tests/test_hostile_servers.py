@@ -89,7 +89,7 @@ def _cached(cache: Path, instance) -> Path:
 
 #: name -> (behaviour for the bad instance, given it and the server; what its errors.csv reason says)
 PER_INSTANCE = {
-    "non-DICOM part": (lambda bad, server: non_dicom_part, "not a DICOM file (File is missing DICOM File Meta"),
+    "non-DICOM part": (lambda bad, server: non_dicom_part, "not a DICOM file (no 'DICM' marker after the 128-byte preamble)"),
     "wrong Content-Type": (lambda bad, server: wrong_content_type,
                            "answered with application/json, not multipart/related DICOM (application/dicom)"),
     "HTML page": (lambda bad, server: html_login_page,
@@ -163,7 +163,7 @@ def test_prepare_lists_each_bad_instance_and_prepares_the_rest(tmp_path):
         assert row["reason"].startswith(f"{urls[sop]}: ") and "\n" not in row["reason"], row
         assert row["source_path"] == str(_cached(cache, bad[sop]))
     assert "not a DICOM file: command element (0000,EEEE)" in errors[garbage.sop]["reason"]
-    assert "not a DICOM file (File is missing DICOM File Meta" in errors[text.sop]["reason"]
+    assert "not a DICOM file (no 'DICM' marker after the 128-byte preamble)" in errors[text.sop]["reason"]
     assert "answered with application/json, not multipart/related DICOM" in errors[json_answer.sop]["reason"]
     assert _files(cache) == {_cached(cache, i) for i in good}
 

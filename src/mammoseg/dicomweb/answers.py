@@ -217,7 +217,9 @@ def check_part10(path: str | Path, sop_uid: str) -> None:
     try:
         ds = read_dicom(path, defer_size=_DEFER_BYTES)
     except Exception as exc:  # whatever the parser meets in bytes the server chose
-        raise BadAnswer(f"not a DICOM file ({one_line(exc)[:200]})") from None
+        reason = one_line(exc).removeprefix(f"{path}: ")  # the cache's temp file means nothing to a user
+        raise BadAnswer(reason[:200] if reason.startswith("not a DICOM file") else
+                        f"not a DICOM file ({reason[:200]})") from None
     tags = list(ds.keys())  # in the order read from the file
     command = next((tag for tag in tags if tag.group == 0), None)
     if command is not None:
