@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,6 +60,16 @@ def threshold_probability(prob: np.ndarray, threshold: float = 0.5) -> np.ndarra
     return np.where(prob >= threshold, 255, 0).astype(np.uint8)
 
 
+def _chosen_folds(layout: RunLayout, folds: Sequence[int]) -> list[Path]:
+    """The best checkpoints of `folds` (--folds), each of which must exist."""
+    trained = [f.fold for f in layout.folds() if f.best.is_file()]
+    missing = [k for k in folds if k not in trained]
+    if missing:
+        raise ValueError(f"{layout.root}: --folds {','.join(map(str, folds))}: fold {missing[0]} has no best.pt here "
+                         f"(this run's trained folds: {', '.join(map(str, trained))})")
+    return [layout.fold(k).best for k in sorted(set(folds))]
+
+
 @dataclass
 class Ensemble:
     """A run's fold models and the prepared image size they were all trained at."""
@@ -71,14 +82,18 @@ class Ensemble:
         return [m.source for m in self.members]
 
 
-def load_ensemble(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Ensemble:
-    """Every fold's best model of a run, in fold order; a clear error when there is none."""
+def load_ensemble(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
+                  folds: Sequence[int] | None = None) -> Ensemble:
+    """Every fold's best model of a run (or those of `folds` only), in fold order; a clear error when
+    there is none, or when a chosen fold has no checkpoint."""
     layout = RunLayout(run_dir)
     if not layout.root.is_dir():
         raise FileNotFoundError(f"{layout.root}: no such run folder")
     paths = layout.best_checkpoints()
     if not paths:
         raise FileNotFoundError(f"{layout.root}: no fold*/best.pt checkpoints; has this run been trained (`mammoseg train`)?")
+    if folds is not None:
+        paths = _chosen_folds(layout, folds)
     members, sizes = [], {}
     for path in paths:
         model, ckpt = load_fold_model(path, map_location=device)
