@@ -152,11 +152,13 @@ def test_corrupt_inputs_go_to_errors_csv_and_exit_codes(tmp_path, capsys):
     assert "prepared 2 images (1 with a mass) of 1 patient into" in printed and "errors: 2" in printed
     assert main([*args, "--out", str(tmp_path / "strict"), "--strict"]) == 1
     assert len(load_manifest(tmp_path / "strict")) == 2  # strict still writes what worked
-    # Nothing usable at all → non-zero even without --strict.
+    # Nothing usable at all → bad input (exit 2), refused before the output folder is made.
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "list.csv").write_text("image,mask,patient_id\nnope.png,,p\n")
-    assert main(["prepare", "--format", "manifest", "--src", str(bad), "--out", str(tmp_path / "o3"), "--no-progress"]) == 1
+    capsys.readouterr()
+    assert main(["prepare", "--format", "manifest", "--src", str(bad), "--out", str(tmp_path / "o3"), "--no-progress"]) == 2
+    assert "nope.png: no such file" in capsys.readouterr().err and not (tmp_path / "o3").exists()
 
 
 def test_refuses_to_overwrite_unless_asked(tmp_path, capsys):

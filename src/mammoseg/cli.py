@@ -31,20 +31,61 @@ COMMANDS: list[tuple[str, str, str]] = [
 ]
 
 
+EPILOG = """\
+every command: -v/--verbose (before or after COMMAND) shows debug logs and tracebacks; --no-progress
+hides progress bars; --overwrite replaces what that same command wrote into its --out (never anything
+else); --device auto|cpu|cuda|cuda:N (train, predict, reproduce, demo); the run folder is --run RUN.
+Bad input is one line and exit 2, checked before anything is written.
+Config keys: `mammoseg train --print-config [--config demo] [key=value ...]`, docs/config.md.
+"""
+
+
+def _verbose_flag(default: object) -> argparse.ArgumentParser:
+    """`-v/--verbose`, accepted before and after the subcommand (after it, only a given flag sets it)."""
+    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parent.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging and tracebacks")
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mammoseg",
         description="Breast mass segmentation in mammograms (Isosalo, Mustonen et al., SPIE MI 2022).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+        parents=[_verbose_flag(False)],
     )
     parser.add_argument("--version", action="version", version=f"mammoseg {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name, help_text in COMMANDS:
         module = importlib.import_module(f"mammoseg.commands.{module_name}")
-        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+                           parents=[_verbose_flag(argparse.SUPPRESS)])
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p)
     return parser
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The parsed command line; `key=value` overrides may stand anywhere after the subcommand
+    (`train ... crop_size=256 --no-progress n_folds=2`), not only in one block."""
+    args, extra = parser.parse_known_args(argv)
+    overrides = [e for e in extra if "=" in e and not e.startswith("-")]
+    if extra and (len(overrides) < len(extra) or not isinstance(getattr(args, "overrides", None), list)):
+        args._parser.error(f"unrecognized arguments: {' '.join(extra)}{_did_you_mean(args._parser, extra)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
+    return args
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, extra: list[str]) -> str:
+    """Flags are never abbreviated (`--in` is not `--input`): name the ones an unknown flag begins."""
+    known = sorted(flag for flag in parser._option_string_actions if flag.startswith("--"))
+    for given in extra:
+        matches = [flag for flag in known if flag.startswith(given.split("=", 1)[0])] if given.startswith("--") else []
+        if matches:
+            return f" (did you mean {' or '.join(matches)}? flags are not abbreviated)"
+    return ""
 
 
 #: Failures caused by what the user gave (paths, files, settings): exit status 2.
@@ -67,9 +108,18 @@ def failure_message(exc: BaseException) -> tuple[str, int]:
     return f"{text} (run with -v for the traceback)", 1
 
 
+def one_line(message: str) -> str:
+    """The first line of a message that has several (a library's error may carry a trace): the console
+    gets one line per failure; -v shows all of it."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else message
+    return f"{lines[0]} [...]" + ("" if "run with -v" in lines[0] else " (run with -v for the rest)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -83,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         message, status = failure_message(exc)
-        print(f"mammoseg {args.command}: error: {message}", file=sys.stderr)
+        print(f"mammoseg {args.command}: error: {one_line(message)}", file=sys.stderr)
         return status
 
 

@@ -13,6 +13,7 @@ config, which is how a rerun recognises its own run folder.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import types
 import typing
@@ -39,12 +40,16 @@ RUNTIME_KEYS: frozenset[str] = frozenset({"num_workers", "cache_images", "tensor
 class ModelConfig:
     """Which network: `build_model(encoder, decoder, encoder_weights, in_channels, dropout)`."""
 
+    #: the encoder: resnet34 (ImageNet-style) or resnet22 (GMIC's global network).
     encoder: str = "resnet34"
+    #: the decoder: unet or fpn.
     decoder: str = "unet"
-    #: "imagenet" (ResNet34), a GMIC checkpoint path (ResNet22), or None for random init.
+    #: "imagenet" (ResNet34), "gmic:PATH" (GMIC's sample_model_N.p, ResNet22), a state-dict file, or null for
+    #: random init. Checked (the file read into the encoder) before a run writes anything.
     encoder_weights: str | None = "imagenet"
-    #: None = the encoder's natural input (3 for ResNet34, 1 for ResNet22).
+    #: null = the encoder's natural input (3 for ResNet34, 1 for ResNet22).
     in_channels: int | None = None
+    #: dropout in the segmentation head, before its final 1×1 convolution, in [0, 1).
     dropout: float = 0.2
 
 
@@ -52,7 +57,9 @@ class ModelConfig:
 class EpochsConfig:
     """Length of the two loss phases: combo (BCE + soft Jaccard), then Focal Tversky."""
 
+    #: epochs of the first phase, with the combo loss (BCE + soft Jaccard).
     combo: int = 20
+    #: epochs of the second phase, with the Focal Tversky loss; the best checkpoint is chosen among them.
     focal_tversky: int = 60
 
     @property
@@ -64,7 +71,9 @@ class EpochsConfig:
 class OptimiserConfig:
     """Adam."""
 
+    #: Adam's initial learning rate.
     lr: float = 1e-4
+    #: Adam's weight decay (L2).
     weight_decay: float = 1e-4
 
 
@@ -72,9 +81,13 @@ class OptimiserConfig:
 class LossConfig:
     """Parameters of `combo_loss` and `focal_tversky_loss` (docs/method.md)."""
 
+    #: combo loss: weight of the soft Jaccard term (BCE gets 1 - combo_weight), in [0, 1].
     combo_weight: float = 0.5
+    #: Focal Tversky: weight of false negatives (1 - alpha weighs false positives), in [0, 1].
     alpha: float = 0.7
+    #: Focal Tversky: the focal exponent (the loss is (1 - Tversky index)^(1/gamma)).
     gamma: float = 4.0 / 3.0
+    #: smoothing term of both losses.
     eps: float = 1e-6
 
 
@@ -82,26 +95,31 @@ class LossConfig:
 class ExperimentConfig:
     """Everything that decides what `mammoseg train` does; defaults are the paper's protocol."""
 
+    #: the experiment's name (a preset's name, or a config file's stem); shown in reports.
     name: str = "paper"
     model: ModelConfig = field(default_factory=ModelConfig)
     epochs: EpochsConfig = field(default_factory=EpochsConfig)
     optimiser: OptimiserConfig = field(default_factory=OptimiserConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    #: MultiStepLR: lr × lr_gamma after each of these (1-based) epochs.
+    #: MultiStepLR: lr × lr_gamma after each of these (1-based) epochs; one at or past the last epoch
+    #: never takes effect (train warns).
     lr_milestones: list[int] = field(default_factory=lambda: [40, 50, 60])
+    #: the factor of each learning-rate drop, in (0, 1].
     lr_gamma: float = 0.1
     #: the encoder is frozen for epochs 1..freeze_encoder_epochs.
     freeze_encoder_epochs: int = 2
     #: batch size for training and validation (per process under DDP).
     batch_size: int = 32
-    #: random crop used in training; validation sees the full prepared image.
+    #: random crop used in training (at most the prepared size); validation sees the full prepared image.
     crop_size: int = 448
     #: training augmentation: "table1" (every row of the paper's Table 1) or "geometric"
     #: (only its geometric rows: rotation, scale, translation, crop, flip).
     augmentation: str = "table1"
+    #: patient-grouped cross-validation folds over the train split (at least 2).
     n_folds: int = 5
+    #: seed of the folds, the initialisation, the data order and every augmentation.
     seed: int = 0
-    #: DataLoader worker processes; None = one per core this process may use, less one for the step.
+    #: DataLoader worker processes; null = one per core this process may use, less one for the step.
     num_workers: int | None = None
     #: keep decoded prepared images in memory (uint16), read once before training.
     cache_images: bool = False
@@ -111,12 +129,13 @@ class ExperimentConfig:
     cpu_bf16: bool = False
     #: CUDA: channels_last memory format for model and inputs.
     channels_last: bool = True
-    #: torch.compile the model: None = on CUDA (falls back to eager, logged, if compilation fails), off on CPU.
+    #: torch.compile the model: null = on CUDA (falls back to eager, logged, if compilation fails), off on CPU.
     compile: bool | None = None
     #: DDP: convert BatchNorm to SyncBatchNorm.
     sync_batchnorm: bool = False
     #: how many augmented training samples estimate the normalisation mean and SD.
     norm_samples: int = 256
+    #: also log every epoch to TensorBoard (fold{k}/tensorboard/; needs the tensorboard extra).
     tensorboard: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -338,3 +357,79 @@ def config_differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str =
         elif va != vb:
             out.append(dotted)
     return out
+
+
+# ----------------------------------------------------------------------------------------
+# the key reference (docs/config.md is generated from the dataclasses above)
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One config key as docs/config.md lists it."""
+
+    key: str
+    type: str
+    default: Any
+    demo: Any
+    meaning: str
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The `#:` comment lines right above each field of `cls`: the field's meaning."""
+    comments: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(cls).splitlines()[1:]:
+        text = line.strip()
+        if text.startswith("#:"):
+            pending.append(text[2:].strip())
+            continue
+        name = text.split(":", 1)[0]
+        if pending and name.isidentifier():
+            comments[name] = " ".join(pending)
+        pending = []
+    return comments
+
+
+def _type_text(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_text(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"list of {_type_text(typing.get_args(tp)[0])}"
+    return {bool: "true/false"}.get(tp, _type_name(tp))
+
+
+def _keys_of(cls: type, default: Any, demo: Any, prefix: str = "") -> list[ConfigKey]:
+    hints, comments = typing.get_type_hints(cls), _field_comments(cls)
+    found = []
+    for f in dataclasses.fields(cls):
+        tp, dotted = hints[f.name], f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            found += _keys_of(tp, getattr(default, f.name), getattr(demo, f.name), f"{dotted}.")
+            continue
+        meaning = comments.get(f.name, "")
+        if not meaning:
+            raise ValueError(f"config key {dotted!r} has no `#:` comment in mammoseg/config.py")  # a bug here
+        found.append(ConfigKey(dotted, _type_text(tp), getattr(default, f.name), getattr(demo, f.name), meaning))
+    return found
+
+
+def config_keys() -> list[ConfigKey]:
+    """Every config key (dotted), in the order of the resolved YAML, with its type, its default (the paper's),
+    its value in the demo preset and its meaning."""
+    return _keys_of(ExperimentConfig, ExperimentConfig(), load_config("demo"))
+
+
+def _value_text(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, list):
+        return f"[{', '.join(_value_text(v) for v in value)}]"
+    return str(value)
+
+
+def config_reference_markdown() -> str:
+    """The key table of docs/config.md (a test checks the page holds exactly this)."""
+    lines = ["| key | type | default (paper) | demo | meaning |", "| --- | --- | --- | --- | --- |"]
+    for k in config_keys():
+        lines.append(f"| `{k.key}` | {k.type} | `{_value_text(k.default)}` | `{_value_text(k.demo)}` | {k.meaning} |")
+    return "\n".join(lines) + "\n"

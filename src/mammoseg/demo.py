@@ -95,6 +95,6 @@ def _run_stages(out: Path, patients: int, seed: int, device: str | None, progres
     result = run_model(cfg, "demo", prepared, out / "run", RANDOM_INIT, dataset="synthetic phantoms",
                        stages=StageOptions(device, progress, echo))
     echo(f"[5/5] report -> {out / 'report'}")
-    report = write_report([result.run_dir], out / "report", data_dir=prepared)
+    report = write_report([result.run_dir], out / "report", data_dir=prepared, overwrite=True)
     view = write_view(result.run_dir, out / "view", data_dir=prepared, overwrite=True, progress=progress)
     return {**(result.summary or {}), "report": str(report), "view": str(view)}

@@ -49,18 +49,28 @@ def env_dist_info() -> DistInfo:
 
 
 def resolve_device(requested: str | None, info: DistInfo = DistInfo()) -> torch.device:
-    """`cpu`, `cuda` (this process's local GPU under DDP) or None/`auto` (CUDA if available)."""
+    """`auto`/None (CUDA if available, else CPU), `cpu`, `cuda` (this process's local GPU under DDP),
+    `cuda:N` or `mps`; a device this machine does not have is an error saying what it has."""
     if requested in (None, "auto"):
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for, but CUDA is not available")
+            raise ValueError(f"--device {requested} was asked for, but CUDA is not available (use --device cpu)")
         if requested == "cuda":
             index = info.local_rank if info.enabled else torch.cuda.current_device()
             return torch.device("cuda", index)
+        count = torch.cuda.device_count()
+        index = requested.partition(":")[2]
+        if not index.isdigit() or int(index) >= count:
+            raise ValueError(f"--device {requested}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
         return torch.device(requested)
+    if requested == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError("--device mps was asked for, but MPS is not available (use --device cpu)")
+        return torch.device("mps")
     if requested != "cpu":
-        raise ValueError(f"unknown device {requested!r}; expected cpu or cuda")
+        raise ValueError(f"unknown device {requested!r}; expected auto, cpu, cuda, cuda:N or mps")
     return torch.device("cpu")
 
 

@@ -331,6 +331,9 @@ def learning_curves(run: RunInfo, path: Path) -> Path | None:
 
 # --------------------------------------------------------------------------- the report
 
+#: What a report folder holds (what --overwrite replaces).
+OUTPUTS = ("report.md", "table2.csv", "table2.md", "figure2_*.png", "learning_curves_*.png")
+
 
 def write_report(
     runs: Sequence[str | os.PathLike],
@@ -339,11 +342,13 @@ def write_report(
     data_dir: str | os.PathLike | None = None,
     preds: Sequence[str | os.PathLike | None] | None = None,
     n_cases: int = 3,
+    overwrite: bool = False,
 ) -> Path:
     """Write Table 2, Figure 2 panels, learning curves and report.md; returns report.md's path.
 
     `evals` / `preds` (one per run, or None) override RUN/eval and RUN/holdout_pred;
-    `data_dir` is the prepared folder when the evaluation does not record it.
+    `data_dir` is the prepared folder when the evaluation does not record it. An earlier
+    report in `out_dir` is replaced only with `overwrite`.
     """
     if not runs:
         raise ValueError("no runs given")
@@ -356,7 +361,7 @@ def write_report(
     ]
     out = Path(out_dir)
     inputs = [*runs, *(evals or []), *(preds or []), *([data_dir] if data_dir else [])]
-    with open_output_folder(out, "report", inputs=[p for p in inputs if p], resume=True):
+    with open_output_folder(out, "report", inputs=[p for p in inputs if p], owned=OUTPUTS, overwrite=overwrite):
         return _write_report_files(infos, out, n_cases)
 
 

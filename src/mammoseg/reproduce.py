@@ -35,6 +35,7 @@ from mammoseg.layouts import EvaluationLayout, PredictionLayout, PreparedLayout,
 from mammoseg.manifest import load_manifest
 from mammoseg.report import write_report
 from mammoseg.training import run_cross_validation
+from mammoseg.training.checks import check_training_input
 from mammoseg.view import write_view
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,8 @@ class StageOptions:
     device: str | None = None
     progress: bool = True
     echo: Callable[[str], Any] = print
+    #: reproduce: start again, removing what an earlier reproduce wrote into its folder (--overwrite).
+    overwrite: bool = False
 
 
 def predict_and_evaluate(
@@ -201,18 +204,20 @@ def reproduce(
         echo("note: no --gmic-weights given: the ResNet22 models train from random initialisation "
              "(marked 'none (random init)' in the table)")
     plans = []
-    for name, encoder, decoder in chosen:  # check every weights file before training anything
+    for name, encoder, decoder in chosen:  # check every model against the data before anything is written
         weights, label = encoder_weights_for(encoder, imagenet_weights, gmic_weights)
-        plans.append((name, model_config(base, encoder, decoder, weights), label))
+        cfg = model_config(base, encoder, decoder, weights)
+        check_training_input(cfg, data, RunLayout(out / name), range(cfg.n_folds), overwrite=stages.overwrite)
+        plans.append((name, cfg, label))
 
     owned = [name for name, _, _ in PAPER_MODELS] + ["report"]
-    with open_output_folder(out, "reproduce", inputs=[data], owned=owned, resume=True):
+    with open_output_folder(out, "reproduce", inputs=[data], owned=owned, overwrite=stages.overwrite, resume=True):
         results = [
             run_model(cfg, name, data, out / name, label, stages=stages)
             for name, cfg, label in plans
         ]
         echo(f"report -> {out / 'report'}")
-        report = write_report([r.run_dir for r in results], out / "report", data_dir=data)
+        report = write_report([r.run_dir for r in results], out / "report", data_dir=data, overwrite=True)
         for r in results:  # each model's results site, inside its run folder
             view = write_view(r.run_dir, RunLayout(r.run_dir).view, data_dir=data, overwrite=True,
                               progress=stages.progress)

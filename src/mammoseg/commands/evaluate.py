@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from mammoseg.commands.options import add_overwrite_argument, add_progress_argument
 from mammoseg.layouts import EvaluationLayout
 
 
@@ -29,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score on each image's original pixel grid instead of the prepared grid (--data only)")
     parser.add_argument("--lesion-iou", type=float, default=0.2, metavar="T",
                         help="IoU a predicted component needs with a reference mass to detect it (default 0.2)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing evaluation in EVAL")
+    add_overwrite_argument(parser, "an existing evaluation in EVAL")
+    add_progress_argument(parser)
     parser.add_argument("--allow-missing", action="store_true",
                         help="count images without a prediction as empty predictions instead of failing "
                              "(with --ref, predictions without a reference are then left unscored)")
@@ -42,11 +44,13 @@ def run(args: argparse.Namespace) -> int:
         if args.split is not None or args.original_size:
             raise ValueError("--split and --original-size need a prepared folder (--data), not --ref")
         summary = evaluate_folders(args.pred, args.ref, args.out, lesion_iou=args.lesion_iou,
-                                   overwrite=args.overwrite, allow_missing=args.allow_missing)
+                                   overwrite=args.overwrite, allow_missing=args.allow_missing,
+                                   progress=not args.no_progress)
     else:
         scoring = Scoring(split=args.split or "holdout", original_size=args.original_size,
                           lesion_iou=args.lesion_iou, allow_missing=args.allow_missing)
-        summary = evaluate_predictions(args.pred, args.data, args.out, scoring, overwrite=args.overwrite)
+        summary = evaluate_predictions(args.pred, args.data, args.out, scoring, overwrite=args.overwrite,
+                                       progress=not args.no_progress)
     print(summary_line(summary))
     if summary.get("n_missing"):
         print(f"note: {summary['n_missing']} image(s) had no prediction and were counted as empty")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from mammoseg.commands.options import add_overwrite_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, metavar="RUN", help="run folder written by `mammoseg train`")
@@ -20,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="side of the square sample traced during export (default 256; H and W stay dynamic)",
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime parity check")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_overwrite_argument(parser, "an existing ONNX file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,11 +31,14 @@ def run(args: argparse.Namespace) -> int:
 
     from mammoseg.checkpoint import load_fold_model
     from mammoseg.layouts import RunLayout
-    from mammoseg.models.export import export_onnx, onnx_max_abs_diff
+    from mammoseg.models.export import export_onnx, onnx_max_abs_diff, supported_opsets
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: already exists (use --overwrite to replace it)")
+    opsets = supported_opsets()
+    if args.opset not in opsets:
+        raise ValueError(f"--opset {args.opset}: this installation exports opsets {opsets.start} to {opsets.stop - 1}")
     ckpt_path = RunLayout(args.run).fold(args.fold).best
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"{ckpt_path}: no such checkpoint (is --run a training run with fold {args.fold}?)")

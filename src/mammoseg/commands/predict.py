@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from mammoseg.commands.options import add_device_argument, add_overwrite_argument, add_progress_argument, fold_list
 from mammoseg.dicomweb.source import add_source_arguments, source_flags_given, source_from_args
 from mammoseg.shards import add_shard_arguments
 
@@ -39,13 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--split", choices=("holdout", "train", "all"), default="all",
         help="rows of a prepared folder to predict (default all)",
     )
+    parser.add_argument("--folds", type=fold_list, default=None, metavar="0,2",
+                        help="average only these folds' models (default: every trained fold; --input only)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per forward pass (default 4)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an existing prediction folder")
+    add_device_argument(parser)
+    add_overwrite_argument(parser, "the outputs of an existing prediction folder")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted prediction: skip inputs whose outputs are complete")
     add_shard_arguments(parser, "predict", "predictions.csv and errors.csv")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser)
     group = add_source_arguments(parser, "--dicomweb")
     group.add_argument("--store", action="store_true",
                        help="send each SEG back (STOW-RS), unless this run and threshold stored one before")
@@ -57,7 +60,7 @@ def predict_options(args: argparse.Namespace) -> PredictOptions:
 
     return PredictOptions(threshold=args.threshold, tta=args.tta, save_prob=args.save_prob, dicom_seg=args.dicom_seg,
                           split=args.split, batch_size=args.batch_size, device=args.device,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, folds=args.folds)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,14 +68,15 @@ def run(args: argparse.Namespace) -> int:
     from mammoseg.shards import parse_part
 
     if args.dicomweb:
-        if args.resume or args.parts is not None or args.merge:
-            raise ValueError("--resume, --parts and --merge apply to --input, not --dicomweb")
+        if args.resume or args.parts is not None or args.merge or args.folds is not None:
+            raise ValueError("--resume, --parts, --merge and --folds apply to --input, not --dicomweb "
+                             "(a stored SEG names the whole run)")
         return _run_dicomweb(args)
     given = source_flags_given(args) + [flag for flag in ("--store", "--force") if getattr(args, flag[2:])]
     if given:
         raise ValueError(f"{', '.join(given)}: only with --dicomweb")
     if args.merge:
-        if args.run or args.input or args.parts is not None or args.part is not None:
+        if args.run or args.input or args.parts is not None or args.part is not None or args.folds is not None:
             raise ValueError("--merge takes --out only: the shards recorded the rest")
         summary = merge_predictions(args.out)
     else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 
+from mammoseg.commands.options import add_overwrite_argument, add_progress_argument
 from mammoseg.dicomweb.source import add_source_arguments, source_flags_given, source_from_args
 from mammoseg.shards import add_shard_arguments
 
@@ -26,11 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--src", help="dataset folder (manifest: or the CSV itself; dicomweb: the server's DICOMweb URL)"
     )
     parser.add_argument("--out", required=True, help="prepared folder to write")
-    parser.add_argument("--size", type=int, default=512, help="side of the square output images (default 512)")
+    parser.add_argument("--size", type=int, default=512,
+                        help="side of the square output images, 16 to 8192 (default 512)")
     parser.add_argument("--holdout", type=float, default=0.2, help="fraction of images held out, by patient (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/holdout split (default 0)")
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder")
+    add_overwrite_argument(parser, "an existing prepared folder")
     parser.add_argument("--strict", action="store_true", help="exit non-zero if any input failed")
     add_shard_arguments(parser, "prepare", "manifest.csv and errors.csv")
     parser.add_argument(
@@ -52,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="INbreast: comma-separated ROI names that are masses (default: Mass)",
     )
     add_source_arguments(parser, "dicomweb")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser)
 
 
 def _dicomweb_options(args: argparse.Namespace) -> dict:

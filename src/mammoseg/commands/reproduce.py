@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from mammoseg.commands.options import add_device_argument, add_overwrite_argument, add_progress_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="prepared folder (from `mammoseg prepare`)")
@@ -27,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--models", nargs="+", default=None, metavar="MODEL",
         help="subset of resnet34-unet resnet22-unet resnet34-fpn resnet22-fpn (default all four)",
     )
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_device_argument(parser)
+    add_overwrite_argument(parser, "an earlier reproduce's models, predictions and report in --out (start again)")
+    add_progress_argument(parser)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. batch_size=8")
 
 
@@ -45,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         gmic_weights=args.gmic_weights,
         models=models,
         overrides=overrides,
-        stages=StageOptions(device=args.device),
+        stages=StageOptions(device=args.device, progress=not args.no_progress, overwrite=args.overwrite),
     )
     print(f"report: {report}")
     return 0

@@ -11,6 +11,8 @@ import argparse
 import re
 from pathlib import Path
 
+from mammoseg.commands.options import add_overwrite_argument, add_progress_argument
+
 #: Kept here (not imported) so `mammoseg --help` does not load numpy and OpenCV.
 FORMATS = ("manifest", "inbreast", "cbis-ddsm")
 
@@ -46,17 +48,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", dest="fmt", choices=FORMATS, default="manifest",
                         help="layout to write (default manifest)")
     parser.add_argument("--shape", type=parse_shape, default=(1000, 800), metavar="HxW",
-                        help="image size in pixels (default 1000x800; 4084x3328 is full-field)")
+                        help="image size in pixels (default 1000x800; 4084x3328 is full-field; at most 60 Mpx and 5:1, "
+                             "what mammoseg reads)")
     parser.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty folder, replacing what an earlier synth wrote there")
-    parser.add_argument("--cbis-naming", choices=("new", "old"), default="new",
-                        help="CBIS-DDSM folder naming: current TCIA download (new) or the old UID folders")
+    add_overwrite_argument(parser, "what an earlier synth wrote into --out")
+    parser.add_argument("--cbis-naming", choices=("new", "old"), default=None,
+                        help="--format cbis-ddsm: current TCIA download folder naming (new, the default) or the "
+                             "old UID folders")
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from mammoseg.sources.synthetic import write_synthetic_dataset
 
+    if args.cbis_naming is not None and args.fmt != "cbis-ddsm":
+        raise ValueError(f"--cbis-naming applies to --format cbis-ddsm only, not {args.fmt}")
     summary = write_synthetic_dataset(
         args.out,
         patients=args.patients,
@@ -64,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         shape=args.shape,
         seed=args.seed,
         overwrite=args.overwrite,
-        naming=args.cbis_naming,
+        naming=args.cbis_naming or "new",
+        progress=not args.no_progress,
     )
     print(
         f"wrote {summary.n_images} images ({summary.n_with_mass} with a mass) of {summary.n_patients} "

@@ -148,6 +148,9 @@ def evaluate_predictions(
     rows = load_manifest(data_dir, split=scoring.split)
     if not rows:
         raise ValueError(f"{PreparedLayout(data_dir).manifest}: no images in split {scoring.split!r}")
+    missing = [r["id"] for r in rows if not PredictionLayout(pred_dir).mask(r["id"]).is_file()]
+    if missing and not scoring.allow_missing:  # refused before the evaluation folder is made
+        raise _missing_error(pred_dir, missing, len(rows))
     with _open_evaluation(out_dir, [pred_dir, data_dir], overwrite):
         return _score_prepared(rows, (pred_dir, data_dir, out_dir), scoring, progress)
 

@@ -73,6 +73,16 @@ def threshold_probability(prob: np.ndarray, threshold: float = 0.5) -> np.ndarra
     return np.where(prob >= threshold, 255, 0).astype(np.uint8)
 
 
+def _chosen_folds(layout: RunLayout, folds: Sequence[int]) -> list[Path]:
+    """The best checkpoints of `folds` (--folds), each of which must exist."""
+    trained = [f.fold for f in layout.folds() if f.best.is_file()]
+    missing = [k for k in folds if k not in trained]
+    if missing:
+        raise ValueError(f"{layout.root}: --folds {','.join(map(str, folds))}: fold {missing[0]} has no best.pt here "
+                         f"(this run's trained folds: {', '.join(map(str, trained))})")
+    return [layout.fold(k).best for k in sorted(set(folds))]
+
+
 @dataclass
 class Ensemble:
     """A run's fold models and the prepared image size they were all trained at."""
@@ -85,8 +95,10 @@ class Ensemble:
         return [m.source for m in self.members]
 
 
-def load_ensemble(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Ensemble:
-    """Every fold's best model of a run, in fold order; a clear error when there is none.
+def load_ensemble(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
+                  folds: Sequence[int] | None = None) -> Ensemble:
+    """Every fold's best model of a run (or those of `folds` only), in fold order; a clear error when
+    there is none, or when a chosen fold has no checkpoint.
 
     Each checkpoint is checked against the run before it is used (`check_member`): the network it
     was trained as must be the one the run's config.yaml says, and its input normalisation must be
@@ -99,6 +111,8 @@ def load_ensemble(run_dir: str | os.PathLike, device: str | torch.device = "cpu"
     paths = layout.best_checkpoints()
     if not paths:
         raise FileNotFoundError(f"{layout.root}: no fold*/best.pt checkpoints; has this run been trained (`mammoseg train`)?")
+    if folds is not None:
+        paths = _chosen_folds(layout, folds)
     expected = run_architecture(layout)
     members, sizes = [], {}
     for path in paths:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,15 @@ from mammoseg.dicom.seg import SegIdentity, require_highdicom
 from mammoseg.distributed import resolve_device
 from mammoseg.folders import LockRequest, OutputFolder, open_output_folder
 from mammoseg.inference.ensemble import Ensemble, batch_probability, load_ensemble
-from mammoseg.inference.inputs import InputError, InputItem, LoadedItem, iter_inputs, prefetched
+from mammoseg.inference.inputs import (
+    InputError,
+    InputItem,
+    LoadedItem,
+    is_dicom_file,
+    is_prepared_folder,
+    iter_inputs,
+    prefetched,
+)
 from mammoseg.inference.journal import (
     Done,
     PredictionJournal,
@@ -58,6 +65,8 @@ class PredictOptions:
     batch_size: int = 4
     device: str | None = None
     progress: bool = True
+    #: the folds whose models are averaged (--folds); None: every trained fold of the run.
+    folds: tuple[int, ...] | None = None
 
     def check(self, inputs: Sequence[Any]) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -70,8 +79,54 @@ class PredictOptions:
             require_highdicom()
 
     def recorded(self) -> dict[str, Any]:
-        """What a resumed run must keep (batch size, device and progress change speed and display only)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("batch_size", "device", "progress")}
+        """What a resumed run must keep (batch size, device and progress change speed and display only;
+        a fold subset is recorded when one was chosen)."""
+        skipped = ("batch_size", "device", "progress", *(("folds",) if self.folds is None else ()))
+        recorded = {k: v for k, v in asdict(self).items() if k not in skipped}
+        if self.folds is not None:
+            recorded["folds"] = list(self.folds)  # as JSON reads it back
+        return recorded
+
+
+#: How many skipped inputs are named on the console (all of them are in errors.csv).
+SHOWN_ERRORS = 10
+
+
+def check_usable(inputs: Sequence[str | os.PathLike], split: str | None) -> None:
+    """Refuse, before anything is written, a command line none of whose inputs can be predicted (missing,
+    empty, not a DICOM file); once one input is usable the others go to errors.csv as the run meets them."""
+    reasons = []
+    for raw in inputs:
+        reason = _unusable(raw, split)
+        if reason is None:
+            return
+        reasons.append(f"{raw}: {reason}")
+    raise ValueError(f"{'; '.join(reasons)} (nothing to predict)")
+
+
+def _unusable(raw: str | os.PathLike, split: str | None) -> str | None:
+    """Why one command-line input holds nothing to predict, or None once it yields a usable item."""
+    first_error = None
+    for entry in iter_inputs([raw], split):
+        if isinstance(entry, InputError):
+            first_error = first_error or entry.reason
+        elif entry.kind != "dicom" or is_dicom_file(Path(entry.input)):
+            return None
+        else:
+            first_error = first_error or "not a DICOM file (no .dcm suffix and no DICM marker)"
+    if first_error:
+        return first_error
+    return f"no images of split {split!r}" if split not in (None, "all") else "no images"
+
+
+def _count_todo(inputs: Sequence[str | os.PathLike], split: str | None, part: Part, done: Done,
+                out: Path) -> int | None:
+    """How many items this run will predict, when that is cheap to know (prepared folders are a manifest,
+    files are one item each); None when a DICOM folder must be walked (those are streamed)."""
+    if any(Path(raw).is_dir() and not is_prepared_folder(Path(raw)) for raw in inputs):
+        return None
+    return sum(1 for entry in iter_inputs(inputs, split)
+               if isinstance(entry, InputItem) and part.owns(entry.key) and not done.finished(entry, out))
 
 
 @contextlib.contextmanager
@@ -160,12 +215,14 @@ def predict(
         raise ValueError("--overwrite cannot be combined with --parts: a shard must not delete the other shards' "
                          "work; predict into a new folder instead")
     out, dev = Path(out_dir), resolve_device(options.device)
-    ensemble = load_ensemble(run_dir, dev)
+    ensemble = load_ensemble(run_dir, dev, options.folds)
+    check_usable(inputs, options.split)
     settings = _settings(run_dir, ensemble, inputs, options)
     with _open(out, settings, inputs, overwrite, resume, part), PredictionJournal(out, part) as journal, \
             all_cores(dev), torch.inference_mode():
         done = read_done(out) if resume else Done()
-        bar = tqdm(desc="predict", unit="img", disable=not options.progress)
+        total = _count_todo(inputs, options.split, part, done, out) if options.progress else None
+        bar = tqdm(desc="predict", unit="img", total=total, disable=not options.progress)
         todo = _todo(iter_inputs(inputs, options.split), part, done, out, journal, options.dicom_seg)
         for loaded, load_errors, n in prefetched(todo, ensemble.image_size, options.batch_size,
                                                    want_dataset=options.dicom_seg):
@@ -178,9 +235,16 @@ def predict(
         write_state(out, part, settings, finished=True)
         summary = {**settings, "part": str(part)}
         summary = write_results(out, summary) if part.whole else _shard_summary(out, summary, part)
-    for error in read_done(out, part).errors.values():
-        warnings.warn(f"skipped {error['error']['input']}: {error['error']['reason']}", stacklevel=2)
+    _log_skipped([entry["error"] for entry in read_done(out, part).errors.values()], out)
     return summary
+
+
+def _log_skipped(errors: Sequence[dict[str, Any]], out: Path) -> None:
+    """One line per skipped input (the first few; errors.csv lists them all)."""
+    for error in errors[:SHOWN_ERRORS]:
+        log.warning("skipped %s: %s", error["input"], error["reason"])
+    if len(errors) > SHOWN_ERRORS:
+        log.warning("... and %d more skipped input(s): see %s", len(errors) - SHOWN_ERRORS, out / "errors.csv")
 
 
 def _shard_summary(out: Path, summary: dict[str, Any], part: Part) -> dict[str, Any]:

@@ -61,10 +61,7 @@ class Segmenter:
         """Load `run`'s fold models (`folds`: a subset, default every fold) onto `device`
         (`auto`: CUDA when available, else the CPU)."""
         dev = resolve_device(device)
-        ensemble = load_ensemble(run, dev)
-        if folds is not None:
-            ensemble = _fold_subset(ensemble, run, folds)
-        return cls(ensemble, dev, threshold, tta)
+        return cls(load_ensemble(run, dev, folds=folds), dev, threshold, tta)
 
     @property
     def image_size(self) -> int:
@@ -84,14 +81,6 @@ class Segmenter:
             (prob_model,) = batch_probability(self.ensemble.members, [standard.image], self.device, tta=self.tta)
         probability, _grid = output_probability(loaded, prob_model)
         return Segmentation(threshold_probability(probability, self.threshold), probability, spacing, standard.plan)
-
-
-def _fold_subset(ensemble: Ensemble, run: str | os.PathLike, folds: Sequence[int]) -> Ensemble:
-    by_fold = {Path(m.source).parent.name: m for m in ensemble.members}
-    missing = [k for k in folds if f"fold{int(k)}" not in by_fold]
-    if missing:
-        raise ValueError(f"{run}: no trained fold {', '.join(map(str, missing))} (trained: {', '.join(sorted(by_fold))})")
-    return Ensemble([by_fold[f"fold{int(k)}"] for k in dict.fromkeys(folds)], ensemble.image_size)
 
 
 def _spacing(value: object) -> tuple[float, float] | None:

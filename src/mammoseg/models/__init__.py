@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 from torch import nn
 
 # Importing these modules fills the registry.
@@ -29,6 +30,7 @@ __all__ = [
     "ENCODERS",
     "SegmentationModel",
     "build_model",
+    "check_encoder_weights",
     "count_parameters",
     "display_name",
     "register_decoder",
@@ -60,6 +62,22 @@ def build_model(
     dec = decoder_cls(enc.out_channels, dropout=float(dropout))
     spec = {"encoder": encoder, "decoder": decoder, "in_channels": channels, "dropout": float(dropout)}
     return SegmentationModel(enc, dec, spec)
+
+
+def check_encoder_weights(
+    encoder: str, encoder_weights: str | os.PathLike | None, in_channels: int | None = None
+) -> None:
+    """Load `encoder_weights` into a throwaway `encoder`, so a missing, unreadable or mismatched weights
+    file is refused (its error names the file and the reason) before a run writes anything.
+
+    The global random state is left as it was: checking must not change what training draws.
+    """
+    if encoder_weights is None:
+        return
+    encoder_cls = lookup(ENCODERS, "encoder", encoder)
+    channels = int(in_channels) if in_channels is not None else encoder_cls.default_in_channels
+    with torch.random.fork_rng(devices=[]):
+        load_encoder_weights(encoder_cls(in_channels=channels), encoder_weights)
 
 
 def display_name(encoder: str, decoder: str) -> str:

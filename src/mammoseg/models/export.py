@@ -24,6 +24,21 @@ from mammoseg.io import write_bytes_atomic
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 17
+#: The oldest opset that expresses the decoders' resize to a skip connection's (dynamic) size.
+MIN_OPSET = 10
+
+
+def supported_opsets() -> range:
+    """The opsets `export_onnx` can write: from MIN_OPSET to the newest both torch's exporter and the
+    installed onnx package know (checked before a model is loaded, so a wrong --opset is bad input)."""
+    try:
+        import onnx
+    except ImportError as exc:  # the optional extra
+        raise ImportError("ONNX export needs the 'onnx' package: pip install 'mammoseg[onnx]'") from exc
+    newest = onnx.defs.onnx_opset_version()
+    constants = getattr(torch.onnx, "_constants", None)  # torch's own limit; not public, so optional
+    newest = min(newest, getattr(constants, "ONNX_MAX_OPSET", newest))
+    return range(MIN_OPSET, newest + 1)
 
 
 def export_onnx(

@@ -251,9 +251,13 @@ class PrepareOptions:
     progress: bool = True
 
 
+#: The largest prepared size: 8192² 16-bit pixels are 128 MiB per image, far beyond what a model trains on.
+MAX_SIZE = 8192
+
+
 def _check_arguments(src: Path, options: PrepareOptions, overwrite: bool, part: Part) -> None:
-    if options.size < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {options.size}")
+    if not 16 <= options.size <= MAX_SIZE:
+        raise ValueError(f"size must be 16 to {MAX_SIZE} pixels, got {options.size}")
     if not 0 <= options.holdout < 1:
         raise ValueError(f"holdout must be in [0, 1), got {options.holdout}")
     if options.workers < 1:
@@ -263,6 +267,20 @@ def _check_arguments(src: Path, options: PrepareOptions, overwrite: bool, part: 
                          "work; prepare into a new folder instead")
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file or folder")
+
+
+def _check_usable(records: Sequence[Record], src: Path, fmt: str) -> None:
+    """Refuse, before anything is written, a source none of whose images can be used (none listed, or every
+    one missing or unusable as listed); once one can, the others go to errors.csv as the run meets them."""
+    if not records:
+        raise ValueError(f"{src}: lists no images ({fmt} layout); nothing to prepare")
+    reasons = []
+    for record in records:
+        missing = [f for f in record.source_files() if not f.is_file()]
+        if not record.problem and not missing:
+            return
+        reasons.append(record.problem or f"{missing[0]}: no such file")
+    raise ValueError(f"{src}: none of its {len(records)} image(s) can be used (e.g. {reasons[0]}); nothing to prepare")
 
 
 def prepare_dataset(
@@ -286,6 +304,7 @@ def prepare_dataset(
     size, holdout, seed, workers, strict, progress = (options.size, options.holdout, options.seed, options.workers,
                                                       options.strict, options.progress)
     records = list(iter_records(fmt, src, **source_options))
+    _check_usable(records, src, fmt)
     mine = [r for r in records if part.owns(stable_key(r.image, src))]
     settings = _settings(fmt, src, size, source_options)
     folder, resumed = _open_output(out, settings, _inputs(src, records, source_options), overwrite, part)

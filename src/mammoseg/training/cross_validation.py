@@ -25,9 +25,10 @@ from mammoseg.config import RUNTIME_KEYS, ExperimentConfig, config_differences, 
 from mammoseg.distributed import DistInfo, barrier, broadcast_object, env_dist_info, init_distributed, resolve_device
 from mammoseg.folders import FolderLock, LockRequest, OutputFolder, open_output_folder, remove_entries
 from mammoseg.layouts import FoldFiles, RunLayout
-from mammoseg.manifest import load_manifest
+from mammoseg.training.checks import check_training_input
 from mammoseg.training.fold import FoldJob, FoldResult, train_fold
 from mammoseg.training.folds import load_or_create_folds
+from mammoseg.training.schedule import unused_milestones
 from mammoseg.training.state import fold_finished
 
 log = logging.getLogger(__name__)
@@ -170,14 +171,16 @@ def run_cross_validation(
     init_distributed(info, dev)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    rows = load_manifest(data_dir, split="train")
-    if not rows:
-        raise ValueError(f"{data_dir / 'manifest.csv'}: no images in the train split")
     chosen = select_folds(folds, cfg.n_folds)
+    rows, assigned = check_training_input(cfg, data_dir, layout, chosen, overwrite)  # before anything is written
+    unused = unused_milestones(cfg)
+    if unused and info.is_main:
+        log.warning("%s", unused)
     # The run folder's lock is held while its config and folds are settled; each fold is then
     # trained under its own lock, so folds can run as separate jobs into the same folder.
     with open_run_folder(cfg, layout, data_dir, overwrite) if info.is_main else contextlib.nullcontext():
-        fold_of = load_or_create_folds(layout.folds_csv, rows, cfg.n_folds, cfg.seed) if info.is_main else None
+        fold_of = (load_or_create_folds(layout.folds_csv, rows, cfg.n_folds, cfg.seed, assigned=assigned)
+                   if info.is_main else None)
     barrier()
     fold_of = broadcast_object(fold_of)
     assert isinstance(fold_of, dict)

@@ -92,9 +92,11 @@ def read_folds(path: str | os.PathLike) -> dict[str, tuple[str, int]]:
 
 
 def load_or_create_folds(
-    path: str | os.PathLike, rows: Sequence[Mapping[str, str]], n_folds: int, seed: int, write: bool = True
+    path: str | os.PathLike, rows: Sequence[Mapping[str, str]], n_folds: int, seed: int, write: bool = True,
+    assigned: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
-    """Reuse RUN/folds.csv if present (checked against `rows`), else assign and write it."""
+    """Reuse RUN/folds.csv if present (checked against `rows`), else assign and write it (`assigned`: the
+    assignment `assign_folds(rows, n_folds, seed)` already gave, so it is not computed twice)."""
     path = Path(path)
     if path.is_file():
         saved = read_folds(path)
@@ -113,7 +115,7 @@ def load_or_create_folds(
             raise ValueError(f"{path}: holds folds {found}, but the config asks for n_folds={n_folds}")
         fold_of = {i: f for i, (_, f) in saved.items()}
     else:
-        fold_of = assign_folds(rows, n_folds, seed)
+        fold_of = dict(assigned) if assigned is not None else assign_folds(rows, n_folds, seed)
         if write:
             write_folds(path, rows, fold_of)
     check_patients_disjoint(fold_rows(rows, fold_of), "fold", where=str(path))  # type: ignore[arg-type]

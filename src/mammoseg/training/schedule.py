@@ -39,6 +39,20 @@ def lr_at_epoch(cfg: ExperimentConfig, epoch: int) -> float:
     return cfg.optimiser.lr * cfg.lr_gamma**drops
 
 
+def unused_milestones(cfg: ExperimentConfig) -> str | None:
+    """One line saying which `lr_milestones` never take effect (a drop comes *after* its epoch, so a
+    milestone at or past the last epoch changes nothing), or None when every one does."""
+    last = cfg.total_epochs
+    late = [m for m in cfg.lr_milestones if m >= last]
+    if not late:
+        return None
+    used = [m for m in cfg.lr_milestones if m < last]
+    effect = (f"the learning rate decays only after epoch {', '.join(map(str, used))}" if used
+              else "the learning rate never decays")
+    return (f"lr_milestones {', '.join(map(str, late))} lie past the last epoch ({last}): {effect}; "
+            "set lr_milestones=[...] to match the epochs")
+
+
 def encoder_frozen_at(cfg: ExperimentConfig, epoch: int) -> bool:
     return epoch <= cfg.freeze_encoder_epochs
 

@@ -24,7 +24,7 @@ from mammoseg.evaluation.scoring import summarise_per_image
 from mammoseg.folders import open_output_folder
 from mammoseg.io import read_csv, write_bytes_atomic, write_text_atomic
 from mammoseg.layouts import RunLayout
-from mammoseg.manifest import UniqueIds
+from mammoseg.manifest import UniqueIds, load_manifest
 from mammoseg.plots import plot_learning_curves
 from mammoseg.report import comparability_sentence, settings_markdown, table2_markdown
 from mammoseg.version import __version__
@@ -198,6 +198,8 @@ def write_view(
     if max_side < 64:
         raise ValueError(f"--max-side {max_side}: give at least 64 pixels")
     inp = resolve_input(source, data_dir)
+    if inp.data_dir is not None:
+        load_manifest(inp.data_dir)  # a folder that is not a prepared one is refused before the site's folder is made
     out = Path(out_dir) if out_dir is not None else inp.root / "view"
     with open_output_folder(out, "view", inputs=[f for f in inp.folders() if f != inp.root], hosts=[inp.root],
                             owned=OWNED, overwrite=overwrite):

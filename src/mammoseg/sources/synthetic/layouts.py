@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from mammoseg.dicom.checks import ReadLimits
 from mammoseg.folders import open_output_folder
 from mammoseg.io import write_bytes_atomic, write_csv_atomic, write_png, write_text_atomic
 from mammoseg.layouts import MANIFEST_CSV
@@ -98,6 +99,18 @@ def _study_date(seed: int, patient: int) -> tuple[str, str]:
     return f"{year}{month:02d}{day:02d}", f"{month:02d}-{day:02d}-{year}"
 
 
+def _check_readable_shape(shape: tuple[int, int]) -> None:
+    """Refuse phantoms `prepare` and `predict` would refuse to read (the DICOM reader's size and aspect limits)."""
+    limits = ReadLimits()
+    height, width = shape
+    if height * width > limits.max_pixels:
+        raise ValueError(f"--shape {height}x{width}: {height * width / 1e6:.0f} Mpx is more than the "
+                         f"{limits.max_pixels / 1e6:.0f} Mpx mammoseg reads")
+    if max(height, width) > limits.max_aspect * min(height, width):
+        raise ValueError(f"--shape {height}x{width}: an aspect ratio beyond {limits.max_aspect:g}:1, which mammoseg "
+                         "does not read as a mammogram")
+
+
 def write_synthetic_dataset(
     out: str | os.PathLike,
     patients: int = 12,
@@ -127,6 +140,7 @@ def write_synthetic_dataset(
     shape = (int(shape[0]), int(shape[1]))
     if min(shape) < 64:
         raise ValueError(f"--shape must be at least 64x64, got {shape[0]}x{shape[1]}")
+    _check_readable_shape(shape)
     open_output_folder(out, "synth", owned=_OWNED_ENTRIES, overwrite=overwrite).close()
 
     plans = plan_dataset(patients, fmt, shape, seed)
