@@ -303,6 +303,7 @@ def test_predict_folds_subset_equals_a_run_of_those_folds_and_is_kept_on_resume(
     two = tmp_path / "two"
     for k in (0, 2):
         shutil.copytree(three / f"fold{k}", two / f"fold{k}")
+    shutil.copy2(three / "config.yaml", two / "config.yaml")  # predict checks every fold against it
     common = ["--input", str(world.prepared), "--split", "holdout", "--save-prob", "--device", "cpu", "--no-progress"]
     subset, reference = tmp_path / "subset", tmp_path / "reference"
     assert main(["predict", "--run", str(three), "--folds", "2,0", "--out", str(subset), *common]) == 0
