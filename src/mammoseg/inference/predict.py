@@ -15,7 +15,7 @@ import logging
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from mammoseg.inference.journal import (
     write_state,
 )
 from mammoseg.inference.outputs import OUTPUT_ENTRIES, write_outputs
-from mammoseg.inference.run_identity import run_id
+from mammoseg.inference.run_identity import run_id, run_identity
 from mammoseg.shards import Part
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,25 @@ def all_cores(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _settings(run_dir: str | os.PathLike, ensemble: Ensemble, inputs: Sequence[Any], options: PredictOptions) -> dict:
-    # The run id hashes every checkpoint: a SEG identity already holds it, so it is computed once per run.
-    identity = options.seg_identity
-    return {"run": os.path.abspath(run_dir), "run_id": identity.run_id if identity else run_id(run_dir),
+def with_identity(run_dir: str | os.PathLike, options: PredictOptions) -> tuple[PredictOptions, str]:
+    """The options with the SEG identity every DICOM SEG (and SR) records, and the run id.
+
+    The run id hashes every checkpoint: a given SEG identity already holds it, else it is computed
+    here, once per run. A local `--dicom-seg` thus records the same run id and threshold as a SEG
+    stored over DICOMweb (docs/dicom.md); a threshold of exactly 0 or 1 cannot be an identity
+    (`SegIdentity`), and such SEGs say only "mammoseg".
+    """
+    if options.seg_identity is not None:
+        return options, options.seg_identity.run_id
+    known = run_id(run_dir)
+    if options.dicom_seg and 0.0 < options.threshold < 1.0:
+        options = replace(options, seg_identity=run_identity(run_dir, options.threshold, known_run_id=known))
+    return options, known
+
+
+def _settings(run_dir: str | os.PathLike, ensemble: Ensemble, inputs: Sequence[Any], options: PredictOptions,
+              known_run_id: str) -> dict:
+    return {"run": os.path.abspath(run_dir), "run_id": known_run_id,
             "checkpoints": ensemble.checkpoints, "image_size": ensemble.image_size,
             "inputs": [os.path.abspath(i) for i in inputs], **options.recorded()}
 
@@ -161,7 +176,8 @@ def predict(
                          "work; predict into a new folder instead")
     out, dev = Path(out_dir), resolve_device(options.device)
     ensemble = load_ensemble(run_dir, dev)
-    settings = _settings(run_dir, ensemble, inputs, options)
+    options, known_run_id = with_identity(run_dir, options)
+    settings = _settings(run_dir, ensemble, inputs, options, known_run_id)
     with _open(out, settings, inputs, overwrite, resume, part), PredictionJournal(out, part) as journal, \
             all_cores(dev), torch.inference_mode():
         done = read_done(out) if resume else Done()
