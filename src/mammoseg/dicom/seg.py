@@ -123,7 +123,7 @@ def require_highdicom() -> Any:
     return highdicom
 
 
-def _source_header(source: Any) -> Any:
+def source_header(source: Any) -> Any:
     """A copy of the source header without pixel data, with empty Type 2 attributes filled in."""
     where = getattr(source, "filename", None) or "source DICOM"
     missing = [k for k in _REQUIRED_FROM_SOURCE if k not in source]
@@ -157,7 +157,7 @@ def build_dicom_seg(
     (run and threshold) is recorded as the module docstring says.
     """
     hd = require_highdicom()
-    header = _source_header(source)
+    header = source_header(source)
     where = getattr(source, "filename", None) or "source DICOM"
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.shape != (int(header.Rows), int(header.Columns)):
@@ -317,10 +317,14 @@ def referenced_instances(seg: Any) -> set[str]:
 
 def write_dicom_seg(mask: np.ndarray, source: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
     """Build the SEG for `mask` and write it to `path` atomically; returns the path."""
-    seg = build_dicom_seg(mask, source, **kwargs)
+    return save_atomic(build_dicom_seg(mask, source, **kwargs), path)
+
+
+def save_atomic(dataset: Dataset, path: str | os.PathLike) -> Path:
+    """Write a DICOM file atomically (no half-written file under its name); returns the path."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        seg.save_as(tmp, enforce_file_format=True)
+        dataset.save_as(tmp, enforce_file_format=True)
     return path
 
 

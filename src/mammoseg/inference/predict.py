@@ -53,6 +53,7 @@ class PredictOptions:
     tta: bool = False
     save_prob: bool = False
     dicom_seg: bool = False
+    dicom_sr: bool = False
     split: str | None = None
     seg_identity: SegIdentity | None = None
     batch_size: int = 4
@@ -66,7 +67,7 @@ class PredictOptions:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         if not inputs:
             raise ValueError("no inputs given")
-        if self.dicom_seg:
+        if self.dicom_seg or self.dicom_sr:
             require_highdicom()
 
     def recorded(self) -> dict[str, Any]:
@@ -94,6 +95,8 @@ def with_identity(run_dir: str | os.PathLike, options: PredictOptions) -> tuple[
     stored over DICOMweb (docs/dicom.md); a threshold of exactly 0 or 1 cannot be an identity
     (`SegIdentity`), and such SEGs say only "mammoseg".
     """
+    if options.dicom_sr and not options.dicom_seg:  # the SR references the SEG's segment: both are written
+        options = replace(options, dicom_seg=True)
     if options.seg_identity is not None:
         return options, options.seg_identity.run_id
     known = run_id(run_dir)
@@ -147,7 +150,7 @@ def _predict_batch(ensemble: Ensemble, loaded: Sequence[LoadedItem], device: tor
     for li, prob in zip(loaded, probs):
         try:
             row = write_outputs(li, prob, out, options.threshold, options.save_prob, options.dicom_seg,
-                                options.seg_identity)
+                                options.seg_identity, dicom_sr=options.dicom_sr)
             journal.add_row(li.item, row)
         except Exception as exc:  # e.g. an unwritable SEG for an odd header
             journal.add_error(InputError(li.item.input, f"{type(exc).__name__}: {exc}", li.item.seq, li.item.key))
