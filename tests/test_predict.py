@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -281,6 +282,18 @@ def test_predict_command_on_dicom_with_seg(tmp_path, tiny_run, caplog):
     np.testing.assert_array_equal(seg.pixel_array.astype(bool), mask > 0)
     assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
     assert [e["input"].endswith("b.dcm") for e in read_csv(out / "errors.csv")] == [True]
+    # A local SEG carries the same identity as one stored over DICOMweb: run name, run id, threshold.
+    from mammoseg.dicom.seg import SegIdentity, seg_identity
+    from mammoseg.inference.run_identity import run_id
+
+    summary = json.loads((out / "predict.json").read_text())
+    expected = SegIdentity(tiny_run.resolve().name, run_id(tiny_run), 0.5)
+    assert summary["run_id"] == expected.run_id
+    assert summary["seg_identity"] == {"run_name": expected.run_name, "run_id": expected.run_id, "threshold": 0.5}
+    assert seg_identity(seg) == expected
+    assert seg.SeriesDescription == f"mammoseg {expected.run_name} mass t=0.5"
+    algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmParameters == f"run_id={expected.run_id},threshold=0.5"
 
 
 def test_collect_inputs_kinds_ids_and_errors(tmp_path):

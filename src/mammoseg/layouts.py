@@ -142,13 +142,16 @@ class PredictionLayout:
     def seg(self, image_id: str) -> Path:
         return self.root / "seg" / f"{image_id}.dcm"
 
+    def sr(self, image_id: str) -> Path:
+        return self.root / "sr" / f"{image_id}.dcm"
+
     @classmethod
     def outputs(cls) -> tuple[str, ...]:
         """The entries these paths name (what `predict --overwrite` removes, with the journals)."""
         layout = cls(".")
         return (layout.masks.name, layout.prob("x").parent.name, layout.overlay("x").parent.name,
                 layout.seg("x").parent.name, layout.predictions.name, ERRORS_CSV, layout.summary.name,
-                layout.skipped.name, layout.stored.name)
+                layout.skipped.name, layout.stored.name, layout.sr("x").parent.name)
 
 
 @dataclass(frozen=True)

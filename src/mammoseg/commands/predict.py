@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-prob", action="store_true", help="also write prob/<id>.png (uint16 probability)")
     parser.add_argument("--dicom-seg", action="store_true",
                         help="write seg/<id>.dcm DICOM Segmentations for DICOM inputs (always on with --dicomweb)")
+    parser.add_argument("--dicom-sr", action="store_true",
+                        help="also write sr/<id>.dcm, a DICOM SR of each mass's area, diameter, centroid, box and "
+                             "mean probability (with the SEG it references)")
     parser.add_argument(
         "--split", choices=("holdout", "train", "all"), default="all",
         help="rows of a prepared folder to predict (default all)",
@@ -59,7 +62,7 @@ def predict_options(args: argparse.Namespace) -> PredictOptions:
     from mammoseg.inference.predict import PredictOptions
 
     return PredictOptions(threshold=args.threshold, tta=args.tta, save_prob=args.save_prob, dicom_seg=args.dicom_seg,
-                          split=args.split, batch_size=args.batch_size, device=args.device,
+                          dicom_sr=args.dicom_sr, split=args.split, batch_size=args.batch_size, device=args.device,
                           progress=not args.no_progress, folds=args.folds)
 
 

@@ -12,6 +12,17 @@ mammoseg's version, Source "mammoseg" and Algorithm Parameters
 "run_id=<run id>,threshold=<threshold>"; the Series Description repeats name and
 threshold for people. `seg_identity` reads it back, so a rerun can find what it stored
 before (`mammoseg.dicomweb`) instead of storing a second SEG.
+
+**Pixel Measures.** When the source has a Pixel Spacing, the SEG's Shared Functional Groups
+carry it in a Pixel Measures Sequence, with a Slice Thickness (`slab_thickness`): the
+source's own, else, for a projection radiograph (MG, DX), its Body Part Thickness. The
+standard's Pixel Measures Macro defines Slice Thickness as the nominal thickness of the slab
+for projection images, and a mammogram projects the whole compressed breast, whose thickness
+the modality records there. Without either value the SEG carries no Pixel Measures at all
+(Type 1C, not required: a SEG without a Volumetric Properties condition, and the source image
+it references gives the spacing): spacing without a thickness would be conformant too, but
+highdicom's `segread` refuses it, and an empty thickness is not conformant (Type 1C present
+but empty). So every SEG opens in highdicom, pydicom and dcmtk and passes dciodvfy.
 highdicom is an optional extra (`pip install mammoseg[dicom-seg]`).
 """
 
@@ -112,7 +123,7 @@ def require_highdicom() -> Any:
     return highdicom
 
 
-def _source_header(source: Any) -> Any:
+def source_header(source: Any) -> Any:
     """A copy of the source header without pixel data, with empty Type 2 attributes filled in."""
     where = getattr(source, "filename", None) or "source DICOM"
     missing = [k for k in _REQUIRED_FROM_SOURCE if k not in source]
@@ -146,16 +157,17 @@ def build_dicom_seg(
     (run and threshold) is recorded as the module docstring says.
     """
     hd = require_highdicom()
-    header = _source_header(source)
+    header = source_header(source)
     where = getattr(source, "filename", None) or "source DICOM"
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.shape != (int(header.Rows), int(header.Columns)):
         raise ValueError(
             f"{where}: mask shape {mask.shape} does not match the image ({header.Rows} x {header.Columns})"
         )
+    measures = _pixel_measures(hd, header)
     with _quiet_person_names(where):
         seg = _segmentation(hd, header, mask, identity, (series_instance_uid, series_number),
-                            (sop_instance_uid, instance_number))
+                            (sop_instance_uid, instance_number), measures)
     # General Image, Type 2C for images without Image Orientation (Patient), as every 2-D mammogram.
     seg.PatientOrientation = source_patient_orientation(header)
     seg.SeriesDescription = _series_description(identity)
@@ -177,8 +189,47 @@ def _quiet_person_names(where: str) -> Iterator[None]:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
+#: Modalities whose images are projections through the body part (Body Part Thickness = the slab).
+PROJECTION_MODALITIES = ("MG", "DX")
+
+
+def _positive_mm(value: Any) -> float | None:
+    """A DS value as a positive finite number of mm, or None (absent, empty, malformed)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) and number > 0 else None
+
+
+def slab_thickness(source: Any) -> float | None:
+    """The Slice Thickness the SEG's Pixel Measures record (module docstring), in mm, or None.
+
+    The source's Slice Thickness, else, for a single-frame projection image (MG, DX), its Body
+    Part Thickness (0018,11A0): the compressed breast the X-rays traversed, i.e. the slab.
+    """
+    thickness = _positive_mm(source.get("SliceThickness"))
+    if thickness is None and str(source.get("Modality", "")).upper() in PROJECTION_MODALITIES \
+            and int(source.get("NumberOfFrames") or 1) == 1:
+        thickness = _positive_mm(source.get("BodyPartThickness"))
+    return thickness
+
+
+def _pixel_measures(hd: Any, header: Dataset) -> Any:
+    """The Pixel Measures Sequence of the SEG, or None; without a thickness the spacing is dropped from
+    `header` (a copy), so highdicom writes no Pixel Measures (module docstring)."""
+    if "PixelSpacing" not in header:
+        return None
+    spacing = [_positive_mm(v) for v in header.PixelSpacing] if header.PixelSpacing else []
+    thickness = slab_thickness(header)
+    if thickness is None or len(spacing) != 2 or None in spacing:
+        del header.PixelSpacing
+        return None
+    return hd.PixelMeasuresSequence(pixel_spacing=spacing, slice_thickness=thickness)
+
+
 def _segmentation(hd: Any, header: Dataset, mask: np.ndarray, identity: SegIdentity | None,
-                  series: tuple[str | None, int], instance: tuple[str | None, int]) -> Any:
+                  series: tuple[str | None, int], instance: tuple[str | None, int], measures: Any = None) -> Any:
     """highdicom's Segmentation of the mask (its arguments only)."""
     (series_instance_uid, series_number), (sop_instance_uid, instance_number) = series, instance
     return hd.seg.Segmentation(
@@ -198,6 +249,7 @@ def _segmentation(hd: Any, header: Dataset, mask: np.ndarray, identity: SegIdent
         content_label="MASS",
         # Keep the frame even when empty, so every input gets a SEG a viewer can open.
         omit_empty_frames=False,
+        pixel_measures=measures,
     )
 
 
@@ -265,10 +317,14 @@ def referenced_instances(seg: Any) -> set[str]:
 
 def write_dicom_seg(mask: np.ndarray, source: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
     """Build the SEG for `mask` and write it to `path` atomically; returns the path."""
-    seg = build_dicom_seg(mask, source, **kwargs)
+    return save_atomic(build_dicom_seg(mask, source, **kwargs), path)
+
+
+def save_atomic(dataset: Dataset, path: str | os.PathLike) -> Path:
+    """Write a DICOM file atomically (no half-written file under its name); returns the path."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        seg.save_as(tmp, enforce_file_format=True)
+        dataset.save_as(tmp, enforce_file_format=True)
     return path
 
 
@@ -301,9 +357,9 @@ def read_seg_mask(path: str | os.PathLike, sop_instance_uid: str, segment_number
     """Union of `segment_numbers` of the SEG at `path` on the image `sop_instance_uid`, as bool H x W.
 
     Frames are matched to the image through their Derivation Image Sequence (per frame, or
-    shared; a SEG of a single image may omit it). Read with pydicom: highdicom 0.28 refuses
-    to read back the Pixel Measures it writes for 2-D images. A FRACTIONAL segment counts
-    where it reaches half its maximum. An image the SEG references but has no frame for (an
+    shared; a SEG of a single image may omit it). Read with pydicom: highdicom 0.28 refuses a
+    Pixel Measures without Slice Thickness, which other writers (highdicom itself, for a 2-D image
+    with Pixel Spacing only) produce. A FRACTIONAL segment counts where it reaches half its maximum. An image the SEG references but has no frame for (an
     empty frame left out) gets an empty mask. The file is read within the default `ReadLimits`
     (`mammoseg.dicom.bounded`), its frame size is checked before decoding, and only the wanted
     frames are decoded, one at a time (compressed ones after their codestream headers are

@@ -14,7 +14,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mammoseg.dicom.seg import SegIdentity, write_dicom_seg
+from mammoseg.dicom.seg import SegIdentity, build_dicom_seg, save_atomic
+from mammoseg.dicom.sr import measurement_spacing, write_dicom_sr
 from mammoseg.geometry import invert_probability
 from mammoseg.inference.ensemble import threshold_probability
 from mammoseg.inference.inputs import LoadedItem
@@ -22,6 +23,7 @@ from mammoseg.inference.journal import STEM
 from mammoseg.io import write_png
 from mammoseg.journals import journal_entries
 from mammoseg.layouts import PredictionLayout
+from mammoseg.masses import find_masses
 
 #: Folders and files `predict` owns inside a prediction folder (cleared by `overwrite=True`): its outputs and journals.
 OUTPUT_ENTRIES = (*PredictionLayout.outputs(), *journal_entries(STEM))
@@ -70,11 +72,24 @@ def output_probability(loaded: LoadedItem, prob_model: np.ndarray) -> tuple[np.n
     return prob, grid
 
 
+def write_dicom_objects(source: Any, mask: np.ndarray, prob: np.ndarray, paths: tuple[Path, Path | None],
+                        identity: SegIdentity | None) -> None:
+    """The image's DICOM SEG, and with an SR path its Measurement Report of the masses (`mammoseg.dicom.sr`),
+    which references that SEG. The SR is written after the SEG, so an SR on disk always has its SEG."""
+    seg_path, sr_path = paths
+    seg = build_dicom_seg(mask > 0, source, identity=identity)
+    save_atomic(seg, seg_path)
+    if sr_path is not None:
+        masses = find_masses(mask, measurement_spacing(source).mm, prob)
+        write_dicom_sr(masses, source, seg, sr_path, identity=identity)
+
+
 def write_outputs(
     loaded: LoadedItem, prob_model: np.ndarray, out: Path, threshold: float, save_prob: bool, dicom_seg: bool,
-    seg_identity: SegIdentity | None = None,
+    seg_identity: SegIdentity | None = None, dicom_sr: bool = False,
 ) -> dict[str, Any]:
-    """Write one input's mask, overlay (and probability, SEG recording `seg_identity`); its predictions.csv row."""
+    """Write one input's mask, overlay (and probability, SEG recording `seg_identity`, SR of the masses
+    referencing that SEG); its predictions.csv row."""
     item = loaded.item
     prob, grid = output_probability(loaded, prob_model)
     mask = threshold_probability(prob, threshold)
@@ -83,7 +98,8 @@ def write_outputs(
     if save_prob:
         write_png(layout.prob(item.id), np.round(np.clip(prob, 0.0, 1.0) * 65535).astype(np.uint16))
     write_png(layout.overlay(item.id), overlay_image(loaded.display, mask, loaded.reference))
-    if dicom_seg and loaded.dataset is not None:
-        write_dicom_seg(mask > 0, loaded.dataset, layout.seg(item.id), identity=seg_identity)
+    if (dicom_seg or dicom_sr) and loaded.dataset is not None:
+        write_dicom_objects(loaded.dataset, mask, prob, (layout.seg(item.id), layout.sr(item.id) if dicom_sr else None),
+                            seg_identity)
     return {"id": item.id, "input": item.input, "mask": layout.mask(item.id).relative_to(out).as_posix(),
             "height": mask.shape[0], "width": mask.shape[1], "grid": grid}

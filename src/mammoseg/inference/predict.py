@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from mammoseg.inference.journal import (
     write_state,
 )
 from mammoseg.inference.outputs import OUTPUT_ENTRIES, write_outputs
-from mammoseg.inference.run_identity import run_id
+from mammoseg.inference.run_identity import run_id, run_identity
 from mammoseg.shards import Part
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class PredictOptions:
     tta: bool = False
     save_prob: bool = False
     dicom_seg: bool = False
+    dicom_sr: bool = False
     split: str | None = None
     seg_identity: SegIdentity | None = None
     batch_size: int = 4
@@ -75,7 +76,7 @@ class PredictOptions:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         if not inputs:
             raise ValueError("no inputs given")
-        if self.dicom_seg:
+        if self.dicom_seg or self.dicom_sr:
             require_highdicom()
 
     def recorded(self) -> dict[str, Any]:
@@ -141,10 +142,27 @@ def all_cores(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _settings(run_dir: str | os.PathLike, ensemble: Ensemble, inputs: Sequence[Any], options: PredictOptions) -> dict:
-    # The run id hashes every checkpoint: a SEG identity already holds it, so it is computed once per run.
-    identity = options.seg_identity
-    return {"run": os.path.abspath(run_dir), "run_id": identity.run_id if identity else run_id(run_dir),
+def with_identity(run_dir: str | os.PathLike, options: PredictOptions) -> tuple[PredictOptions, str]:
+    """The options with the SEG identity every DICOM SEG (and SR) records, and the run id.
+
+    The run id hashes every checkpoint: a given SEG identity already holds it, else it is computed
+    here, once per run. A local `--dicom-seg` thus records the same run id and threshold as a SEG
+    stored over DICOMweb (docs/dicom.md); a threshold of exactly 0 or 1 cannot be an identity
+    (`SegIdentity`), and such SEGs say only "mammoseg".
+    """
+    if options.dicom_sr and not options.dicom_seg:  # the SR references the SEG's segment: both are written
+        options = replace(options, dicom_seg=True)
+    if options.seg_identity is not None:
+        return options, options.seg_identity.run_id
+    known = run_id(run_dir)
+    if options.dicom_seg and 0.0 < options.threshold < 1.0:
+        options = replace(options, seg_identity=run_identity(run_dir, options.threshold, known_run_id=known))
+    return options, known
+
+
+def _settings(run_dir: str | os.PathLike, ensemble: Ensemble, inputs: Sequence[Any], options: PredictOptions,
+              known_run_id: str) -> dict:
+    return {"run": os.path.abspath(run_dir), "run_id": known_run_id,
             "checkpoints": ensemble.checkpoints, "image_size": ensemble.image_size,
             "inputs": [os.path.abspath(i) for i in inputs], **options.recorded()}
 
@@ -187,7 +205,7 @@ def _predict_batch(ensemble: Ensemble, loaded: Sequence[LoadedItem], device: tor
     for li, prob in zip(loaded, probs):
         try:
             row = write_outputs(li, prob, out, options.threshold, options.save_prob, options.dicom_seg,
-                                options.seg_identity)
+                                options.seg_identity, dicom_sr=options.dicom_sr)
             journal.add_row(li.item, row)
         except Exception as exc:  # e.g. an unwritable SEG for an odd header
             journal.add_error(InputError(li.item.input, f"{type(exc).__name__}: {exc}", li.item.seq, li.item.key))
@@ -217,7 +235,8 @@ def predict(
     out, dev = Path(out_dir), resolve_device(options.device)
     ensemble = load_ensemble(run_dir, dev, options.folds)
     check_usable(inputs, options.split)
-    settings = _settings(run_dir, ensemble, inputs, options)
+    options, known_run_id = with_identity(run_dir, options)
+    settings = _settings(run_dir, ensemble, inputs, options, known_run_id)
     with _open(out, settings, inputs, overwrite, resume, part), PredictionJournal(out, part) as journal, \
             all_cores(dev), torch.inference_mode():
         done = read_done(out) if resume else Done()

@@ -42,6 +42,9 @@ def run_id(run_dir: str | os.PathLike) -> str:
     return total.hexdigest()[:RUN_ID_HEX]
 
 
-def run_identity(run_dir: str | os.PathLike, threshold: float) -> SegIdentity:
-    """The SEG identity of predictions by `run_dir` at `threshold`; the run's name is its folder's name."""
-    return SegIdentity(Path(run_dir).resolve().name, run_id(run_dir), threshold)
+def run_identity(run_dir: str | os.PathLike, threshold: float, known_run_id: str | None = None) -> SegIdentity:
+    """The SEG identity of predictions by `run_dir` at `threshold`; the run's name is its folder's name.
+
+    `known_run_id`: the run id already computed for this run (hashing the checkpoints again is slow).
+    """
+    return SegIdentity(Path(run_dir).resolve().name, known_run_id or run_id(run_dir), threshold)
