@@ -369,13 +369,13 @@ def test_prepare_refuses_images_without_information(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(NO_INFORMATION))
-def test_predict_refuses_images_without_information(tmp_path, tiny_run, name):
+def test_predict_refuses_images_without_information(tmp_path, tiny_run, name, caplog):
     src = _no_information_source(tmp_path / "src")
     out = tmp_path / "pred"
-    with pytest.warns(UserWarning, match=name):
-        rc = main(["predict", "--device", "cpu", "--run", str(tiny_run), "--input", str(src / f"{name}.dcm"),
-                   "--out", str(out), "--no-progress"])
+    rc = main(["predict", "--device", "cpu", "--run", str(tiny_run), "--input", str(src / f"{name}.dcm"),
+               "--out", str(out), "--no-progress"])
     assert rc == 1
+    assert any(f"skipped {src / name}.dcm" in r.getMessage() for r in caplog.records)
     assert read_csv(out / "predictions.csv") == [] and not list((out / "masks").glob("*.png"))
     (error,) = read_csv(out / "errors.csv")
     assert error["reason"].endswith(f"{src / name}.dcm: {NO_INFORMATION[name][1]}")
