@@ -77,7 +77,7 @@ def run_threshold(layout: RunLayout) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else DEFAULT_THRESHOLD
 
 
-def _fold_checkpoints(layout: RunLayout) -> dict[int, dict[str, Any]]:
+def fold_checkpoints(layout: RunLayout) -> dict[int, dict[str, Any]]:
     """Every fold's best checkpoint, read and checked against the run as predict checks it."""
     paths = layout.best_checkpoints()
     if not paths:
@@ -114,7 +114,7 @@ def write_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, threshold: 
         raise FileExistsError(f"{out}: already exists (use --overwrite to replace it)")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
-    ckpts = _fold_checkpoints(layout)
+    ckpts = fold_checkpoints(layout)
     digests = fold_digests(layout.root)
     bundle_id = id_from_digests(digests)
     threshold = run_threshold(layout) if threshold is None else float(threshold)

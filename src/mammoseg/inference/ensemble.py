@@ -4,6 +4,7 @@ tensors out; loading the fold models from a run folder, each checked against the
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -58,6 +59,51 @@ def ensemble_probability(members: Sequence[EnsembleMember], images: torch.Tensor
             raise ValueError(f"{member.source or 'model'}: output shape {tuple(prob.shape)} != input {tuple(images.shape)}")
         total = prob if total is None else total + prob
     return total / len(members)
+
+
+class StackedEnsemble:
+    """The members as one batched model: their weights stacked (`torch.func.stack_module_state`)
+    and one `torch.vmap` of `functional_call` over them, the same numbers as `ensemble_probability`
+    (within float32 rounding) in one call instead of a loop over the folds.
+
+    Why it is not what `predict` runs: measured on CPU it is slower than the loop (README,
+    "Sharing a model"; benchmarks/predict.py `--json`: `loop_s` vs `stacked_s`), since a
+    vmapped convolution becomes a grouped one. It is kept for accelerators and for comparison.
+    Built once per ensemble (stacking copies the weights); every member must be the same network.
+    """
+
+    def __init__(self, members: Sequence[EnsembleMember]) -> None:
+        if not members:
+            raise ValueError("StackedEnsemble needs at least one model")
+        channels = {m.in_channels for m in members}
+        if len(channels) != 1:
+            raise ValueError(f"members take different channel counts {sorted(channels)}; they cannot be stacked")
+        models = [m.model for m in members]
+        self.params, self.buffers = torch.func.stack_module_state(models)
+        self.base = copy.deepcopy(models[0]).to("meta")
+        device = next(iter(self.params.values())).device
+        self.mean = torch.tensor([float(m.norm["mean"]) for m in members], device=device).view(-1, 1, 1, 1, 1)
+        self.std = torch.tensor([float(m.norm["std"]) for m in members], device=device).view(-1, 1, 1, 1, 1)
+        self.in_channels = channels.pop()
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        def one(params: dict, buffers: dict, xi: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(self.base, (params, buffers), (xi,))
+
+        return torch.vmap(one)(self.params, self.buffers, x)
+
+    def __call__(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """The mean probability (B,1,H,W) float32 of images (B,1,H,W) in [0,1]."""
+        if images.ndim != 4 or images.shape[1] != 1:
+            raise ValueError(f"expected images of shape (B,1,H,W), got {tuple(images.shape)}")
+        x = (images.unsqueeze(0) - self.mean) / self.std  # (F,B,1,H,W): each fold's own normalisation
+        if self.in_channels == 3:
+            x = x.repeat(1, 1, 3, 1, 1)
+        prob = torch.sigmoid(self._logits(x).float())
+        if tta:
+            flipped = torch.sigmoid(self._logits(torch.flip(x, dims=[-1])).float())
+            prob = 0.5 * (prob + torch.flip(flipped, dims=[-1]))
+        return prob.mean(dim=0)
 
 
 def batch_probability(members: Sequence[EnsembleMember], images: Sequence[np.ndarray], device: torch.device,
