@@ -27,7 +27,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("view", "view", "a static results site: every case, sortable, filterable, full-size layers"),
     ("reproduce", "reproduce", "the paper's whole experiment on a prepared dataset"),
     ("demo", "demo", "the whole pipeline on synthetic phantoms, end to end"),
-    ("export", "export", "export one fold's model to ONNX"),
+    ("export", "export", "export a run to ONNX (one fold or the ensemble) or as a shareable .mseg bundle"),
+    ("models", "models", "install, list, show and remove shared model bundles"),
 ]
 
 

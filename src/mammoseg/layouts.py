@@ -23,6 +23,7 @@ A run folder (`mammoseg train`), `RunLayout`:
     RUN/eval/                  its evaluation
     RUN/reproduce.json         facts the report needs beside config.yaml
     RUN/view/                  the results browser of the holdout evaluation
+    RUN/.mammoseg-bundle.json  the manifest of the bundle this folder was unpacked from (if it was)
 
 A prediction folder (`mammoseg predict`), `PredictionLayout`:
 
@@ -242,6 +243,10 @@ class RunLayout:
     @property
     def view(self) -> Path:
         return self.root / "view"
+
+    @property
+    def bundle_marker(self) -> Path:
+        return self.root / ".mammoseg-bundle.json"
 
     def owned_entries(self) -> tuple[str, ...]:
         """Every entry a run folder's commands write (names and glob patterns): what

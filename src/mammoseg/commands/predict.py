@@ -6,7 +6,10 @@ on each DICOM's original pixel grid, optionally also as DICOM Segmentation objec
 streamed: an archive's first masks appear at once; or the For Presentation mammograms of
 studies on a DICOMweb server (--dicomweb), whose DICOM Segmentations --store sends back to
 it, once per image, run and threshold. `--resume` continues an interrupted run; `--parts N
---part I` predicts one shard into a shared --out, `--merge` completes it.
+--part I` predicts one shard into a shared --out, `--merge` completes it. `--run` (or `--model`)
+also takes a model bundle file or the name of an installed one (`mammoseg models`): its members are
+verified against its manifest before anything is loaded, and its SEGs record the run id of the run
+it was exported from.
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ if TYPE_CHECKING:  # torch is imported when a command runs, not to parse its fla
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", metavar="RUN", help="run folder written by `mammoseg train` (required unless --merge)")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--run", metavar="RUN",
+                       help="run folder written by `mammoseg train`, or a .mseg bundle (required unless --merge)")
+    model.add_argument("--model", metavar="NAME|FILE",
+                       help="an installed model (`mammoseg models install`) or a .mseg bundle, instead of --run")
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--input", nargs="+", metavar="DIR|FILE",
@@ -31,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument("--dicomweb", metavar="URL", help="DICOMweb service root of a PACS or archive (see below)")
     parser.add_argument("--out", required=True, metavar="PRED", help="prediction folder to write")
-    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="probability threshold (default: a bundle's published one, else 0.5)")
     parser.add_argument("--tta", action="store_true", help="also predict the horizontally flipped image and average")
     parser.add_argument("--save-prob", action="store_true", help="also write prob/<id>.png (uint16 probability)")
     parser.add_argument("--dicom-seg", action="store_true",
@@ -66,9 +74,24 @@ def predict_options(args: argparse.Namespace) -> PredictOptions:
                           progress=not args.no_progress, folds=args.folds)
 
 
+def resolve_run(args: argparse.Namespace) -> None:
+    """`--run`/`--model` as a run folder (a bundle verified and unpacked), and the threshold to use."""
+    from mammoseg.bundle.store import resolve_model
+
+    spec = args.run or args.model
+    source = resolve_model(spec) if spec else None
+    args.run = str(source.run_dir) if source else None
+    if args.threshold is None:
+        args.threshold = source.threshold if source and source.threshold is not None else 0.5
+
+
 def run(args: argparse.Namespace) -> int:
     from mammoseg.inference.predict import merge_predictions, predict
     from mammoseg.shards import parse_part
+
+    if args.merge and (args.run or args.model):
+        raise ValueError("--merge takes --out only: the shards recorded the rest")
+    resolve_run(args)
 
     if args.dicomweb:
         if args.resume or args.parts is not None or args.merge or args.folds is not None:

@@ -15,6 +15,10 @@ image's own grid and threshold it — with the same functions, so its mask equal
     result.probability   # float32 in [0, 1], same grid
     result.spacing       # (row, col) mm per pixel from the DICOM header, or None
     result.geometry      # how the image was padded and resized for the models (PadResize)
+
+`Segmenter.from_run` also takes a model bundle (`.mseg`, `mammoseg export --bundle`) or the name
+of an installed one; the bundle is verified member by member before anything is loaded, and its
+published threshold is used unless another is given.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mammoseg.bundle.store import resolve_model
 from mammoseg.distributed import resolve_device
 from mammoseg.geometry import PadResize, standardise
 from mammoseg.inference.ensemble import Ensemble, batch_probability, load_ensemble, threshold_probability
@@ -57,11 +62,16 @@ class Segmenter:
 
     @classmethod
     def from_run(cls, run: str | os.PathLike, device: str | None = "auto", folds: Sequence[int] | None = None,
-                 threshold: float = 0.5, tta: bool = False) -> Segmenter:
+                 threshold: float | None = None, tta: bool = False) -> Segmenter:
         """Load `run`'s fold models (`folds`: a subset, default every fold) onto `device`
-        (`auto`: CUDA when available, else the CPU)."""
+        (`auto`: CUDA when available, else the CPU); `run` is a run folder, a bundle file or an
+        installed model's name; `threshold` defaults to a bundle's published one, else 0.5."""
+        source = resolve_model(run)
         dev = resolve_device(device)
-        return cls(load_ensemble(run, dev, folds=folds), dev, threshold, tta)
+        ensemble = load_ensemble(source.run_dir, dev, folds=folds)
+        if threshold is None:
+            threshold = source.threshold if source.threshold is not None else 0.5
+        return cls(ensemble, dev, threshold, tta)
 
     @property
     def image_size(self) -> int:
