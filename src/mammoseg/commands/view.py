@@ -17,12 +17,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prepared folder with the images and reference masks, when SOURCE does not record it")
     parser.add_argument("--max-side", type=int, default=2048, metavar="PX",
                         help="shrink full-size layers larger than this on their long side (default 2048)")
+    parser.add_argument("--full-resolution", action="store_true",
+                        help="keep every image at its full resolution (overrides --max-side; a larger site)")
     parser.add_argument("--overwrite", action="store_true", help="replace a view written earlier in DIR")
 
 
 def run(args: argparse.Namespace) -> int:
     from mammoseg.view import write_view
 
-    index = write_view(args.source, args.out, data_dir=args.data, overwrite=args.overwrite, max_side=args.max_side)
+    max_side = None if args.full_resolution else args.max_side
+    index = write_view(args.source, args.out, data_dir=args.data, overwrite=args.overwrite, max_side=max_side)
     print(f"view: {index}")
     return 0
