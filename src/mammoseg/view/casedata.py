@@ -79,8 +79,8 @@ def window_presets(image: np.ndarray, window: str) -> list[dict[str, Any]]:
     present; "dense breast" the bright half of the breast (its `DENSE_PERCENTILES`).
     """
     top = 255 if image.dtype == np.uint8 else 65535
-    names = {"window": "DICOM window", "voi_lut_sequence": "DICOM VOI LUT", "fallback": "mammoseg's window"}
-    first = names.get(window.split()[0] if window else "", "as prepared")
+    names = {"voi_lut_sequence": "DICOM VOI LUT", "fallback": "mammoseg's window"}
+    first = "DICOM window" if window.startswith("window") else names.get(window, "as prepared")
     lo, hi = int(image.min()), int(image.max())
     breast = image[image > lo]
     dense = np.percentile(breast, DENSE_PERCENTILES) if breast.size else np.array([lo, hi])
