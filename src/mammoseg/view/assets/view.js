@@ -714,8 +714,11 @@
     return true;
   }
 
+  // Keys go to the viewer unless a modifier is held or the focus is in a box that takes text
+  // (a slider or a drop-down keeps only its own arrow keys).
   function typing(e) {
-    return e.ctrlKey || e.metaKey || e.altKey || /^(INPUT|SELECT|TEXTAREA)$/.test(e.target.tagName);
+    var t = e.target, text = t.tagName === "TEXTAREA" || (t.tagName === "INPUT" && !/^(range|checkbox|radio|button)$/.test(t.type));
+    return e.ctrlKey || e.metaKey || e.altKey || text;
   }
 
   function keyOf(e) { return e.key.length === 1 ? e.key.toLowerCase() : e.key; }
@@ -803,6 +806,7 @@
     document.getElementById("back").href = "index.html" + (listQ ? "?" + listQ : "");
     renderFacts(c);
     var shared = new Shared(q.get("show") === null ? "irp" : q.get("show"));
+    window.MAMMOSEG_VIEWER = shared;  // the viewer's state, for scripts and the page tests
     loadCase(c.f).then(function (data) {
       var view = new ImageView(document.getElementById("stage"), data, shared);
       var controls = new Controls(shared, {image: !data.pixels, ref: !data.ref, prob: !data.prob});
@@ -890,6 +894,14 @@
       grid.appendChild(tr);
     });
     var shared = new Shared(q.get("show") === null ? "irp" : q.get("show"));
+    window.MAMMOSEG_VIEWER = shared;
+    document.addEventListener("keydown", function (e) {
+      if (typing(e)) return;
+      var key = keyOf(e);
+      if (key === "Escape") location.href = document.getElementById("back").href;
+      else if (!document.body.hasAttribute("data-ready") || !viewerKey(shared, key, e.shiftKey)) return;
+      e.preventDefault();
+    });
     Promise.all(cells.map(function (pair) { return loadCase(pair[0].f); })).then(function (all) {
       var rows = grid.children.length, perRow = Math.max.apply(null, Array.prototype.map.call(grid.children, function (r) { return r.children.length; }));
       var height = Math.max(220, (window.innerHeight - grid.getBoundingClientRect().top) / rows - 40);
@@ -903,14 +915,6 @@
                                            ref: !all.some(function (d) { return d.ref; }), prob: !all.some(function (d) { return d.prob; })});
       shared.onchange = function () { controls.update(); };
       if (all[0].presets.length) shared.usePreset(0); else shared.setWindow(128, 256);
-      document.addEventListener("keydown", function (e) {
-        if (typing(e)) return;
-        var key = keyOf(e);
-        if (viewerKey(shared, key, e.shiftKey)) { /* handled */ }
-        else if (key === "Escape") location.href = document.getElementById("back").href;
-        else return;
-        e.preventDefault();
-      });
       document.body.setAttribute("data-ready", "1");
     }).catch(function (err) { console.error(String(err.message || err)); });
   }
