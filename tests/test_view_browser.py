@@ -279,8 +279,10 @@ def test_patient_page_shows_every_view_linked(browser, site):
     mark = len(browser.events)
     browser.load((site / "patient.html").as_uri() + "?patient=p1")
     assert browser.wait_for("document.body.dataset.ready") == "1"
-    cells = browser.evaluate("Array.from(document.querySelectorAll('.cell')).map(c => c.dataset.id)")
+    cells = browser.evaluate("Array.from(document.querySelectorAll('.cell[data-id]')).map(c => c.dataset.id)")
     assert cells == ["tp_good", "tp_bad"]  # CC above MLO, both of the left breast
+    assert browser.evaluate("Array.from(document.querySelectorAll('.cell.empty')).map(c => c.textContent)") == [
+        "R CC: no image", "R MLO: no image"]  # the right breast's places stay, on the left
     assert browser.evaluate("document.querySelectorAll('.cell canvas.image-canvas').length") == 2
     areas = browser.evaluate("Array.from(document.querySelectorAll('.cell-masses tbody tr td:nth-child(2)'))"
                              ".map(t => t.textContent)")

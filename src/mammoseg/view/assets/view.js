@@ -889,8 +889,11 @@
     if (!list.length) return;
     var grid = document.getElementById("grid"), cells = [];
     hanging(list).forEach(function (row) {
-      var tr = el("div", {"class": "grid-row"});
-      row.forEach(function (group) { group.forEach(function (c) { var cell = patientCell(c, listQ); cells.push([c, cell]); tr.appendChild(cell); }); });
+      var tr = el("div", {"class": "grid-row"}), view = row[0].concat(row[1], row[2])[0].view;
+      row.forEach(function (group, k) {
+        if (!group.length && k < 2) tr.appendChild(el("figure", {"class": "cell empty"}, ["R", "L"][k] + " " + (view || "?") + ": no image"));
+        group.forEach(function (c) { var cell = patientCell(c, listQ); cells.push([c, cell]); tr.appendChild(cell); });
+      });
       grid.appendChild(tr);
     });
     var shared = new Shared(q.get("show") === null ? "irp" : q.get("show"));
@@ -903,13 +906,13 @@
       e.preventDefault();
     });
     Promise.all(cells.map(function (pair) { return loadCase(pair[0].f); })).then(function (all) {
-      var rows = grid.children.length, perRow = Math.max.apply(null, Array.prototype.map.call(grid.children, function (r) { return r.children.length; }));
+      var rows = grid.children.length;
       var height = Math.max(220, (window.innerHeight - grid.getBoundingClientRect().top) / rows - 40);
-      var width = Math.max(200, (grid.clientWidth / perRow) - 200);
       all.forEach(function (data, i) {
-        var view = new ImageView(cells[i][1].querySelector(".stage"), data, shared);
-        view.resize(width, height);
-        massList(cells[i][1].querySelector(".cell-masses"), data);
+        var cell = cells[i][1], masses = cell.querySelector(".cell-masses");
+        massList(masses, data);
+        var view = new ImageView(cell.querySelector(".stage"), data, shared);
+        view.resize(Math.max(160, cell.querySelector(".cell-inner").clientWidth - masses.offsetWidth - 12), height);
       });
       var controls = new Controls(shared, {image: !all.some(function (d) { return d.pixels; }),
                                            ref: !all.some(function (d) { return d.ref; }), prob: !all.some(function (d) { return d.prob; })});
