@@ -2,7 +2,8 @@
 
 `Chromium(binary, profile_dir)` starts the browser on a free loopback port and attaches to its
 one page. `load(url)` navigates and waits for the load event; `evaluate(js)` returns a value;
-`key("ArrowRight")` types a key; `screenshot()` returns PNG bytes; `errors()` lists console
+`key("ArrowRight")` types a key; `drag(...)` and `wheel(...)` move the mouse as a person
+would (Input.dispatchMouseEvent); `screenshot()` returns PNG bytes; `errors()` lists console
 errors, uncaught exceptions and failed loads seen since start. Nothing leaves 127.0.0.1.
 """
 
@@ -26,7 +27,11 @@ FLAGS = (
     "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
 )
 #: The DevTools key names a test types, with the Windows virtual-key codes Chromium expects.
-KEY_CODES = {"ArrowRight": 39, "ArrowLeft": 37, "Escape": 27}
+KEY_CODES = {"ArrowRight": 39, "ArrowLeft": 37, "Escape": 27, "+": 187, "-": 189}
+#: CDP mouse button names and the `buttons` bit each sets while held.
+BUTTONS = {"left": 1, "right": 2, "middle": 4}
+#: CDP modifier bits.
+MODIFIERS = {"alt": 1, "ctrl": 2, "meta": 4, "shift": 8}
 WAIT_S = 60  # a bound on every wait, not a measurement: a hung browser fails the test instead of hanging it
 
 
@@ -142,8 +147,35 @@ class Chromium:
         if navigates:
             self.wait_event("Page.loadEventFired", mark)
 
-    def screenshot(self) -> bytes:
-        return base64.b64decode(self.send("Page.captureScreenshot", {"format": "png"})["data"])
+    def _mouse(self, kind: str, x: float, y: float, button: str = "none", buttons: int = 0, modifiers: int = 0,
+               **extra: Any) -> None:
+        self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": button, "buttons": buttons,
+                                               "modifiers": modifiers, "clickCount": 1 if kind != "mouseMoved" else 0,
+                                               **extra})
+
+    def drag(self, start: tuple[float, float], end: tuple[float, float], button: str = "left",
+             modifiers: tuple[str, ...] = (), steps: int = 4) -> None:
+        """Press `button` at `start` (page pixels), move to `end` in `steps` moves, release."""
+        bits, held = sum(MODIFIERS[m] for m in modifiers), BUTTONS[button]
+        self._mouse("mouseMoved", *start, modifiers=bits)
+        self._mouse("mousePressed", *start, button, held, bits)
+        for i in range(1, steps + 1):
+            point = (start[0] + (end[0] - start[0]) * i / steps, start[1] + (end[1] - start[1]) * i / steps)
+            self._mouse("mouseMoved", *point, button, held, bits)
+        self._mouse("mouseReleased", *end, button, 0, bits)
+
+    def wheel(self, x: float, y: float, delta_y: float) -> None:
+        """One wheel turn at (x, y): negative `delta_y` scrolls up (zooms in, in the viewer)."""
+        self._mouse("mouseMoved", x, y)
+        self._mouse("mouseWheel", x, y, deltaX=0, deltaY=delta_y)
+
+    def screenshot(self, scale: float = 1.0) -> bytes:
+        """PNG of the window, `scale` times its size (a smaller picture for the docs)."""
+        params: dict[str, Any] = {"format": "png"}
+        if scale != 1.0:
+            size = self.evaluate("[window.innerWidth, window.innerHeight]")
+            params["clip"] = {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": scale}
+        return base64.b64decode(self.send("Page.captureScreenshot", params)["data"])
 
     def errors(self, since: int = 0) -> list[str]:
         """Console errors, uncaught exceptions and failed loads (e.g. a missing file) among the

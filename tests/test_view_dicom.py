@@ -15,10 +15,12 @@ import pydicom
 import pytest
 from prepared_factory import Case, write_prepared
 from run_factory import write_random_run
+from test_view import load_case_script
 
 from mammoseg.cli import main
 from mammoseg.io import read_csv, read_png, write_text_atomic
 from mammoseg.sources.synthetic import write_synthetic_dataset
+from mammoseg.dicom import read_mammogram
 from mammoseg.view import write_view
 
 pytestmark = pytest.mark.timeout(120)
@@ -68,6 +70,13 @@ def test_dicom_prediction_shows_patient_view_side_and_areas_in_mm2(dicom_predict
         assert pred_px > 0 and c["pred_px"] == pred_px and (c["w"], c["h"]) == (80, 96)  # the DICOM's own grid
         assert c["pred_area"] == c["pred_mm2"] == round(pred_px * spacing[0] * spacing[1], 2)
         assert c["ref_area"] is None and c["ref_mm2"] is None and c["outcome"] == ""
+        date = str(header.StudyDate)
+        assert len(date) == 8 and c["study_date"] == f"{date[:4]}-{date[4:6]}-{date[6:]}"
+        assert c["n_masses"] >= 1
+    first = load_case_script(synth.parent / "site", rows[0]["id"])
+    kind = "DICOM VOI LUT" if "VOILUTSequence" in pydicom.dcmread(rows[0]["input"], stop_before_pixels=True) else "DICOM window"
+    assert first["presets"][0] == {"name": kind, "low": 0, "high": 65535}  # the file's window, as predict read it
+    assert np.array_equal(first["pixels"], read_mammogram(rows[0]["input"]).pixels)
     assert {c["patient"] for c in data["cases"].values()} == {"SYN0001", "SYN0002"}
     assert {(c["view"], c["laterality"]) for c in data["cases"].values()} == {
         ("CC", "L"), ("CC", "R"), ("MLO", "L"), ("MLO", "R")}

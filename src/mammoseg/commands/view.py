@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prepared folder with the images and reference masks, when SOURCE does not record it")
     parser.add_argument("--max-side", type=int, default=2048, metavar="PX",
                         help="shrink full-size layers larger than this on their long side (default 2048)")
+    parser.add_argument("--full-resolution", action="store_true",
+                        help="keep every image at its full resolution (overrides --max-side; a larger site)")
     add_overwrite_argument(parser, "a view written earlier in DIR")
     add_progress_argument(parser)
 
@@ -32,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.source is None) == (args.run is None):
         raise ValueError("give one folder to view: --run RUN, or a prediction, evaluation or run folder")
+    max_side = None if args.full_resolution else args.max_side
     index = write_view(args.source or args.run, args.out, data_dir=args.data, overwrite=args.overwrite,
-                       max_side=args.max_side, progress=not args.no_progress)
+                       max_side=max_side, progress=not args.no_progress)
     print(f"view: {index}")
     return 0

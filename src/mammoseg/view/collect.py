@@ -65,6 +65,7 @@ class Case:
     patient: str = ""
     view: str = ""
     laterality: str = ""
+    study_date: str = ""  # YYYY-MM-DD, from a DICOM image's header
     image: Path | None = None
     ref: Path | None = None
     pred: Path | None = None

@@ -7,9 +7,8 @@ Layers larger than `max_side` on their long side are shrunk to it (area averagin
 image, contours traced at full size and scaled, so a small mass never vanishes).
 
 Files per case (`f` is the case's file name): ``thumbs/<f>.png`` (RGB, long side
-`THUMB_SIDE`), ``full/<f>-image.png`` (8-bit grey), ``full/<f>-ref.png`` and
-``full/<f>-pred.png`` (contours on transparency), ``full/<f>-prob.png`` (colour map whose
-opacity is the probability) when predict saved ``prob/``.
+`THUMB_SIDE`) and ``full/<f>.js``: the image's 16-bit values, the masks and the probability
+map for the case page to draw (`mammoseg.view.casedata`).
 
 A DICOM image's header completes what the prepared folder would have said: patient, view,
 side and pixel spacing (read in the same pass as its pixels). Areas are pixels of the shown
@@ -28,30 +27,34 @@ from typing import Any
 
 import cv2
 import numpy as np
-from matplotlib import colormaps
 
 from mammoseg.dicom import Mammogram, read_mammogram
+from mammoseg.dicom import ReadLimits
+from mammoseg.dicom.pixels import read_dataset
 from mammoseg.evaluation.scoring import score_pair
 from mammoseg.geometry import apply_to_image, apply_to_mask
-from mammoseg.io import read_png, write_bytes_atomic, write_png
+from mammoseg.io import read_png, write_png
+from mammoseg.view.casedata import measure_masses, pack_uint8, pack_uint16, shrink_mask, window_presets, write_case_script
 from mammoseg.view.collect import Case
 
 REF_RGB = (0x00, 0x72, 0xB2)  # Okabe–Ito blue
 PRED_RGB = (0xE6, 0x9F, 0x00)  # Okabe–Ito orange
-THUMB_SIDE = 128
+THUMB_SIDE = 256  # shown at half size in the list, at full size on demand
 DEFAULT_MAX_SIDE = 2048
 LESION_IOU = 0.2
 
 
 @dataclass
 class Layers:
-    """A case's arrays on one grid: 8-bit image, boolean masks (None when unknown), probability in [0, 1]."""
+    """A case's arrays on one grid: the image's own values (uint8 or uint16, as predict read them),
+    boolean masks (None when unknown), probability in [0, 1]."""
 
     image: np.ndarray | None
     ref: np.ndarray | None
     pred: np.ndarray
     prob: np.ndarray | None
     spacing: tuple[float, float] | None = None  # (row, column) mm of one pixel of this grid, when known
+    window: str = ""  # how the image's values were windowed: a DICOM's window kind, or "" (a PNG as prepared)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -65,15 +68,26 @@ class Layers:
 
 
 def _read_image(path: Path) -> tuple[np.ndarray, Mammogram | None]:
-    """8-bit grey image from a PNG (any depth) or a DICOM file (windowed as predict sees it),
+    """The grey image as predict reads it (a PNG's own 8 or 16 bits, a DICOM windowed to 16 bits),
     and the DICOM's facts (patient, view, side, spacing)."""
     mammogram = None if path.suffix.lower() == ".png" else read_mammogram(path)
     pixels = read_png(path) if mammogram is None else mammogram.pixels
-    if pixels.dtype == np.uint16:
-        return (pixels >> 8).astype(np.uint8), mammogram
-    if pixels.dtype != np.uint8:
-        raise ValueError(f"{path}: expected an 8- or 16-bit grey image, got {pixels.dtype}")
+    if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{path}: expected an 8- or 16-bit grey image, got {pixels.dtype} {pixels.shape}")
     return pixels, mammogram
+
+
+def grey8(image: np.ndarray) -> np.ndarray:
+    """8 bits of a uint8/uint16 image for pictures drawn here (the thumbnail)."""
+    return (image >> 8).astype(np.uint8) if image.dtype == np.uint16 else image
+
+
+def study_date(path: Path | None) -> str:
+    """A DICOM image's Study Date as YYYY-MM-DD ("" for a PNG, or when the header has none)."""
+    if path is None or path.suffix.lower() == ".png":
+        return ""
+    value = str(read_dataset(path, ReadLimits()).get("StudyDate", "") or "").strip()
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
 
 
 def _complete_from_header(case: Case, mammogram: Mammogram | None) -> None:
@@ -83,6 +97,7 @@ def _complete_from_header(case: Case, mammogram: Mammogram | None) -> None:
     case.patient = case.patient or mammogram.patient_id
     case.view = case.view or mammogram.view
     case.laterality = case.laterality or mammogram.laterality
+    case.study_date = case.study_date or study_date(mammogram.path)
     if case.spacing is None and case.plan is None:  # the header's spacing is of the image as read
         case.spacing = mammogram.pixel_spacing
 
@@ -133,7 +148,7 @@ def load_layers(case: Case) -> Layers:
     ref = _onto_grid(ref, grid, case, case.ref, "reference mask") if ref is not None else None
     pred = _onto_grid(pred, grid, case, case.pred, "predicted mask")
     prob = _onto_grid(prob, grid, case, case.prob, "probability map") if prob is not None else None
-    return Layers(image, ref, pred, prob, grid_spacing(case, grid))
+    return Layers(image, ref, pred, prob, grid_spacing(case, grid), mammogram.window if mammogram is not None else "")
 
 
 def outcome(ref_empty: int | None, pred_empty: int | None) -> str:
@@ -168,7 +183,7 @@ def thumbnail(layers: Layers, side: int = THUMB_SIDE) -> np.ndarray:
     h, w = layers.shape
     scale = min(1.0, side / max(h, w))
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    grey = _resize(layers.image, size, cv2.INTER_AREA) if layers.image is not None else np.zeros(size, np.uint8)
+    grey = _resize(grey8(layers.image), size, cv2.INTER_AREA) if layers.image is not None else np.zeros(size, np.uint8)
     rgb = np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
     for mask, colour in ((layers.ref, REF_RGB), (layers.pred, PRED_RGB)):
         if mask is not None and mask.any():
@@ -176,56 +191,41 @@ def thumbnail(layers: Layers, side: int = THUMB_SIDE) -> np.ndarray:
     return rgb
 
 
-def contour_layer(mask: np.ndarray, colour: tuple[int, int, int], size: tuple[int, int], scale: float) -> np.ndarray:
-    """RGBA picture of `mask`'s outline in `colour` (a dark rim keeps it visible on bright tissue)."""
-    rgba = np.zeros((*size, 4), np.uint8)
-    if mask.any():
-        width = max(1, round(max(size) / 400))
-        line = cv2.LINE_AA if width > 1 else cv2.LINE_8  # a 1-pixel line stays crisp and fully opaque
-        contours = _contours(mask, scale)
-        cv2.drawContours(rgba, contours, -1, (0, 0, 0, 160), width + 2, lineType=line)
-        cv2.drawContours(rgba, contours, -1, (*colour, 255), width, lineType=line)
-    return rgba
+def shown_size(shape: tuple[int, int], max_side: int | None) -> tuple[tuple[int, int], float]:
+    """The (rows, columns) the site keeps of a `shape` grid, and the scale: at most `max_side`
+    on the long side (None: full resolution)."""
+    h, w = shape
+    scale = 1.0 if max_side is None else min(1.0, max_side / max(h, w))
+    return (max(1, round(h * scale)), max(1, round(w * scale))), scale
 
 
-def probability_layer(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """RGBA: the viridis colour of each probability, opacity growing with it (0 → transparent)."""
-    p = np.clip(_resize(prob.astype(np.float32), size, cv2.INTER_LINEAR), 0.0, 1.0)
-    return _PROB_LUT[np.round(p * 255).astype(np.uint8)]
+def case_payload(layers: Layers, size: tuple[int, int]) -> dict[str, Any]:
+    """What ``full/<f>.js`` holds: the arrays at `size`, the window presets and the predicted masses."""
+    payload: dict[str, Any] = {"w": size[1], "h": size[0], "grid_w": layers.shape[1], "grid_h": layers.shape[0],
+                               "pixels": None, "top": 0, "presets": [], "ref": None, "prob": None,
+                               "spacing": list(layers.spacing) if layers.spacing else None}
+    if layers.image is not None:
+        image = _resize(layers.image, size, cv2.INTER_AREA)
+        payload.update(pixels=pack_uint16(image), top=255 if image.dtype == np.uint8 else 65535,
+                       presets=window_presets(image, layers.window))
+    if layers.ref is not None:
+        payload["ref"] = pack_uint8(shrink_mask(layers.ref, size))
+    payload["pred"] = pack_uint8(shrink_mask(layers.pred, size))
+    if layers.prob is not None:
+        prob = np.clip(_resize(layers.prob.astype(np.float32), size, cv2.INTER_LINEAR), 0.0, 1.0)
+        payload["prob"] = pack_uint8(np.round(prob * 255).astype(np.uint8))
+    payload["masses"] = measure_masses(layers.pred, layers.prob, layers.spacing)
+    return payload
 
 
-def _probability_lut() -> np.ndarray:
-    """256 RGBA entries: viridis, opacity 0 below 0.02, then 0.25 + 0.6·p."""
-    p = np.linspace(0.0, 1.0, 256)
-    lut = np.round(colormaps["viridis"](p) * 255).astype(np.uint8)
-    lut[:, 3] = np.round(np.where(p < 0.02, 0.0, 0.25 + 0.6 * p) * 255).astype(np.uint8)
-    return lut
-
-
-_PROB_LUT = _probability_lut()
-
-
-def write_rgba_png(path: Path, rgba: np.ndarray) -> None:
-    """RGBA uint8 array → PNG, atomically (mammoseg.io.write_png writes grey and RGB only)."""
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    write_bytes_atomic(path, buf.tobytes())
-
-
-def write_case_files(out: Path, name: str, layers: Layers, max_side: int = DEFAULT_MAX_SIDE) -> dict[str, int]:
-    """Write the thumbnail and the full-size layers of one case; returns their sizes for the page."""
-    h, w = layers.shape
-    scale = min(1.0, max_side / max(h, w))
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+def write_case_files(out: Path, name: str, layers: Layers, max_side: int | None = DEFAULT_MAX_SIDE) -> dict[str, Any]:
+    """Write the thumbnail and ``full/<name>.js`` of one case; returns what the data table says of them."""
+    size, _ = shown_size(layers.shape, max_side)
     thumb = thumbnail(layers)
     write_png(out / "thumbs" / f"{name}.png", thumb)
-    full = out / "full"
-    if layers.image is not None:
-        write_png(full / f"{name}-image.png", _resize(layers.image, size, cv2.INTER_AREA))
-    if layers.ref is not None:
-        write_rgba_png(full / f"{name}-ref.png", contour_layer(layers.ref, REF_RGB, size, scale))
-    write_rgba_png(full / f"{name}-pred.png", contour_layer(layers.pred, PRED_RGB, size, scale))
-    if layers.prob is not None:
-        write_rgba_png(full / f"{name}-prob.png", probability_layer(layers.prob, size))
-    return {"w": size[1], "h": size[0], "tw": thumb.shape[1], "th": thumb.shape[0], "grid_w": w, "grid_h": h}
+    payload = case_payload(layers, size)
+    write_case_script(out / "full" / f"{name}.js", name, payload)
+    masses = payload["masses"]
+    prob_max = round(float(layers.prob.max()), 3) if layers.prob is not None else None
+    return {"w": size[1], "h": size[0], "tw": thumb.shape[1], "th": thumb.shape[0], "grid_w": layers.shape[1],
+            "grid_h": layers.shape[0], "n_masses": len(masses), "prob_max": prob_max}

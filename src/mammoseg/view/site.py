@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from tqdm import tqdm
 
 from mammoseg.evaluation.scoring import summarise_per_image
 from mammoseg.folders import open_output_folder
 from mammoseg.io import read_csv, write_bytes_atomic, write_text_atomic
-from mammoseg.layouts import RunLayout
+from mammoseg.layouts import PredictionLayout, RunLayout
 from mammoseg.manifest import UniqueIds, load_manifest
 from mammoseg.plots import plot_learning_curves
 from mammoseg.report import comparability_sentence, settings_markdown, table2_markdown
@@ -41,15 +42,16 @@ from mammoseg.view.render import (
     write_case_files,
 )
 
-ASSETS = ("index.html", "case.html", "view.css", "view.js")
+ASSETS = ("index.html", "case.html", "patient.html", "view.css", "view.js")
 #: Everything view writes into its folder (and all that --overwrite removes).
 OWNED = (*ASSETS, "data.js", "thumbs", "full", "figures")
 #: Columns of the data table in data.js, one list per case in this order. `ref_area` / `pred_area`
 #: are in data.js's `area_unit` (mm² when every case's pixel spacing is known, else px);
 #: `*_px` are pixel counts on the shown grid, `*_mm2` the areas in mm² where the spacing is known.
+#: `prob_max` is the highest probability in the map (None without prob/), `n_masses` the predicted masses.
 COLUMNS = ("id", "f", "patient", "view", "laterality", "outcome", "dice", "iou", "ref_area", "pred_area",
            "n_ref_lesions", "n_detected", "n_fp", "img", "ref", "prob", "w", "h", "tw", "th",
-           "ref_px", "pred_px", "ref_mm2", "pred_mm2")
+           "ref_px", "pred_px", "ref_mm2", "pred_mm2", "study_date", "prob_max", "n_masses")
 AREA_KEYS = ("ref_px", "pred_px", "ref_mm2", "pred_mm2")
 
 
@@ -97,6 +99,7 @@ def case_row(case: Case, name: str, scores: dict[str, Any], areas: dict[str, Any
     """One row of the data table, in `COLUMNS` order (`ref_area` / `pred_area` in px until `area_unit` says)."""
     values = {
         "id": case.id, "f": name, "patient": case.patient, "view": case.view, "laterality": case.laterality,
+        "study_date": case.study_date,
         "outcome": outcome(scores.get("ref_empty"), scores.get("pred_empty")),
         "dice": _number(scores.get("dice")), "iou": _number(scores.get("iou")),
         "ref_area": areas["ref_px"], "pred_area": areas["pred_px"], "n_ref_lesions": scores.get("n_ref_lesions"),
@@ -119,7 +122,7 @@ def area_unit(rows: list[list[Any]]) -> str:
     return "mm²"
 
 
-def write_cases(inp: ViewInput, out: Path, max_side: int, progress: bool) -> tuple[list[list[Any]], list[dict]]:
+def write_cases(inp: ViewInput, out: Path, max_side: int | None, progress: bool) -> tuple[list[list[Any]], list[dict]]:
     """Pictures of every case; returns the data-table rows and the rows scored here (no evaluation)."""
     cases = collect_cases(inp)
     rows, computed = [], []
@@ -171,6 +174,24 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _viridis() -> list[str]:
+    """256 "#rrggbb" colours of viridis, the probability map's colour scale (index round(255 · p))."""
+    rgb = np.round(colormaps["viridis"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(int)
+    return ["#%02x%02x%02x" % tuple(c) for c in rgb]
+
+
+PROB_COLOURS = _viridis()
+
+
+def predict_threshold(pred_dir: Path) -> float:
+    """The probability from which predict called a pixel mass (predict.json's `threshold`, else its default 0.5)."""
+    try:
+        value = json.loads(PredictionLayout(pred_dir).summary.read_text(encoding="utf-8")).get("threshold", 0.5)
+        return float(value) if 0.0 <= float(value) <= 1.0 else 0.5
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.5
+
+
 def write_data_js(out: Path, data: dict[str, Any]) -> None:
     text = json.dumps(_finite(data), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     write_text_atomic(out / "data.js", f"window.MAMMOSEG_VIEW = {text};\n")
@@ -187,15 +208,15 @@ def write_view(
     out_dir: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
-    max_side: int = DEFAULT_MAX_SIDE,
+    max_side: int | None = DEFAULT_MAX_SIDE,
     progress: bool = True,
 ) -> Path:
     """Write the results site of a prediction, evaluation or run folder; returns its index.html.
 
     `out_dir` defaults to ``<source>/view``; `data_dir` is the prepared folder when the
-    input does not record it. See docs/view.md.
+    input does not record it; `max_side` None keeps every image at full resolution. See docs/view.md.
     """
-    if max_side < 64:
+    if max_side is not None and max_side < 64:
         raise ValueError(f"--max-side {max_side}: give at least 64 pixels")
     inp = resolve_input(source, data_dir)
     if inp.data_dir is not None:
@@ -206,7 +227,7 @@ def write_view(
         return _write_site(inp, out, max_side, progress)
 
 
-def _write_site(inp: ViewInput, out: Path, max_side: int, progress: bool) -> Path:
+def _write_site(inp: ViewInput, out: Path, max_side: int | None, progress: bool) -> Path:
     rows, computed = write_cases(inp, out, max_side, progress)
     summary, metrics_from = _summary(inp, computed, len(rows))
     unit = area_unit(rows)
@@ -216,7 +237,8 @@ def _write_site(inp: ViewInput, out: Path, max_side: int, progress: bool) -> Pat
                     (("pred", inp.pred_dir), ("eval", inp.eval_dir), ("data", inp.data_dir), ("ref", inp.ref_dir))},
         "metrics_from": metrics_from, "summary": summary, "run": run_extras(inp, out), "max_side": max_side,
         "colours": {"reference": "#%02X%02X%02X" % REF_RGB, "prediction": "#%02X%02X%02X" % PRED_RGB},
-        "area_unit": unit, "columns": list(COLUMNS), "rows": rows,
+        "area_unit": unit, "columns": list(COLUMNS), "rows": rows, "threshold": predict_threshold(inp.pred_dir),
+        "prob_colours": PROB_COLOURS,
     })
     write_assets(out)
     return out / "index.html"

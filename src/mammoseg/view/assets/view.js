@@ -21,9 +21,15 @@
   var COLUMNS = {
     id: ["id", "text"], patient: ["patient", "text"], view: ["view", "text"], laterality: ["side", "text"],
     outcome: ["outcome", "text"], dice: ["Dice", "num"], iou: ["IoU", "num"], ref_area: ["reference " + AREA_UNIT, "num"],
-    pred_area: ["predicted " + AREA_UNIT, "num"], n_fp: ["FP lesions", "num"]
+    pred_area: ["predicted " + AREA_UNIT, "num"], n_fp: ["FP lesions", "num"], study_date: ["study date", "text"],
+    prob_max: ["max probability", "num"], n_masses: ["predicted masses", "num"]
   };
-  var TABLE = ["thumb", "id", "patient", "view", "laterality", "outcome", "dice", "iou", "ref_area", "pred_area", "n_fp"];
+  var TABLE = ["thumb", "id", "patient", "view", "laterality", "study_date", "outcome", "dice", "iou", "ref_area",
+               "pred_area", "n_masses", "prob_max", "n_fp"];
+  // The columns of the CSV export: the table's, plus the pixel counts and mm² where known.
+  var CSV_COLUMNS = ["id", "patient", "view", "laterality", "study_date", "outcome", "dice", "iou", "ref_px", "pred_px",
+                     "ref_mm2", "pred_mm2", "n_masses", "prob_max", "n_ref_lesions", "n_detected", "n_fp"];
+  var SMALL_THUMB = 128;
   var LAYERS = [["image", "i", "image"], ["ref", "r", "reference"], ["pred", "p", "prediction"], ["prob", "m", "probability map"]];
   var PER_PAGE = 100;
 
@@ -70,6 +76,7 @@
       dmax: number(q.get("dmax")),
       q: q.get("q") || "",
       page: Math.max(1, parseInt(q.get("page"), 10) || 1),
+      thumbs: q.get("thumbs") === "large" ? "large" : "small",
       per: per >= 10 && per <= 1000 ? per : PER_PAGE
     };
   }
@@ -83,6 +90,7 @@
     if (p.dmax !== null) q.set("dmax", String(p.dmax));
     if (p.q) q.set("q", p.q);
     if (p.per !== PER_PAGE) q.set("per", String(p.per));
+    if (p.thumbs === "large") q.set("thumbs", "large");
     if (withPage && p.page > 1) q.set("page", String(p.page));
     return q.toString();
   }
@@ -117,13 +125,6 @@
     try {
       history.replaceState(null, "", location.pathname + (query ? "?" + query : ""));
     } catch (e) { /* some browsers refuse history on file:// pages; the links still carry the state */ }
-  }
-
-  function legend(node) {
-    node.appendChild(el("span", {"class": "swatch ref"}));
-    node.appendChild(document.createTextNode("reference (" + DATA.colours.reference + ")"));
-    node.appendChild(el("span", {"class": "swatch pred"}));
-    node.appendChild(document.createTextNode("prediction (" + DATA.colours.prediction + ")"));
   }
 
   /* ---------------------------------------------------------------- index page */
@@ -226,13 +227,16 @@
   function tableRow(c, p) {
     var tr = el("tr", {"data-id": c.id, "data-outcome": c.outcome});
     var td = el("td", {"class": "thumb"}), a = el("a", {href: caseLink(c, p)});
+    var k = p.thumbs === "large" ? 1 : Math.min(1, SMALL_THUMB / Math.max(c.tw, c.th));
     a.appendChild(el("img", {src: "thumbs/" + c.f + ".png", loading: "lazy", decoding: "async",
-                             width: c.tw, height: c.th, alt: "overlay of " + c.id}));
+                             width: Math.round(c.tw * k), height: Math.round(c.th * k), alt: "overlay of " + c.id}));
     td.appendChild(a);
     tr.appendChild(td);
     TABLE.slice(1).forEach(function (key) {
       var cell = el("td", {"class": COLUMNS[key][1] === "num" ? "num" : "", "data-key": key});
       if (key === "id") cell.appendChild(el("a", {href: caseLink(c, p)}, c.id));
+      else if (key === "patient" && c.patient) cell.appendChild(el("a", {href: patientHref(c.patient, listQuery(p, false), "irp"), title: "all views of " + c.patient}, c.patient));
+      else if (key === "prob_max") cell.textContent = fmt(c.prob_max, 2);
       else if (key === "outcome" && c.outcome) cell.appendChild(el("span", {"class": "outcome outcome-" + c.outcome, title: OUTCOME_TEXT[c.outcome]}, c.outcome));
       else if (key === "dice" || key === "iou") { cell.textContent = fmt(c[key], 3); if (c[key] !== null) cell.title = String(c[key]); }
       else cell.textContent = c[key] === null || c[key] === "" || c[key] === undefined ? "—" : String(c[key]);
@@ -281,7 +285,30 @@
     dmax.addEventListener("input", function () { p.dmax = number(dmax.value); update(true); });
     q.addEventListener("input", function () { p.q = q.value.trim(); update(true); });
     per.addEventListener("change", function () { p.per = Number(per.value); update(true); });
+    var thumbs = document.getElementById("large-thumbs");
+    thumbs.checked = p.thumbs === "large";
+    thumbs.addEventListener("change", function () { p.thumbs = thumbs.checked ? "large" : "small"; update(false); });
     document.getElementById("filters").addEventListener("submit", function (e) { e.preventDefault(); });
+  }
+
+  // The filtered, sorted list (every page) as CSV text; a cell with a comma, quote or line break is quoted.
+  function csvText(list) {
+    function cell(v) {
+      var t = v === null || v === undefined ? "" : String(v);
+      return /[",\r\n]/.test(t) ? '"' + t.replace(/"/g, '""') + '"' : t;
+    }
+    return [CSV_COLUMNS.join(",")].concat(list.map(function (c) {
+      return CSV_COLUMNS.map(function (k) { return cell(c[k]); }).join(",");
+    })).join("\r\n") + "\r\n";
+  }
+
+  // A Blob download of the current list: made when clicked, so it is always the list on screen.
+  function setupExport(current) {
+    var a = document.getElementById("export");
+    a.addEventListener("click", function () {
+      if (a.href) URL.revokeObjectURL(a.href);
+      a.href = URL.createObjectURL(new Blob([csvText(current())], {type: "text/csv"}));
+    });
   }
 
   function renderIndex() {
@@ -309,7 +336,413 @@
       setUrl(listQuery(p, true));
     }
     setupFilters(all, p, update);
+    setupExport(function () { return select(all, p); });
     update(false);
+  }
+
+  /* ---------------------------------------------------------------- case data (full/<f>.js) */
+
+  // full/<f>.js calls MAMMOSEG_CASE(name, payload); a <script> tag loads it (fetch() is refused on file://).
+  var pending = {};
+  window.MAMMOSEG_CASE = function (name, payload) {
+    if (pending[name]) pending[name].resolve(payload);
+  };
+
+  function bytes(b64) {
+    var text = atob(b64), out = new Uint8Array(text.length);
+    for (var i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
+    return out;
+  }
+
+  // zlib → bytes with the browser's own DecompressionStream (no library, works offline).
+  function inflate(b64) {
+    if (b64 === null || b64 === undefined) return Promise.resolve(null);
+    var stream = new Blob([bytes(b64)]).stream().pipeThrough(new DecompressionStream("deflate"));
+    return new Response(stream).arrayBuffer().then(function (buf) { return new Uint8Array(buf); });
+  }
+
+  // The image's 16-bit values: high-byte plane, low-byte plane of row-wise differences (see casedata.py).
+  function undelta(planes, w, h) {
+    var n = w * h, out = new Uint16Array(n);
+    for (var y = 0; y < h; y++) {
+      var acc = 0, row = y * w;
+      for (var x = 0; x < w; x++) {
+        acc = (acc + ((planes[row + x] << 8) | planes[n + row + x])) & 0xFFFF;
+        out[row + x] = acc;
+      }
+    }
+    return out;
+  }
+
+  function loadCase(name) {
+    var done = new Promise(function (resolve, reject) { pending[name] = {resolve: resolve}; });
+    var script = el("script", {src: "full/" + encodeURIComponent(name) + ".js"});
+    var failed = new Promise(function (resolve, reject) {
+      script.onerror = function () { reject(new Error("full/" + name + ".js is missing: write the site again")); };
+    });
+    document.head.appendChild(script);
+    return Promise.race([done, failed]).then(function (p) {
+      return Promise.all([inflate(p.pixels), inflate(p.ref), inflate(p.pred), inflate(p.prob)]).then(function (a) {
+        p.pixels = a[0] && undelta(a[0], p.w, p.h);
+        p.ref = a[1]; p.pred = a[2]; p.prob = a[3];
+        return p;
+      });
+    });
+  }
+
+  /* ---------------------------------------------------------------- image viewer (canvas) */
+
+  // Linked state: window (c, w), zoom relative to "fit", the image point at the centre (fractions),
+  // layers, overlay mode and opacity. Views of one patient share it, so they move together.
+  function Shared(show) {
+    this.views = [];
+    this.c = null; this.w = null; this.zoom = 1; this.cx = 0.5; this.cy = 0.5;
+    this.layers = {image: show.indexOf("i") >= 0, ref: show.indexOf("r") >= 0, pred: show.indexOf("p") >= 0,
+                   prob: show.indexOf("m") >= 0};
+    this.mode = "outline"; this.opacity = 1; this.preset = 0;
+    this.onchange = function () {};
+  }
+
+  Shared.prototype.redraw = function (windowChanged) {
+    this.views.forEach(function (v) { v.draw(windowChanged); });
+    this.onchange();
+  };
+
+  Shared.prototype.setWindow = function (c, w) {
+    this.c = c; this.w = Math.max(1, w);
+    this.redraw(true);
+  };
+
+  Shared.prototype.usePreset = function (index) {
+    var p = this.views[0].data.presets[index];
+    if (!p) return;
+    this.preset = index;
+    this.setWindow((p.low + p.high) / 2, p.high - p.low);
+  };
+
+  // grey = round(255 · clamp((v − (c − w/2)) / w, 0, 1)): the window formula docs/view.md states.
+  function windowLut(top, c, w) {
+    var lut = new Uint8ClampedArray(top + 1), low = c - w / 2;
+    for (var v = 0; v <= top; v++) lut[v] = Math.round(255 * Math.min(1, Math.max(0, (v - low) / w)));
+    return lut;
+  }
+
+  function ImageView(box, data, shared) {
+    this.box = box; this.data = data; this.shared = shared;
+    this.canvas = el("canvas", {"class": "image-canvas"});
+    this.overlay = el("canvas", {"class": "overlay-canvas"});
+    box.appendChild(this.canvas);
+    box.appendChild(this.overlay);
+    this.source = document.createElement("canvas");  // the windowed image at the kept resolution
+    this.source.width = data.w; this.source.height = data.h;
+    this.hasImage = !!data.pixels;
+    shared.views.push(this);
+    this.listen();
+  }
+
+  ImageView.prototype.fitScale = function () {
+    return Math.min(this.canvas.width / this.data.w, this.canvas.height / this.data.h);
+  };
+
+  ImageView.prototype.scale = function () { return this.fitScale() * this.shared.zoom; };
+
+  // Screen (canvas) position of the image point (x, y) in kept-resolution pixels, and back.
+  ImageView.prototype.origin = function () {
+    var s = this.scale(), sh = this.shared;
+    return [this.canvas.width / 2 - sh.cx * this.data.w * s, this.canvas.height / 2 - sh.cy * this.data.h * s];
+  };
+
+  ImageView.prototype.toImage = function (sx, sy) {
+    var o = this.origin(), s = this.scale();
+    return [(sx - o[0]) / s, (sy - o[1]) / s];
+  };
+
+  ImageView.prototype.toScreen = function (x, y) {
+    var o = this.origin(), s = this.scale();
+    return [o[0] + x * s, o[1] + y * s];
+  };
+
+  ImageView.prototype.resize = function (width, height) {
+    [this.canvas, this.overlay].forEach(function (c) { c.width = Math.max(1, Math.floor(width)); c.height = Math.max(1, Math.floor(height)); });
+    this.box.style.width = this.canvas.width + "px";
+    this.box.style.height = this.canvas.height + "px";
+  };
+
+  ImageView.prototype.renderSource = function () {
+    if (!this.hasImage) return;
+    var lut = windowLut(this.data.top, this.shared.c, this.shared.w), px = this.data.pixels;
+    var img = new ImageData(this.data.w, this.data.h), d = img.data;
+    for (var i = 0, j = 0; i < px.length; i++, j += 4) {
+      var g = lut[px[i]];
+      d[j] = g; d[j + 1] = g; d[j + 2] = g; d[j + 3] = 255;
+    }
+    this.source.getContext("2d").putImageData(img, 0, 0);
+  };
+
+  ImageView.prototype.draw = function (windowChanged) {
+    if (windowChanged || !this.rendered) { this.renderSource(); this.rendered = true; }
+    var ctx = this.canvas.getContext("2d"), s = this.scale(), o = this.origin();
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.fillStyle = "#000";
+    ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+    if (this.hasImage && this.shared.layers.image) {
+      ctx.imageSmoothingEnabled = s < 1;  // shrinking: smooth; enlarging: every image pixel a crisp square
+      ctx.imageSmoothingQuality = "high";
+      ctx.setTransform(s, 0, 0, s, o[0], o[1]);
+      ctx.drawImage(this.source, 0, 0);
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+    }
+    this.drawOverlay(s, o);
+  };
+
+  // Per screen pixel: which image pixel it shows (nearest), so the overlays sit on the image at any zoom.
+  function sampleMask(mask, w, h, cols, rows, W, H) {
+    var out = new Uint8Array(W * H);
+    if (!mask) return out;
+    for (var y = 0; y < H; y++) {
+      var iy = rows[y];
+      if (iy < 0) continue;
+      for (var x = 0; x < W; x++) {
+        var ix = cols[x];
+        if (ix >= 0 && mask[iy * w + ix]) out[y * W + x] = 1;
+      }
+    }
+    return out;
+  }
+
+  // Max (grow) or min (shrink) of a 0/1 screen mask over a square of radius r.
+  function morph(m, W, H, r, grow) {
+    var tmp = new Uint8Array(W * H), out = new Uint8Array(W * H), x, y, k, v;
+    for (y = 0; y < H; y++) for (x = 0; x < W; x++) {
+      v = grow ? 0 : 1;
+      for (k = -r; k <= r; k++) { var xx = x + k, b = xx >= 0 && xx < W ? m[y * W + xx] : 0; v = grow ? (v | b) : (v & b); }
+      tmp[y * W + x] = v;
+    }
+    for (y = 0; y < H; y++) for (x = 0; x < W; x++) {
+      v = grow ? 0 : 1;
+      for (k = -r; k <= r; k++) { var yy = y + k, c = yy >= 0 && yy < H ? tmp[yy * W + x] : 0; v = grow ? (v | c) : (v & c); }
+      out[y * W + x] = v;
+    }
+    return out;
+  }
+
+  function hexRgb(hex) { return [1, 3, 5].map(function (i) { return parseInt(hex.substr(i, 2), 16); }); }
+
+  ImageView.prototype.drawOverlay = function (s, o) {
+    var W = this.overlay.width, H = this.overlay.height, d = this.data, sh = this.shared;
+    var ctx = this.overlay.getContext("2d");
+    var cols = new Int32Array(W), rows = new Int32Array(H), x, y, i;
+    for (x = 0; x < W; x++) { var ix = Math.floor((x + 0.5 - o[0]) / s); cols[x] = ix >= 0 && ix < d.w ? ix : -1; }
+    for (y = 0; y < H; y++) { var iy = Math.floor((y + 0.5 - o[1]) / s); rows[y] = iy >= 0 && iy < d.h ? iy : -1; }
+    var img = ctx.createImageData(W, H), out = img.data, alpha = Math.round(255 * sh.opacity);
+    if (sh.layers.prob && d.prob) {
+      var lut = DATA.prob_colours.map(hexRgb);
+      for (y = 0; y < H; y++) {
+        if (rows[y] < 0) continue;
+        for (x = 0; x < W; x++) {
+          if (cols[x] < 0) continue;
+          var p = d.prob[rows[y] * d.w + cols[x]];
+          if (p < 5) continue;  // transparent near 0 (p < 0.02)
+          i = (y * W + x) * 4;
+          out[i] = lut[p][0]; out[i + 1] = lut[p][1]; out[i + 2] = lut[p][2];
+          out[i + 3] = Math.round((0.25 + 0.6 * p / 255) * alpha);
+        }
+      }
+    }
+    [["ref", DATA.colours.reference], ["pred", DATA.colours.prediction]].forEach(function (layer) {
+      if (!sh.layers[layer[0]] || !d[layer[0]]) return;
+      var rgb = hexRgb(layer[1]), m = sampleMask(d[layer[0]], d.w, d.h, cols, rows, W, H), k;
+      if (sh.mode === "fill") {
+        for (k = 0; k < W * H; k++) if (m[k]) { out[4 * k] = rgb[0]; out[4 * k + 1] = rgb[1]; out[4 * k + 2] = rgb[2]; out[4 * k + 3] = alpha; }
+        return;
+      }
+      var inner = morph(m, W, H, 2, false), outer = morph(m, W, H, 1, true);  // a 2-pixel line inside, a 1-pixel dark rim outside
+      for (k = 0; k < W * H; k++) {
+        if (m[k] && !inner[k]) { out[4 * k] = rgb[0]; out[4 * k + 1] = rgb[1]; out[4 * k + 2] = rgb[2]; out[4 * k + 3] = alpha; }
+        else if (outer[k] && !m[k] && out[4 * k + 3] === 0) { out[4 * k + 3] = Math.round(0.6 * alpha); }  // dark rim
+      }
+    });
+    ctx.putImageData(img, 0, 0);
+    if (sh.layers.pred && d.masses) this.labelMasses(ctx, s, o);
+  };
+
+  // The mass numbers of the measurements list, above each predicted mass's box.
+  ImageView.prototype.labelMasses = function (ctx, s, o) {
+    var k = this.data.w / this.data.grid_w;
+    ctx.font = "bold 13px system-ui, sans-serif";
+    ctx.fillStyle = DATA.colours.prediction;
+    ctx.strokeStyle = "#000";
+    ctx.lineWidth = 3;
+    this.data.masses.forEach(function (m) {
+      var x = o[0] + m.box[0] * k * s, y = o[1] + m.box[1] * k * s - 4;
+      ctx.strokeText(String(m.n), x, y);
+      ctx.fillText(String(m.n), x, y);
+    });
+  };
+
+  // Wheel: zoom about the pointer. Left drag: pan. Right drag, or Shift/Ctrl + left drag: window/level.
+  ImageView.prototype.listen = function () {
+    var self = this, sh = this.shared, drag = null;
+    this.overlay.addEventListener("wheel", function (e) {
+      e.preventDefault();
+      var r = self.overlay.getBoundingClientRect();
+      self.zoomAbout(Math.exp(-e.deltaY * 0.002), e.clientX - r.left, e.clientY - r.top);
+    }, {passive: false});
+    this.overlay.addEventListener("contextmenu", function (e) { e.preventDefault(); });
+    this.overlay.addEventListener("mousedown", function (e) {
+      var wl = e.button === 2 || (e.button === 0 && (e.shiftKey || e.ctrlKey));
+      drag = {x: e.clientX, y: e.clientY, wl: wl, c: sh.c, w: sh.w, cx: sh.cx, cy: sh.cy};
+      e.preventDefault();
+    });
+    window.addEventListener("mousemove", function (e) {
+      if (!drag) return;
+      var dx = e.clientX - drag.x, dy = e.clientY - drag.y, s = self.scale();
+      if (drag.wl) {
+        var step = self.wlStep();
+        sh.setWindow(drag.c + dy * step, drag.w + dx * step);  // right: wider; down: higher level (darker)
+      } else {
+        sh.cx = drag.cx - dx / (s * self.data.w); sh.cy = drag.cy - dy / (s * self.data.h);
+        sh.redraw(false);
+      }
+    });
+    window.addEventListener("mouseup", function () { drag = null; });
+  };
+
+  // Window change per screen pixel dragged: the values present, over 500 pixels.
+  ImageView.prototype.wlStep = function () {
+    var full = this.data.presets[1];
+    return full ? Math.max(1, (full.high - full.low) / 500) : 1;
+  };
+
+  ImageView.prototype.zoomAbout = function (factor, sx, sy) {
+    var sh = this.shared, before = this.toImage(sx, sy);
+    sh.zoom = Math.min(64 / this.fitScale(), Math.max(0.1, sh.zoom * factor));
+    var after = this.toImage(sx, sy);  // keep the image point under the pointer where it was
+    sh.cx += (before[0] - after[0]) / this.data.w;
+    sh.cy += (before[1] - after[1]) / this.data.h;
+    sh.redraw(false);
+  };
+
+  ImageView.prototype.actualSize = function () {
+    this.shared.zoom = 1 / this.fitScale();
+    this.shared.redraw(false);
+  };
+
+  /* ---------------------------------------------------------------- viewer controls (both pages) */
+
+  function legend(node) {
+    node.textContent = "";
+    [["ref", "reference"], ["pred", "prediction"]].forEach(function (l) {
+      node.appendChild(el("span", {"class": "swatch " + l[0]}));
+      node.appendChild(document.createTextNode(l[1]));
+    });
+  }
+
+  // The probability map's colour scale with predict's threshold marked.
+  function colourBar(node) {
+    var bar = el("div", {"class": "colour-bar", id: "colour-bar"}), t = DATA.threshold === undefined ? 0.5 : DATA.threshold;
+    var stops = DATA.prob_colours.filter(function (c, i) { return i % 32 === 0 || i === 255; });
+    bar.style.background = "linear-gradient(to right, " + stops.join(", ") + ")";
+    var mark = el("span", {"class": "threshold-mark", title: "threshold " + t});
+    mark.style.left = (100 * t) + "%";
+    bar.appendChild(mark);
+    node.appendChild(el("p", {"class": "muted"}, "probability map"));
+    node.appendChild(bar);
+    var scale = el("p", {"class": "bar-scale muted"});
+    scale.appendChild(el("span", {}, "0"));
+    scale.appendChild(el("span", {id: "threshold-label"}, "threshold " + t));
+    scale.appendChild(el("span", {}, "1"));
+    node.appendChild(scale);
+  }
+
+  function Controls(shared, missing) {
+    var buttons = document.getElementById("layer-buttons");
+    this.shared = shared;
+    LAYERS.forEach(function (l) {
+      var b = el("button", {type: "button", id: "button-" + l[0]});
+      b.appendChild(el("kbd", {}, l[1]));
+      b.appendChild(document.createTextNode(" " + l[2] + (missing[l[0]] ? " (none)" : "")));
+      if (missing[l[0]]) { b.disabled = true; shared.layers[l[0]] = false; }
+      b.addEventListener("click", function () { shared.layers[l[0]] = !shared.layers[l[0]]; shared.redraw(false); });
+      buttons.appendChild(b);
+    });
+    var presets = document.getElementById("presets");
+    shared.views[0].data.presets.forEach(function (p, i) {
+      var b = el("button", {type: "button", id: "preset-" + i, title: p.low + " – " + p.high}, p.name);
+      b.addEventListener("click", function () { shared.usePreset(i); });
+      presets.appendChild(b);
+    });
+    var mode = document.getElementById("mode"), opacity = document.getElementById("opacity");
+    mode.addEventListener("change", function () { shared.mode = mode.value; shared.redraw(false); });
+    opacity.addEventListener("input", function () { shared.opacity = Number(opacity.value) / 100; shared.redraw(false); });
+    legend(document.getElementById("legend"));
+    colourBar(document.getElementById("prob-scale"));
+  }
+
+  Controls.prototype.update = function () {
+    var sh = this.shared, v = sh.views[0];
+    LAYERS.forEach(function (l) {
+      document.getElementById("button-" + l[0]).setAttribute("aria-pressed", sh.layers[l[0]] ? "true" : "false");
+    });
+    document.getElementById("mode").value = sh.mode;
+    document.getElementById("opacity").value = String(Math.round(sh.opacity * 100));
+    document.getElementById("window-text").textContent = "window " + Math.round(sh.c - sh.w / 2) + " – " +
+      Math.round(sh.c + sh.w / 2) + " (C " + Math.round(sh.c) + ", W " + Math.round(sh.w) + ")";
+    document.getElementById("zoom-text").textContent = "zoom " + Math.round(100 * v.scale()) + " %";
+    document.getElementById("prob-scale").hidden = !sh.layers.prob;
+    document.body.setAttribute("data-show", showLetters(sh));
+  };
+
+  function showLetters(sh) {
+    return LAYERS.filter(function (l) { return sh.layers[l[0]]; }).map(function (l) { return l[1]; }).join("");
+  }
+
+  // Keys shared by the case and the patient page; returns false for a key they do not use.
+  function viewerKey(sh, key, shift) {
+    var layer = LAYERS.filter(function (l) { return l[1] === key; })[0], v = sh.views[0];
+    var cx = v.canvas.width / 2, cy = v.canvas.height / 2;
+    if (layer) { if (!document.getElementById("button-" + layer[0]).disabled) { sh.layers[layer[0]] = !sh.layers[layer[0]]; sh.redraw(false); } }
+    else if (key === "+" || key === "=") v.zoomAbout(1.25, cx, cy);
+    else if (key === "-" || key === "_") v.zoomAbout(0.8, cx, cy);
+    else if (key === "0") { sh.zoom = 1; sh.cx = 0.5; sh.cy = 0.5; sh.redraw(false); }
+    else if (key === "1") v.actualSize();
+    else if (key === "f") { if (Math.abs(sh.zoom - 1) < 1e-9) v.actualSize(); else { sh.zoom = 1; sh.cx = 0.5; sh.cy = 0.5; sh.redraw(false); } }
+    else if (key === "o") { sh.mode = sh.mode === "outline" ? "fill" : "outline"; sh.redraw(false); }
+    else if (key === "w") sh.usePreset((sh.preset + (shift ? -1 + v.data.presets.length : 1)) % v.data.presets.length);
+    else if (key === "x") sh.usePreset(0);
+    else return false;
+    return true;
+  }
+
+  // Keys go to the viewer unless a modifier is held or the focus is in a box that takes text
+  // (a slider or a drop-down keeps only its own arrow keys).
+  function typing(e) {
+    var t = e.target, text = t.tagName === "TEXTAREA" || (t.tagName === "INPUT" && !/^(range|checkbox|radio|button)$/.test(t.type));
+    return e.ctrlKey || e.metaKey || e.altKey || text;
+  }
+
+  function keyOf(e) { return e.key.length === 1 ? e.key.toLowerCase() : e.key; }
+
+  /* ---------------------------------------------------------------- measurements */
+
+  function massList(node, data) {
+    node.textContent = "";
+    node.appendChild(el("h2", {}, "Predicted masses"));
+    if (!data.masses.length) { node.appendChild(el("p", {"class": "muted"}, "none")); return; }
+    var t = el("table", {"class": "masses"}), head = el("tr");
+    ["#", "area", "max diameter", "mean prob."].forEach(function (h) { head.appendChild(el("th", {}, h)); });
+    t.appendChild(el("thead")).appendChild(head);
+    var body = t.appendChild(el("tbody"));
+    data.masses.forEach(function (m) {
+      var tr = el("tr", {"data-mass": m.n});
+      tr.appendChild(el("td", {}, m.n));
+      tr.appendChild(el("td", {"class": "num"}, m.area_mm2 === null ? m.area_px + " px" : m.area_mm2.toFixed(1) + " mm²"));
+      tr.appendChild(el("td", {"class": "num"}, m.feret_mm === null ? m.feret_px.toFixed(1) + " px" : m.feret_mm.toFixed(1) + " mm"));
+      tr.appendChild(el("td", {"class": "num"}, fmt(m.prob_mean, 2)));
+      body.appendChild(tr);
+    });
+    node.appendChild(t);
+    if (!data.spacing) node.appendChild(el("p", {"class": "muted"}, "pixel spacing unknown: sizes in pixels of the image's grid"));
   }
 
   /* ---------------------------------------------------------------- case page */
@@ -335,6 +768,7 @@
     fact(dl, "lesions found", c.n_ref_lesions === null ? "—" : c.n_detected + " of " + c.n_ref_lesions + ", " + c.n_fp + " false positive(s)");
     fact(dl, "patient", c.patient || "—");
     fact(dl, "view / side", (c.view || "—") + " / " + (c.laterality || "—"));
+    if (c.study_date) fact(dl, "study date", c.study_date);
   }
 
   // The case asked for in the URL, within the list as sorted and filtered there (all cases if filtered out).
@@ -345,75 +779,18 @@
     return {list: list, index: index, c: index >= 0 ? list[index] : null};
   }
 
-  function CaseView(where, listQ, shown) {
-    var c = where.c;
-    this.where = where;
-    this.listQ = listQ;
-    this.files = {image: c.img ? c.f + "-image.png" : null, ref: c.ref ? c.f + "-ref.png" : null,
-                  pred: c.f + "-pred.png", prob: c.prob ? c.f + "-prob.png" : null};
-    this.state = {};
-    var self = this, buttons = document.getElementById("layer-buttons");
-    LAYERS.forEach(function (l) {
-      var img = document.getElementById("layer-" + l[0]), b = el("button", {type: "button", id: "button-" + l[0]});
-      var file = self.files[l[0]];
-      b.appendChild(el("kbd", {}, l[1]));
-      b.appendChild(document.createTextNode(" " + l[2] + (file ? "" : " (none)")));
-      if (file) { img.src = "full/" + file; img.width = c.w; img.height = c.h; }
-      else { img.setAttribute("data-missing", "1"); b.disabled = true; }
-      self.state[l[0]] = !!file && shown.indexOf(l[1]) >= 0;
-      b.addEventListener("click", function () { self.toggle(l[0]); });
-      buttons.appendChild(b);
-    });
+  function caseHref(id, listQ, show) {
+    return "case.html?id=" + encodeURIComponent(id) + (listQ ? "&" + listQ : "") + "&show=" + show;
   }
 
-  CaseView.prototype.show = function () {
-    var state = this.state;
-    return LAYERS.filter(function (l) { return state[l[0]]; }).map(function (l) { return l[1]; }).join("");
-  };
+  function patientHref(patient, listQ, show) {
+    return "patient.html?patient=" + encodeURIComponent(patient) + (listQ ? "&" + listQ : "") + "&show=" + show;
+  }
 
-  CaseView.prototype.link = function (step) {
-    var w = this.where, to = w.list[w.index + step];
-    if (!to) return null;
-    return "case.html?id=" + encodeURIComponent(to.id) + (this.listQ ? "&" + this.listQ : "") + "&show=" + this.show();
-  };
-
-  CaseView.prototype.apply = function () {
-    var state = this.state;
-    LAYERS.forEach(function (l) {
-      document.getElementById("layer-" + l[0]).setAttribute("data-on", state[l[0]] ? "1" : "0");
-      document.getElementById("button-" + l[0]).setAttribute("aria-pressed", state[l[0]] ? "true" : "false");
-    });
-    [["prev", -1], ["next", 1]].forEach(function (pair) {
-      var a = document.getElementById(pair[0]), href = this.link(pair[1]);
-      if (href) a.href = href; else a.removeAttribute("href");
-    }, this);
-    setUrl("id=" + encodeURIComponent(this.where.c.id) + (this.listQ ? "&" + this.listQ : "") + "&show=" + this.show());
-  };
-
-  CaseView.prototype.toggle = function (layer) {
-    if (!this.files[layer]) return;
-    this.state[layer] = !this.state[layer];
-    this.apply();
-  };
-
-  CaseView.prototype.fit = function (on) {
-    var c = this.where.c, stage = document.getElementById("stage");
-    stage.classList.toggle("fit", on);
-    stage.style.width = on ? "min(100%, calc((100vh - 6em) * " + (c.w / c.h) + "))" : c.w + "px";
-  };
-
-  CaseView.prototype.onKey = function (e) {
-    if (e.ctrlKey || e.metaKey || e.altKey || /^(INPUT|SELECT|TEXTAREA)$/.test(e.target.tagName)) return;
-    var key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
-    var layer = LAYERS.filter(function (l) { return l[1] === key; })[0];
-    var step = {ArrowRight: 1, ArrowLeft: -1}[key];
-    if (layer) this.toggle(layer[0]);
-    else if (key === "f") this.fit(!document.getElementById("stage").classList.contains("fit"));
-    else if (step && this.link(step)) location.href = this.link(step);
-    else if (key === "Escape") location.href = document.getElementById("back").href;
-    else return;
-    e.preventDefault();
-  };
+  function sizeNote(c) {
+    return "Shown from " + c.w + " × " + c.h + " px kept of the " + c.grid_w + " × " + c.grid_h + " px image" +
+      (DATA.max_side ? " (at most " + DATA.max_side + " px on the long side; `view --full-resolution` keeps all)." : " (full resolution).");
+  }
 
   function renderCase() {
     var q = new URLSearchParams(location.search), p = readParams(location.search);
@@ -427,15 +804,122 @@
     document.getElementById("case-title").textContent = c.id + (c.dice === null ? "" : " — Dice " + fmt(c.dice, 3));
     document.getElementById("position").textContent = (where.index + 1) + " of " + where.list.length;
     document.getElementById("back").href = "index.html" + (listQ ? "?" + listQ : "");
-    document.getElementById("stage").style.aspectRatio = c.w + " / " + c.h;
-    document.getElementById("size-note").textContent = "Shown at " + c.w + " × " + c.h + " px; layers larger than " +
-      DATA.max_side + " px on their long side are shrunk to it.";
-    legend(document.getElementById("legend"));
     renderFacts(c);
-    var view = new CaseView(where, listQ, (q.get("show") === null ? "irpm" : q.get("show")).split(""));
-    view.fit(true);
-    view.apply();
-    document.addEventListener("keydown", function (e) { view.onKey(e); });
+    var shared = new Shared(q.get("show") === null ? "irp" : q.get("show"));
+    window.MAMMOSEG_VIEWER = shared;  // the viewer's state, for scripts and the page tests
+    loadCase(c.f).then(function (data) {
+      var view = new ImageView(document.getElementById("stage"), data, shared);
+      var controls = new Controls(shared, {image: !data.pixels, ref: !data.ref, prob: !data.prob});
+      var port = document.getElementById("viewport");
+      function size() { view.resize(port.clientWidth, Math.max(200, window.innerHeight - port.getBoundingClientRect().top - 8)); }
+      size();
+      document.getElementById("size-note").textContent = sizeNote(c);
+      massList(document.getElementById("masses"), data);
+      var both = document.getElementById("patient-link");
+      shared.onchange = function () {
+        controls.update();
+        var show = showLetters(shared);
+        [["prev", -1], ["next", 1]].forEach(function (pair) {
+          var a = document.getElementById(pair[0]), to = where.list[where.index + pair[1]];
+          if (to) a.href = caseHref(to.id, listQ, show); else a.removeAttribute("href");
+        });
+        if (c.patient) both.href = patientHref(c.patient, listQ, show); else both.removeAttribute("href");
+        setUrl(caseHref(c.id, listQ, show).split("?")[1]);
+      };
+      if (data.presets.length) shared.usePreset(0); else shared.setWindow(128, 256);
+      window.addEventListener("resize", function () { size(); shared.redraw(false); });
+      document.addEventListener("keydown", function (e) {
+        if (typing(e)) return;
+        var key = keyOf(e), step = {ArrowRight: "next", ArrowLeft: "prev"}[key];
+        if (viewerKey(shared, key, e.shiftKey)) { /* handled */ }
+        else if (step && document.getElementById(step).href) location.href = document.getElementById(step).href;
+        else if (key === "v" && both.href) location.href = both.href;
+        else if (key === "Escape") location.href = document.getElementById("back").href;
+        else return;
+        e.preventDefault();
+      });
+      document.body.setAttribute("data-ready", "1");
+    }).catch(function (err) {
+      document.getElementById("size-note").textContent = String(err.message || err);
+      console.error(String(err.message || err));
+    });
+  }
+
+  /* ---------------------------------------------------------------- patient page */
+
+  var VIEW_ORDER = ["CC", "MLO"];
+
+  // Rows: CC, MLO, then any other view; columns: right breast, left breast (as on a light box).
+  function hanging(list) {
+    var views = [];
+    list.forEach(function (c) { if (views.indexOf(c.view) < 0) views.push(c.view); });
+    views.sort(function (a, b) {
+      var ia = VIEW_ORDER.indexOf(a), ib = VIEW_ORDER.indexOf(b);
+      return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib) || (a < b ? -1 : a > b ? 1 : 0);
+    });
+    return views.map(function (v) {
+      return ["R", "L"].map(function (side) {
+        return list.filter(function (c) { return c.view === v && c.laterality === side; });
+      }).concat([list.filter(function (c) { return c.view === v && c.laterality !== "R" && c.laterality !== "L"; })]);
+    });
+  }
+
+  function patientCell(c, listQ) {
+    var cell = el("figure", {"class": "cell", "data-id": c.id});
+    var cap = el("figcaption");
+    cap.appendChild(el("strong", {}, (c.laterality || "?") + " " + (c.view || "?") + " "));
+    cap.appendChild(el("a", {href: caseHref(c.id, listQ, "irp")}, c.id));
+    if (c.study_date) cap.appendChild(document.createTextNode(" · " + c.study_date));
+    if (c.dice !== null && c.dice !== undefined) cap.appendChild(document.createTextNode(" · Dice " + fmt(c.dice, 3)));
+    cell.appendChild(cap);
+    var inner = el("div", {"class": "cell-inner"});
+    inner.appendChild(el("div", {"class": "stage"}));
+    inner.appendChild(el("div", {"class": "cell-masses"}));
+    cell.appendChild(inner);
+    return cell;
+  }
+
+  function renderPatient() {
+    var q = new URLSearchParams(location.search), p = readParams(location.search), listQ = listQuery(p, false);
+    var patient = q.get("patient") || "";
+    var list = cases().filter(function (c) { return c.patient === patient; });
+    document.getElementById("back").href = "index.html" + (listQ ? "?" + listQ : "");
+    document.getElementById("patient-title").textContent = "patient " + patient + " — " + list.length + " image(s)";
+    document.title = "mammoseg — patient " + patient;
+    if (!list.length) return;
+    var grid = document.getElementById("grid"), cells = [];
+    hanging(list).forEach(function (row) {
+      var tr = el("div", {"class": "grid-row"}), view = row[0].concat(row[1], row[2])[0].view;
+      row.forEach(function (group, k) {
+        if (!group.length && k < 2) tr.appendChild(el("figure", {"class": "cell empty"}, ["R", "L"][k] + " " + (view || "?") + ": no image"));
+        group.forEach(function (c) { var cell = patientCell(c, listQ); cells.push([c, cell]); tr.appendChild(cell); });
+      });
+      grid.appendChild(tr);
+    });
+    var shared = new Shared(q.get("show") === null ? "irp" : q.get("show"));
+    window.MAMMOSEG_VIEWER = shared;
+    document.addEventListener("keydown", function (e) {
+      if (typing(e)) return;
+      var key = keyOf(e);
+      if (key === "Escape") location.href = document.getElementById("back").href;
+      else if (!document.body.hasAttribute("data-ready") || !viewerKey(shared, key, e.shiftKey)) return;
+      e.preventDefault();
+    });
+    Promise.all(cells.map(function (pair) { return loadCase(pair[0].f); })).then(function (all) {
+      var rows = grid.children.length;
+      var height = Math.max(220, (window.innerHeight - grid.getBoundingClientRect().top) / rows - 40);
+      all.forEach(function (data, i) {
+        var cell = cells[i][1], masses = cell.querySelector(".cell-masses");
+        massList(masses, data);
+        var view = new ImageView(cell.querySelector(".stage"), data, shared);
+        view.resize(Math.max(160, cell.querySelector(".cell-inner").clientWidth - masses.offsetWidth - 12), height);
+      });
+      var controls = new Controls(shared, {image: !all.some(function (d) { return d.pixels; }),
+                                           ref: !all.some(function (d) { return d.ref; }), prob: !all.some(function (d) { return d.prob; })});
+      shared.onchange = function () { controls.update(); };
+      if (all[0].presets.length) shared.usePreset(0); else shared.setWindow(128, 256);
+      document.body.setAttribute("data-ready", "1");
+    }).catch(function (err) { console.error(String(err.message || err)); });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
@@ -443,7 +927,9 @@
       document.body.insertBefore(el("p", {"class": "warning"}, "data.js is missing: write the site again with `mammoseg view`."), document.body.firstChild);
       return;
     }
-    if (document.body.getAttribute("data-page") === "case") renderCase();
+    var page = document.body.getAttribute("data-page");
+    if (page === "case") renderCase();
+    else if (page === "patient") renderPatient();
     else renderIndex();
   });
 })();
