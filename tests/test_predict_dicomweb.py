@@ -321,3 +321,108 @@ def test_run_id_is_a_digest_of_the_fold_checkpoints(tmp_path):
     assert run_id(retrained) != run_id(original)
     with pytest.raises(FileNotFoundError, match="no fold"):
         run_id(tmp_path)
+
+
+def _server_srs(orthanc, study: Study, folder: Path) -> dict[str, Path]:
+    """The study's SRs, by SOP Instance UID, downloaded through Orthanc's own REST API into `folder`."""
+    found = orthanc.rest("POST", "/tools/find", json={"Level": "Instance", "Expand": True,
+                                                      "Query": {"StudyInstanceUID": study.uid, "Modality": "SR"}})
+    folder.mkdir(parents=True, exist_ok=True)
+    srs = {}
+    for item in found.json():
+        uid = item["MainDicomTags"]["SOPInstanceUID"]
+        srs[uid] = folder / f"{uid}.dcm"
+        srs[uid].write_bytes(orthanc.rest("GET", f"/instances/{item['ID']}/file").content)
+    return srs
+
+
+def _check_server_sr(path: Path, image_uid: str, seg_uid: str, identity: SegIdentity) -> None:
+    """An SR on the server: highdicom reads its Measurement Report, it records the run and threshold, and its
+    image group and mass groups reference the image and the SEG the server holds."""
+    import highdicom as hd
+
+    from mammoseg.dicom.sr import sr_identity, sr_references
+
+    sr = hd.sr.srread(path)
+    report = hd.sr.MeasurementReport.from_sequence([sr])
+    assert sr_identity(sr) == identity
+    assert sr_references(sr) == {image_uid, seg_uid}
+    (image_group,) = report.get_image_measurement_groups()
+    assert image_group.source_images[0].referenced_sop_instance_uid == image_uid
+    for group in report.get_planar_roi_measurement_groups():
+        assert group.referenced_segmentation_frame.referenced_sop_instance_uid == seg_uid
+
+
+@pytest.mark.timeout(120)
+def test_store_sends_each_sr_beside_its_seg_once_per_image_run_and_threshold(orthanc, run, tmp_path, credentials,
+                                                                              capsys):
+    study = _upload_study(orthanc, tmp_path, seed=13, patient_id="PACS-SR")
+    cache, first = tmp_path / "cache", tmp_path / "pred1"
+    identity = SegIdentity("tiny-run", run_id(run), 0.5)
+
+    assert _predict(orthanc, run, first, cache, "--study", study.uid, "--store") == 0
+    assert f"SRs: {len(study.presentation)} stored, 0 already stored, 0 failed" in capsys.readouterr().out
+    stored = _stored(first)
+    assert set(stored) == set(study.presentation)
+    srs = _server_srs(orthanc, study, tmp_path / "server1")
+    for uid, row in stored.items():
+        local_sr = pydicom.dcmread(first / "sr" / f"{uid}.dcm")
+        assert (row["outcome"], row["sr_outcome"], row["sr_reason"], row["sr_sop_instance_uid"]) == (
+            "stored", "stored", "", local_sr.SOPInstanceUID)
+        _check_server_sr(srs[row["sr_sop_instance_uid"]], uid, row["seg_sop_instance_uid"], identity)
+        assert srs[row["sr_sop_instance_uid"]].read_bytes() == (first / "sr" / f"{uid}.dcm").read_bytes()
+    assert set(srs) == {row["sr_sop_instance_uid"] for row in stored.values()}
+    web = json.loads((first / "predict.json").read_text())["dicomweb"]
+    assert {k: web[k] for k in ("n_sr_stored", "n_sr_already_stored", "n_sr_store_failed", "n_failed")} == {
+        "n_sr_stored": len(study.presentation), "n_sr_already_stored": 0, "n_sr_store_failed": 0, "n_failed": 0}
+
+    # Again: the SRs are found on the server by their identity; nothing new is stored.
+    assert _predict(orthanc, run, first, cache, "--study", study.uid, "--store", "--overwrite") == 0
+    assert f"SRs: 0 stored, {len(study.presentation)} already stored, 0 failed" in capsys.readouterr().out
+    again = _stored(first)
+    assert {uid: (r["sr_outcome"], r["sr_sop_instance_uid"]) for uid, r in again.items()} == {
+        uid: ("already stored", r["sr_sop_instance_uid"]) for uid, r in stored.items()}
+    assert set(_server_srs(orthanc, study, tmp_path / "server2")) == set(srs)
+
+    # --force stores new SRs, each beside its new SEG.
+    forced_out = tmp_path / "pred3"
+    assert _predict(orthanc, run, forced_out, cache, "--study", study.uid, "--store", "--force") == 0
+    forced = _stored(forced_out)
+    assert {(r["outcome"], r["sr_outcome"]) for r in forced.values()} == {("stored", "stored")}
+    after = _server_srs(orthanc, study, tmp_path / "server3")
+    assert set(after) == set(srs) | {r["sr_sop_instance_uid"] for r in forced.values()}
+    assert len(after) == 2 * len(study.presentation)
+    for uid, row in forced.items():
+        _check_server_sr(after[row["sr_sop_instance_uid"]], uid, row["seg_sop_instance_uid"], identity)
+
+
+@pytest.mark.timeout(120)
+def test_an_sr_stored_beside_a_seg_stored_before_references_that_seg(orthanc, run, tmp_path, credentials):
+    study = _upload_study(orthanc, tmp_path, seed=15, patient_id="PACS-SR-LATE")
+    cache, earlier = tmp_path / "cache", tmp_path / "earlier"
+    with DicomWeb(orthanc.dicomweb_url, retries=1) as web:  # SEGs stored by a run that wrote no SR
+        refs = [r for r in web.search_instances([study.uid]) if r.sop_uid in study.presentation]
+        predict_instances(web, refs, run, earlier, DicomWebJob(DicomWebSource(web.url, cache, (study.uid,))),
+                          _options(run))
+        assert not (earlier / "sr").exists()
+        selection = Selection(refs={r.sop_uid: r for r in refs}, files={r.sop_uid: cache_path(cache, r) for r in refs})
+        segs = {r["source_sop_instance_uid"]: r for r in store_segs(web, earlier, selection, run_identity(run, 0.5),
+                                                                    force=False)}
+    assert {(r["outcome"], r["sr_outcome"]) for r in segs.values()} == {("stored", "")}
+    assert _server_srs(orthanc, study, tmp_path / "none") == {}
+
+    out = tmp_path / "pred"
+    assert _predict(orthanc, run, out, cache, "--study", study.uid, "--store") == 0
+    stored = _stored(out)
+    srs = _server_srs(orthanc, study, tmp_path / "server")
+    identity = SegIdentity("tiny-run", run_id(run), 0.5)
+    for uid, row in stored.items():
+        assert (row["outcome"], row["sr_outcome"]) == ("already stored", "stored")
+        assert row["seg_sop_instance_uid"] == segs[uid]["seg_sop_instance_uid"]
+        _check_server_sr(srs[row["sr_sop_instance_uid"]], uid, row["seg_sop_instance_uid"], identity)
+        server_seg = pydicom.dcmread(earlier / "seg" / f"{uid}.dcm", stop_before_pixels=True)
+        evidence = {s.SeriesInstanceUID: {i.ReferencedSOPInstanceUID for i in s.ReferencedSOPSequence} for s in
+                    pydicom.dcmread(srs[row["sr_sop_instance_uid"]]).CurrentRequestedProcedureEvidenceSequence[0]
+                    .ReferencedSeriesSequence}
+        assert evidence[server_seg.SeriesInstanceUID] == {server_seg.SOPInstanceUID}
+        assert srs[row["sr_sop_instance_uid"]].read_bytes() == (out / "sr" / f"{uid}.dcm").read_bytes()

@@ -62,8 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_progress_argument(parser)
     group = add_source_arguments(parser, "--dicomweb")
     group.add_argument("--store", action="store_true",
-                       help="send each SEG back (STOW-RS), unless this run and threshold stored one before")
-    group.add_argument("--force", action="store_true", help="with --store: store new SEGs even where some exist")
+                       help="send each SEG and its SR back (STOW-RS), unless this run and threshold stored them before")
+    group.add_argument("--force", action="store_true", help="with --store: store new SEGs and SRs even where some exist")
 
 
 def predict_options(args: argparse.Namespace) -> PredictOptions:
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_dicomweb(args: argparse.Namespace) -> int:
-    """Exit 0 when every mammogram was predicted (and, with --store, its SEG is on the server), else 1."""
+    """Exit 0 when every mammogram was predicted (and, with --store, its SEG and SR are on the server), else 1."""
     from mammoseg.inference.dicomweb import DicomWebJob, predict_dicomweb
 
     job = DicomWebJob(source_from_args(args.dicomweb, args), store=args.store, force=args.force,
@@ -136,6 +136,7 @@ def _run_dicomweb(args: argparse.Namespace) -> int:
         parts.append(f"{summary['n_errors']} failed, see errors.csv")
     if web["store"]:
         parts.append(f"SEGs: {web['n_stored']} stored, {web['n_already_stored']} already stored, "
-                     f"{web['n_store_failed']} failed (stored.csv)")
+                     f"{web['n_store_failed']} failed; SRs: {web['n_sr_stored']} stored, "
+                     f"{web['n_sr_already_stored']} already stored, {web['n_sr_store_failed']} failed (stored.csv)")
     print("; ".join(parts))
     return 0 if web["n_failed"] == 0 else 1

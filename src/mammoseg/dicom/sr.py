@@ -239,3 +239,39 @@ def _walk(item: Any) -> list[Any]:
         out.append(child)
         out.extend(_walk(child))
     return out
+
+
+def sr_references(sr: Any) -> frozenset[str]:
+    """The SOP Instance UIDs an SR lists as its evidence (for mammoseg's: the source image and its SEG).
+
+    Why: a rerun looks for "an SR of this image" on a server without reading the content tree; the
+    evidence sequences name every instance the report's references point at.
+    """
+    uids = set()
+    for keyword in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence"):
+        for study in sr.get(keyword) or []:
+            for series in study.get("ReferencedSeriesSequence") or []:
+                uids.update(str(item.get("ReferencedSOPInstanceUID", "")) for item in
+                            series.get("ReferencedSOPSequence") or [])
+    uids.discard("")
+    return frozenset(uids)
+
+
+def refer_to_seg(sr: Any, old_seg_uid: str, seg_uid: str, seg_series_uid: str) -> None:
+    """Make `sr` reference the SEG `seg_uid` (of series `seg_series_uid`) instead of `old_seg_uid`, in place.
+
+    Why: when the server already holds this run's SEG of the image (another SOP instance with the same
+    pixels, stored by an earlier run), the SR stored beside it must point at that SEG, not at the
+    local one that was not sent.
+    """
+    def swap(dataset: Any, element: Any) -> None:
+        if element.keyword == "ReferencedSOPInstanceUID" and str(element.value) == old_seg_uid:
+            element.value = seg_uid
+
+    for keyword in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence"):
+        for study in sr.get(keyword) or []:
+            for series in study.get("ReferencedSeriesSequence") or []:
+                if any(str(i.get("ReferencedSOPInstanceUID", "")) == old_seg_uid
+                       for i in series.get("ReferencedSOPSequence") or []):
+                    series.SeriesInstanceUID = seg_series_uid
+    sr.walk(swap)

@@ -2,7 +2,7 @@
 
 `source` holds `DicomWebSource` (which studies of which server, the cache, how to connect)
 and the flags `prepare` and `predict` share; `client` holds `DicomWeb` (QIDO-RS search,
-WADO-RS retrieve into a cache, STOW-RS store, the SEG look-up that keeps `--store`
+WADO-RS retrieve into a cache, STOW-RS store, the SEG and SR look-ups that keep `--store`
 idempotent) and `classify`; `session` the credentials, TLS, timeout and retry rules every
 request follows; `limits` the deadline and size caps that keep a misbehaving server from
 holding a run or filling memory; `answers` the checks every answer passes before it is used.

@@ -1,4 +1,4 @@
-"""A small DICOMweb client: find, fetch and classify mammograms on a server, store SEGs back.
+"""A small DICOMweb client: find, fetch and classify mammograms on a server, store SEGs and SRs back.
 
 Why: a research group's images live in a PACS or archive (Orthanc, dcm4chee, a cloud DICOM
 store), not in folders. This module is what `predict --dicomweb` and `prepare --format
@@ -39,6 +39,7 @@ import errno
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from pydicom.uid import UID
 from mammoseg.dicom.bounded import read_dicom
 from mammoseg.dicom.codes import BREAST_TOMOSYNTHESIS, MG_FOR_PRESENTATION, MG_FOR_PROCESSING, SEGMENTATION
 from mammoseg.dicom.seg import SegIdentity, referenced_instances, seg_identity
+from mammoseg.dicom.sr import sr_identity, sr_references
 from mammoseg.dicomweb.answers import (
     BadAnswer,
     FirstPart,
@@ -151,7 +153,7 @@ _UID = re.compile(r"^[0-9][0-9.]{0,63}$")
 
 @dataclass(frozen=True)
 class StoredSeg:
-    """A SEG found on the server: where it is, which run made it (if mammoseg) and what it references."""
+    """A SEG (or SR) found on the server: where it is, which run made it (if mammoseg) and what it references."""
 
     ref: InstanceRef
     identity: SegIdentity | None
@@ -159,7 +161,7 @@ class StoredSeg:
 
 
 class StoreOutcome(NamedTuple):
-    """What `store_seg` did: stored a new SEG, or found the one stored before (its UID either way)."""
+    """What `store_seg` (`store_sr`) did: stored a new one, or found the one stored before (its UID either way)."""
 
     stored: bool
     seg_uid: str
@@ -329,6 +331,52 @@ class DicomWeb:
                 segs.append(_stored_seg(ref, self._get_json(f"{instance_url(self.url, ref)}/metadata")))
         return segs
 
+    def stored_srs(self, study_uid: str) -> list[StoredSeg]:
+        """The SRs of a study with their run identity (`sr_identity`) and evidence (QIDO, then metadata).
+
+        A server whose metadata leaves out the content tree (it may, for long sequences) gets the
+        instance fetched instead, its header read with the bounded reader.
+        """
+        results = self._all_pages(f"{self.url}/studies/{study_uid}/instances",
+                                  {"Modality": "SR", "includefield": list(_FIELDS)}, "00080018", f"study {study_uid}",
+                                  self.limits.max_instances)
+        srs = []
+        for ref in (_instance_ref(r, study_uid) for r in results):
+            with self._errors(f"SR {ref.sop_uid}"):
+                srs.append(_stored_sr(ref, self._get_json(f"{instance_url(self.url, ref)}/metadata")))
+            if srs[-1].identity is None and not srs[-1].content:
+                srs[-1] = self._fetched_sr(ref)
+        return [StoredSeg(sr.ref, sr.identity, sr.references) for sr in srs]
+
+    def _fetched_sr(self, ref: InstanceRef) -> _SrFound:
+        """An SR whose metadata had no content tree: fetched into a temporary folder and read there."""
+        with tempfile.TemporaryDirectory(prefix="mammoseg-sr-") as folder:
+            path = self.retrieve(ref, folder)
+            try:
+                ds = read_dicom(path, stop_before_pixels=True)
+            except Exception as exc:  # the bounded reader refusing a file of the server's choosing
+                raise DicomWebError(f"{instance_url(self.url, ref)}: not a readable SR ({one_line(exc)})") from exc
+        return _SrFound(ref, sr_identity(ds), sr_references(ds), bool(ds.get("ContentSequence")))
+
+    def store_sr(self, sr: Dataset, identity: SegIdentity, source_uid: str, force: bool = False,
+                 known: Sequence[StoredSeg] | None = None) -> StoreOutcome:
+        """Store an SR of image `source_uid` unless this run and threshold already stored one; `force` stores anew.
+
+        The rule of `store_seg`: `known` is the study's `stored_srs` when looked up once for many
+        images. The SR must record `identity` (`build_dicom_sr(..., identity=...)`) and list the image.
+        """
+        if not identity.matches(sr_identity(sr)):
+            raise ValueError(f"SR {sr.SOPInstanceUID}: does not record run {identity.run_id} at threshold "
+                             f"{identity.threshold_text}; build it with identity=")
+        if source_uid not in sr_references(sr):
+            raise ValueError(f"SR {sr.SOPInstanceUID}: does not reference image {source_uid}")
+        if not force:
+            srs = known if known is not None else self.stored_srs(str(sr.StudyInstanceUID))
+            existing = matching_seg(srs, source_uid, identity)
+            if existing is not None:
+                return StoreOutcome(False, existing.ref.sop_uid, source_uid)
+        return StoreOutcome(True, self.store(sr), source_uid)
+
     def find_seg(self, study_uid: str, source_sop_uid: str, identity: SegIdentity) -> StoredSeg | None:
         """The SEG this run and threshold stored for `source_sop_uid` before, or None (look before storing)."""
         return matching_seg(self.stored_segs(study_uid), source_sop_uid, identity)
@@ -478,6 +526,25 @@ def _stored_seg(ref: InstanceRef, metadata: Sequence[Mapping[str, Any]]) -> Stor
         return StoredSeg(ref, seg_identity(ds), frozenset(referenced_instances(ds)))
     except Exception as exc:  # pydicom and the SEG readers meeting JSON of the server's choosing
         raise BadAnswer(f"answered with metadata that is not a usable SEG ({type(exc).__name__}: "
+                        f"{one_line(exc)[:200]})") from exc
+
+
+class _SrFound(NamedTuple):
+    ref: InstanceRef
+    identity: SegIdentity | None
+    references: frozenset[str]
+    content: bool  # whether the data set held a content tree to read the identity from
+
+
+def _stored_sr(ref: InstanceRef, metadata: Sequence[Mapping[str, Any]]) -> _SrFound:
+    """The SR that `metadata` describes; a BadAnswer unless it is one data set."""
+    if len(metadata) != 1:
+        raise BadAnswer(f"answered with {len(metadata)} data sets for one instance's metadata")
+    try:
+        ds = Dataset.from_json(dict(metadata[0]), bulk_data_uri_handler=_no_bulk_data)
+        return _SrFound(ref, sr_identity(ds), sr_references(ds), bool(ds.get("ContentSequence")))
+    except Exception as exc:  # pydicom meeting JSON of the server's choosing
+        raise BadAnswer(f"answered with metadata that is not a usable SR ({type(exc).__name__}: "
                         f"{one_line(exc)[:200]})") from exc
 
 

@@ -1,4 +1,4 @@
-"""`predict --dicomweb`: segment the mammograms of studies on a DICOMweb server, store the SEGs back.
+"""`predict --dicomweb`: segment the mammograms of studies on a DICOMweb server, store SEGs and SRs back.
 
 Why: a group's mammograms live in a PACS or archive, and the predictions belong beside them,
 where viewers show them. The round trip is layered on the units that already do each part:
@@ -13,9 +13,12 @@ where viewers show them. The round trip is layered on the units that already do 
 3. **predict** them as local DICOM files (`mammoseg.inference.predict.predict`, DICOM SEG on), each SEG
    recording the run id and threshold (`mammoseg.inference.run_identity`). Ids are SOP Instance UIDs,
    so the mask of an image is `masks/<SOPInstanceUID>.png`;
-4. with `store`, **send back** (STOW-RS) each `seg/<uid>.dcm`, unless the server already holds
-   a SEG of that image by this run at this threshold (the study's SEGs are looked up once);
-   `force` stores anew. `stored.csv` says what happened to each image's SEG.
+4. with `store`, **send back** (STOW-RS) each `seg/<uid>.dcm` and the SR beside it (`sr/<uid>.dcm`,
+   `mammoseg.dicom.sr`: with `store` the SR is always written), each unless the server already
+   holds one of that image by this run at this threshold (the study's SEGs and SRs are looked up
+   once each); `force` stores anew. An SR is sent only once its SEG is on the server, and refers
+   to the SEG found there when that one was stored before. `stored.csv` says what happened to
+   each image's SEG and SR (one row per image).
 
 `predict.json` gains the run's name and id and a `dicomweb` section with the counts. The cache
 lies outside the prediction folder, because predict never reads inputs inside its own output.
@@ -46,7 +49,8 @@ if TYPE_CHECKING:  # the optional extra, imported where used
 
 SKIPPED_COLUMNS = ("sop_instance_uid", "study_instance_uid", "series_instance_uid", "sop_class_uid", "modality",
                    "reason")
-STORED_COLUMNS = ("source_sop_instance_uid", "study_instance_uid", "seg_sop_instance_uid", "outcome", "reason")
+STORED_COLUMNS = ("source_sop_instance_uid", "study_instance_uid", "seg_sop_instance_uid", "outcome", "reason",
+                  "sr_sop_instance_uid", "sr_outcome", "sr_reason")
 #: `stored.csv` outcomes.
 STORED, ALREADY_STORED, FAILED = "stored", "already stored", "failed"
 
@@ -129,7 +133,7 @@ def predict_instances(
         raise ValueError(f"{web.url}: no For Presentation mammogram among the {len(refs)} instance(s) found; "
                          f"first skipped: {selection.skipped[0]['sop_instance_uid']}, {selection.skipped[0]['reason']}")
     fetch_mammograms(web, selection, cache)
-    options = replace(options, threshold=identity.threshold, dicom_seg=True)
+    options = replace(options, threshold=identity.threshold, dicom_seg=True, dicom_sr=options.dicom_sr or job.store)
     summary = predict(run_dir, [str(p) for p in selection.files.values()], out, options, overwrite=job.overwrite)
     with open_output_folder(out, "predict", resume=True, owned=OUTPUT_ENTRIES):
         stored = store_segs(web, out, selection, identity, job.force) if job.store else None
@@ -193,15 +197,17 @@ def _skipped_row(ref: InstanceRef, reason: str) -> dict[str, str]:
 
 
 class _SegStore:
-    """Stores SEGs on one server: each study's SEGs are looked up once; after a server-wide failure
-    (authentication, connection) the remaining SEGs are not tried, and say why."""
+    """Stores SEGs and their SRs on one server: each study's SEGs and SRs are looked up once; after a
+    server-wide failure (authentication, connection) the remaining ones are not tried, and say why."""
 
     def __init__(self, web: DicomWeb, identity: SegIdentity, force: bool) -> None:
         self.web, self.identity, self.force = web, identity, force
         self.known: dict[str, list[StoredSeg]] = {}
+        self.known_srs: dict[str, list[StoredSeg]] = {}
         self.halted = ""
 
     def store(self, ref: InstanceRef, seg_path: Path) -> dict[str, str]:
+        """The SEG's `stored.csv` columns for image `ref` (`seg_sop_instance_uid, outcome, reason`)."""
         from mammoseg.dicomweb import DicomWebError
 
         row = {"source_sop_instance_uid": ref.sop_uid, "study_instance_uid": ref.study_uid,
@@ -220,13 +226,61 @@ class _SegStore:
             return {**row, "reason": f"{seg_path}: {type(exc).__name__}: {exc}"}
         return {**row, "seg_sop_instance_uid": outcome.seg_uid, "outcome": STORED if outcome.stored else ALREADY_STORED}
 
+    def store_sr(self, ref: InstanceRef, seg_row: dict[str, str], sr_path: Path) -> dict[str, str]:
+        """The SR's `stored.csv` columns for image `ref`, once its SEG's row `seg_row` is known."""
+        from mammoseg.dicomweb import DicomWebError
+
+        failed = {"sr_sop_instance_uid": "", "sr_outcome": FAILED}
+        if seg_row["outcome"] == FAILED:
+            return {**failed, "sr_reason": "not tried: the SEG it references is not on the server"}
+        if self.halted:
+            return {**failed, "sr_reason": f"not tried after a server failure: {self.halted}"}
+        try:
+            if not self.force and ref.study_uid not in self.known_srs:
+                self.known_srs[ref.study_uid] = self.web.stored_srs(ref.study_uid)
+            sr = read_dicom(sr_path)
+            self._refer_to_server_seg(sr, ref, seg_row["seg_sop_instance_uid"], sr_path)
+            outcome = self.web.store_sr(sr, self.identity, ref.sop_uid, force=self.force,
+                                        known=self.known_srs.get(ref.study_uid))
+        except DicomWebError as exc:
+            self.halted = str(exc) if exc.fatal else ""
+            return {**failed, "sr_reason": str(exc)}
+        except (OSError, ValueError) as exc:  # an unreadable or missing SR file
+            return {**failed, "sr_reason": f"{sr_path}: {type(exc).__name__}: {exc}"}
+        return {"sr_sop_instance_uid": outcome.seg_uid, "sr_outcome": STORED if outcome.stored else ALREADY_STORED,
+                "sr_reason": ""}
+
+    def _refer_to_server_seg(self, sr: Any, ref: InstanceRef, seg_uid: str, sr_path: Path) -> None:
+        """When the server's SEG of the image is one stored before (not the local one), point the SR, and its
+        local file, at it: the SR stored must reference a SEG the server holds."""
+        from mammoseg.dicom.seg import save_atomic
+        from mammoseg.dicom.sr import refer_to_seg, sr_references
+        from mammoseg.dicomweb import matching_seg
+
+        if seg_uid in sr_references(sr):
+            return
+        server_seg = matching_seg(self.known.get(ref.study_uid, []), ref.sop_uid, self.identity)
+        local = [uid for uid in sr_references(sr) if uid != ref.sop_uid]
+        if server_seg is None or server_seg.ref.sop_uid != seg_uid or len(local) != 1:
+            raise ValueError(f"references no SEG of image {ref.sop_uid} that the server holds ({seg_uid})")
+        refer_to_seg(sr, local[0], seg_uid, server_seg.ref.series_uid)
+        save_atomic(sr, sr_path)
+
 
 def store_segs(web: DicomWeb, out: Path, selection: Selection, identity: SegIdentity,
                force: bool) -> list[dict[str, str]]:
-    """Send each predicted image's SEG back (step 4); one `stored.csv` row per image, in predictions.csv order."""
+    """Send each predicted image's SEG, then its SR (when written), back (step 4); one `stored.csv` row per
+    image, in predictions.csv order."""
     by_input = {str(path): selection.refs[sop] for sop, path in selection.files.items()}
     segs, layout = _SegStore(web, identity, force), PredictionLayout(out)
-    return [segs.store(by_input[row["input"]], layout.seg(row["id"])) for row in read_csv(layout.predictions)]
+    rows = []
+    for prediction in read_csv(layout.predictions):
+        ref = by_input[prediction["input"]]
+        row = segs.store(ref, layout.seg(prediction["id"]))
+        sr_path = layout.sr(prediction["id"])
+        none = {"sr_sop_instance_uid": "", "sr_outcome": "", "sr_reason": ""}  # no SR was written (without --store)
+        rows.append({**row, **(segs.store_sr(ref, row, sr_path) if sr_path.exists() else none)})
+    return rows
 
 
 def _finish(out: Path, summary: dict[str, Any], selection: Selection, identity: SegIdentity,
@@ -239,14 +293,18 @@ def _finish(out: Path, summary: dict[str, Any], selection: Selection, identity: 
     if stored is not None:
         write_csv_atomic(layout.stored, stored, STORED_COLUMNS)
     outcomes = [row["outcome"] for row in stored or []]
+    sr_outcomes = [row["sr_outcome"] for row in stored or []]
+    n_store_failed = sum(FAILED in (row["outcome"], row["sr_outcome"]) for row in stored or [])
     n_mammograms = len(selection.files) + len(selection.errors)
     summary.update(run_name=identity.run_name, run_id=identity.run_id, n_errors=len(errors))
     summary["dicomweb"] = {
         **about, "n_mammograms": n_mammograms, "n_skipped": len(selection.skipped),
         "n_fetch_failed": len(selection.errors), "n_stored": outcomes.count(STORED),
         "n_already_stored": outcomes.count(ALREADY_STORED), "n_store_failed": outcomes.count(FAILED),
-        # Mammograms not predicted, or (with store) whose SEG could not be stored: what the exit status counts.
-        "n_failed": n_mammograms - summary["n_predicted"] + outcomes.count(FAILED),
+        "n_sr_stored": sr_outcomes.count(STORED), "n_sr_already_stored": sr_outcomes.count(ALREADY_STORED),
+        "n_sr_store_failed": sr_outcomes.count(FAILED),
+        # Mammograms not predicted, or (with store) whose SEG or SR could not be stored: what the exit status counts.
+        "n_failed": n_mammograms - summary["n_predicted"] + n_store_failed,
     }
     write_text_atomic(layout.summary, json.dumps(summary, indent=2) + "\n")
     return summary
