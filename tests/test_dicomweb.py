@@ -8,6 +8,7 @@ user meets: a wrong password, a dead port, a missing instance, credentials in th
 from __future__ import annotations
 
 import http.server
+import json
 import logging
 import ssl
 import subprocess
@@ -237,3 +238,70 @@ def test_store_seg_is_idempotent_per_instance_run_and_threshold(orthanc, tmp_pat
         assert forced.stored and forced.seg_uid not in (first.seg_uid, third.seg_uid) and len(seg_uids(web)) == 3
         with pytest.raises(ValueError, match="does not record run run-1"):
             web.store_seg(build_dicom_seg(mask, source), identity)
+
+
+class _SrServer(http.server.BaseHTTPRequestHandler):
+    """A server whose metadata of an SR leaves out the content tree (as a server may for long sequences):
+    QIDO lists the SR, metadata has no Content Sequence, WADO-RS sends the file. Records the paths asked for."""
+
+    sr: pydicom.Dataset
+    raw: bytes
+    asked: list[str]
+
+    def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+        path = self.path.split("?")[0]
+        self.asked.append(path)
+        if path.endswith("/metadata"):
+            metadata = self.sr.to_json_dict()
+            del metadata["0040A730"]  # Content Sequence
+            body, kind = json.dumps([metadata]).encode(), "application/dicom+json"
+        elif path.endswith("/instances"):
+            fields = {tag: self.sr.to_json_dict()[tag] for tag in ("0020000D", "0020000E", "00080018", "00080016",
+                                                                    "00080060")}
+            body, kind = json.dumps([fields]).encode(), "application/dicom+json"
+        else:
+            body, kind = self.raw, "application/dicom"
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.timeout(60)
+def test_an_sr_whose_metadata_lacks_its_content_is_fetched_to_read_its_identity(tmp_path):
+    from mammoseg.dicom.seg import save_atomic
+    from mammoseg.dicom.sr import build_dicom_sr
+
+    source = pydicom.dcmread(next(iter(write_synthetic_dataset(tmp_path / "syn", patients=1, fmt="manifest",
+                                                               shape=SHAPE, seed=3, progress=False).images)))
+    identity = SegIdentity("demo", "run-1", 0.5)
+    mask = np.zeros(SHAPE, dtype=bool)
+    seg = build_dicom_seg(mask, source, identity=identity)
+    path = save_atomic(build_dicom_sr([], source, seg, identity=identity), tmp_path / "sr.dcm")
+    sr = pydicom.dcmread(path)
+    handler = type("Handler", (_SrServer,), {"sr": sr, "raw": path.read_bytes(), "asked": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with DicomWeb(f"http://127.0.0.1:{server.server_address[1]}/dicom-web", env=ENV, retries=1) as web:
+            (found,) = web.stored_srs(str(source.StudyInstanceUID))
+            assert found.identity == identity and found.ref.sop_uid == sr.SOPInstanceUID
+            assert found.references == {source.SOPInstanceUID, seg.SOPInstanceUID}
+            ref = InstanceRef(str(source.StudyInstanceUID), str(sr.SeriesInstanceUID), str(sr.SOPInstanceUID))
+            assert handler.asked[-2:] == [f"{instance_url('/dicom-web', ref)}/metadata", instance_url("/dicom-web", ref)]
+            again = build_dicom_sr([], source, seg, identity=identity)  # a new SR UID, the same image and run
+            outcome = web.store_sr(again, identity, str(source.SOPInstanceUID), known=[found])
+            assert (outcome.stored, outcome.seg_uid) == (False, sr.SOPInstanceUID)  # found: nothing is sent
+            with pytest.raises(ValueError, match="does not record run run-1"):
+                web.store_sr(build_dicom_sr([], source, seg), identity, str(source.SOPInstanceUID), known=[])
+            with pytest.raises(ValueError, match="does not reference image 1.2.3"):
+                web.store_sr(again, identity, "1.2.3", known=[])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
