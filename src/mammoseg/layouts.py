@@ -34,7 +34,7 @@ A prediction folder (`mammoseg predict`), `PredictionLayout`:
     PRED/predictions.csv       one row per predicted input; written last, it marks the folder finished
     PRED/errors.csv            inputs that could not be predicted, with the reason
     PRED/predict.json          settings and counts
-    PRED/skipped.csv, stored.csv   (--dicomweb) instances not segmented; SEGs stored back
+    PRED/skipped.csv, stored.csv   (--dicomweb) instances not segmented; SEGs and SRs stored back
 
 An evaluation folder (`mammoseg evaluate`), `EvaluationLayout`:
 
