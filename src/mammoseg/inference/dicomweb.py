@@ -228,7 +228,7 @@ class _SegStore:
 
     def store_sr(self, ref: InstanceRef, seg_row: dict[str, str], sr_path: Path) -> dict[str, str]:
         """The SR's `stored.csv` columns for image `ref`, once its SEG's row `seg_row` is known."""
-        from mammoseg.dicomweb import DicomWebError
+        from mammoseg.dicomweb import DicomWebError, matching_seg
 
         failed = {"sr_sop_instance_uid": "", "sr_outcome": FAILED}
         if seg_row["outcome"] == FAILED:
@@ -239,7 +239,8 @@ class _SegStore:
             if not self.force and ref.study_uid not in self.known_srs:
                 self.known_srs[ref.study_uid] = self.web.stored_srs(ref.study_uid)
             sr = read_dicom(sr_path)
-            self._refer_to_server_seg(sr, ref, seg_row["seg_sop_instance_uid"], sr_path)
+            if self.force or not matching_seg(self.known_srs[ref.study_uid], ref.sop_uid, self.identity):
+                self._refer_to_server_seg(sr, ref, seg_row["seg_sop_instance_uid"], sr_path)  # it will be sent
             outcome = self.web.store_sr(sr, self.identity, ref.sop_uid, force=self.force,
                                         known=self.known_srs.get(ref.study_uid))
         except DicomWebError as exc:
