@@ -185,7 +185,11 @@ def test_a_login_page_answering_stow_is_no_stored_seg(run, tmp_path):
         assert (row["outcome"], row["seg_sop_instance_uid"]) == ("failed", "")
         assert row["reason"] == (f"{url} instance {seg_uid}: the server's STOW-RS answer does not confirm it was "
                                  "stored (no Referenced SOP Sequence item for it)")
-    assert json.loads((out / "predict.json").read_text())["dicomweb"]["n_store_failed"] == 2
+        # The SR references the SEG: it is not sent while the SEG is not on the server.
+        assert (row["sr_outcome"], row["sr_reason"]) == ("failed", "not tried: the SEG it references is not on "
+                                                                   "the server")
+    web = json.loads((out / "predict.json").read_text())["dicomweb"]
+    assert (web["n_store_failed"], web["n_sr_store_failed"], web["n_failed"]) == (2, 2, 2)
 
 
 def _server_error(capsys, command: str) -> str:

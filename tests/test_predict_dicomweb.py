@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -426,3 +426,25 @@ def test_an_sr_stored_beside_a_seg_stored_before_references_that_seg(orthanc, ru
                     .ReferencedSeriesSequence}
         assert evidence[server_seg.SeriesInstanceUID] == {server_seg.SOPInstanceUID}
         assert srs[row["sr_sop_instance_uid"]].read_bytes() == (out / "sr" / f"{uid}.dcm").read_bytes()
+
+
+@pytest.mark.timeout(120)
+def test_an_unreadable_sr_file_fails_its_row_and_the_rest_are_stored(orthanc, run, tmp_path, credentials):
+    study = _upload_study(orthanc, tmp_path, seed=17, patient_id="PACS-SR-BAD")
+    out, cache = tmp_path / "pred", tmp_path / "cache"
+    with DicomWeb(orthanc.dicomweb_url, retries=1) as web:
+        refs = [r for r in web.search_instances([study.uid]) if r.sop_uid in study.presentation]
+        job = DicomWebJob(DicomWebSource(web.url, cache, (study.uid,)))
+        predict_instances(web, refs, run, out, job, replace(_options(run), dicom_sr=True))
+        broken = refs[0].sop_uid
+        (out / "sr" / f"{broken}.dcm").write_bytes(b"not a DICOM file")
+        selection = Selection(refs={r.sop_uid: r for r in refs}, files={r.sop_uid: cache_path(cache, r) for r in refs})
+        rows = {r["source_sop_instance_uid"]: r for r in store_segs(web, out, selection, run_identity(run, 0.5),
+                                                                    force=False)}
+    assert {uid: (r["outcome"], r["sr_outcome"]) for uid, r in rows.items()} == {
+        uid: ("stored", "failed" if uid == broken else "stored") for uid in study.presentation}
+    assert rows[broken]["sr_reason"] == (f"{out / 'sr' / broken}.dcm: not a DICOM file (no 'DICM' marker after the "
+                                         "128-byte preamble)")
+    assert rows[broken]["sr_sop_instance_uid"] == ""
+    srs = _server_srs(orthanc, study, tmp_path / "server")
+    assert set(srs) == {r["sr_sop_instance_uid"] for uid, r in rows.items() if uid != broken}

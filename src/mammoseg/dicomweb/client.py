@@ -93,6 +93,8 @@ _FIELDS = ("0020000D", "0020000E", "00080018", "00080016", "00080060")
 #: Results asked for per QIDO request (limit/offset paging).
 QIDO_PAGE = 1000
 _JSON_ACCEPT = "application/dicom+json, application/json"
+#: The prefix of every Structured Report SOP class UID.
+_SR_CLASSES = "1.2.840.10008.5.1.4.1.1.88."
 _WADO_ACCEPT = 'multipart/related; type="application/dicom"'
 
 
@@ -342,6 +344,8 @@ class DicomWeb:
                                   self.limits.max_instances)
         srs = []
         for ref in (_instance_ref(r, study_uid) for r in results):
+            if ref.modality not in ("", "SR") or (ref.sop_class and not ref.sop_class.startswith(_SR_CLASSES)):
+                continue  # a server that ignored the Modality filter
             with self._errors(f"SR {ref.sop_uid}"):
                 srs.append(_stored_sr(ref, self._get_json(f"{instance_url(self.url, ref)}/metadata")))
             if srs[-1].identity is None and not srs[-1].content:

@@ -246,7 +246,9 @@ class _SegStore:
         except DicomWebError as exc:
             self.halted = str(exc) if exc.fatal else ""
             return {**failed, "sr_reason": str(exc)}
-        except (OSError, ValueError) as exc:  # an unreadable or missing SR file
+        except DicomReadError as exc:  # an unreadable SR file: the reader's line names it
+            return {**failed, "sr_reason": str(exc)}
+        except (OSError, ValueError) as exc:
             return {**failed, "sr_reason": f"{sr_path}: {type(exc).__name__}: {exc}"}
         return {"sr_sop_instance_uid": outcome.seg_uid, "sr_outcome": STORED if outcome.stored else ALREADY_STORED,
                 "sr_reason": ""}
