@@ -425,6 +425,7 @@ def test_an_sr_stored_beside_a_seg_stored_before_references_that_seg(orthanc, ru
                     pydicom.dcmread(srs[row["sr_sop_instance_uid"]]).CurrentRequestedProcedureEvidenceSequence[0]
                     .ReferencedSeriesSequence}
         assert evidence[server_seg.SeriesInstanceUID] == {server_seg.SOPInstanceUID}
+        assert_conformant(srs[row["sr_sop_instance_uid"]])  # made to reference the earlier SEG, still valid
         assert srs[row["sr_sop_instance_uid"]].read_bytes() == (out / "sr" / f"{uid}.dcm").read_bytes()
 
 
