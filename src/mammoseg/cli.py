@@ -29,6 +29,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("demo", "demo", "the whole pipeline on synthetic phantoms, end to end"),
     ("export", "export", "export a run to ONNX (one fold or the ensemble) or as a shareable .mseg bundle"),
     ("models", "models", "install, list, show and remove shared model bundles"),
+    ("listen", "listen", "a DICOM node: C-STORE in, prediction, DICOM SEG and SR out (C-STORE)"),
 ]
 
 
