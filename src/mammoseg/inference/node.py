@@ -40,12 +40,17 @@ from mammoseg.journals import Journal, journal_lines
 from mammoseg.layouts import PredictionLayout
 
 log = logging.getLogger(__name__)
+# pynetdicom logs every association and message at INFO; the node logs what matters itself (-v shows it all).
+if logging.getLogger("pynetdicom").level == logging.NOTSET:
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 JOURNAL = ".listen-done.jsonl"
 RECEIVED = "received"
 ERROR_COLUMNS = ("input", "reason")
 #: Failure statuses of a refused C-STORE: "cannot understand" (not a mammogram), "out of resources".
 STATUS_REFUSED, STATUS_OUT_OF_RESOURCES = 0xC000, 0xA700
+#: The objects sent to the destination, in this order (the SR references the SEG).
+FORWARDED = ("seg", "sr")
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
@@ -74,8 +79,14 @@ def listen_outputs() -> tuple[str, ...]:
 class JournalState:
     """What the journal says: images predicted or failed, and the latest send outcome of each object."""
 
-    done: set[str] = field(default_factory=set)
+    done: set[str] = field(default_factory=set)  # predicted, or failed for good
+    predicted: set[str] = field(default_factory=set)
     sends: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def unsent(self) -> list[tuple[str, str]]:
+        """(uid, "seg" | "sr") of every predicted image whose object's latest send is not `sent`."""
+        return [(uid, kind) for uid in sorted(self.predicted) for kind in FORWARDED
+                if self.sends.get((uid, kind)) != "sent"]
 
     @classmethod
     def read(cls, path: Path) -> JournalState:
@@ -83,6 +94,8 @@ class JournalState:
         for entry in journal_lines(path) if path.is_file() else ():
             if entry.get("event") in ("predicted", "failed") and "object" not in entry:
                 state.done.add(str(entry.get("uid")))
+                if entry.get("event") == "predicted":
+                    state.predicted.add(str(entry.get("uid")))
             elif "object" in entry:
                 state.sends[(str(entry.get("uid")), str(entry.get("object")))] = str(entry.get("event"))
         return state
@@ -132,10 +145,9 @@ class Node:
         resumed = 0
         if self.forwarder:
             self.forwarder.start()
-            for (uid, kind), event in sorted(self.state.sends.items()):
-                if event != "sent":
-                    self.forwarder.put(uid, kind, self._object_path(uid, kind))
-                    resumed += 1
+            for uid, kind in self.state.unsent():
+                self.forwarder.put(uid, kind, self._object_path(uid, kind))
+                resumed += 1
         for path in sorted(self.received.glob("*.dcm")):
             if path.stem not in self.state.done and _UID.match(path.stem):
                 self._enqueue(path.stem)
@@ -218,7 +230,7 @@ class Node:
                       "mass": bool(result.mask.any())})
         log.info("%s: predicted%s", uid, " (mass found)" if result.mask.any() else "")
         if self.forwarder:
-            for kind in ("seg", "sr"):
+            for kind in FORWARDED:
                 self.forwarder.put(uid, kind, self._object_path(uid, kind))
 
 
