@@ -21,15 +21,17 @@ import numpy as np
 import pydicom
 import pytest
 from dicom_validator import assert_conformant
-from orthanc_server import free_port
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-from run_factory import write_random_run
-from system_tools import require_tool
 
+from mammoseg.cli import build_parser
 from mammoseg.dicom.seg import read_seg_mask
 from mammoseg.io import read_png
 from mammoseg.sources.synthetic import write_synthetic_dataset
+
+from orthanc_server import free_port
+from run_factory import write_random_run
+from system_tools import require_tool
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -66,12 +68,12 @@ def wait_echo(port: int, process: subprocess.Popen, calling: str = "ECHOSCU", wi
 
 def echo(port: int, calling: str) -> int:
     return subprocess.run(["echoscu", "-aet", calling, "-aec", "MAMMOSEG", "127.0.0.1", str(port)],
-                          capture_output=True, timeout=20).returncode
+                          capture_output=True, timeout=20, check=False).returncode
 
 
 def store(port: int, files: list[Path]) -> subprocess.CompletedProcess:
     return subprocess.run(["storescu", "-v", "-aec", "MAMMOSEG", "127.0.0.1", str(port), *map(str, files)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def start_destination(folder: Path, port: int) -> subprocess.Popen:
@@ -153,7 +155,7 @@ def test_node_answers_refuses_predicts_and_forwards(inputs: dict) -> None:
     predicted = subprocess.run(
         [sys.executable, "-m", "mammoseg", "predict", "--run", str(inputs["run"]), "--input", str(root / "synth" / "images"),
          "--out", str(root / "pred"), "--dicom-seg", "--device", "cpu", "--no-progress"],
-        env=ENV, capture_output=True, text=True, timeout=60)
+        env=ENV, capture_output=True, text=True, timeout=60, check=False)
     assert predicted.returncode == 0, predicted.stderr
     arrived = destination_objects(dest_dir)
     assert len(arrived["SEG"]) == len(arrived["SR"]) == len(images)
@@ -209,3 +211,27 @@ def test_killed_node_restarted_processes_each_image_once(inputs: dict) -> None:
     sent = Counter((e["uid"], e["object"]) for e in entries if e.get("event") == "sent")
     assert sent == Counter({(uid, kind): 1 for uid in inputs["uids"] for kind in ("seg", "sr")})
     assert len(list(dest_dir.iterdir())) == 2 * len(images)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--forward", "PACS"], "'PACS': expected AE@host:port, e.g. PACS@10.0.0.5:104"),
+    (["--forward", "PACS@host:70000"], "'PACS@host:70000': expected AE@host:port"),
+    (["--ae-title", "A" * 17], "is not an AE title: 1-16 printable characters without a backslash"),
+    (["--allow", "BAD\\AE"], "is not an AE title"),
+    (["--port", "0"], "expected a port 1-65535, got '0'"),
+    (["--queue-size", "0"], "must be more than 0, got 0"),
+])
+def test_bad_node_arguments_are_one_line(flags: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["listen", "--run", "r", "--out", "o", *flags])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.timeout(30)
+def test_node_arguments_parse_to_settings() -> None:
+    args = build_parser().parse_args(["listen", "--run", "r", "--out", "o", "--forward", "PACS@10.0.0.5:104",
+                                      "--allow", "ORTHANC", "CT1", "--retry-wait", "0.5"])
+    assert (str(args.forward), args.forward.port, args.allow, args.ae_title, args.host, args.port, args.retry_wait) == (
+        "PACS@10.0.0.5:104", 104, ["ORTHANC", "CT1"], "MAMMOSEG", "127.0.0.1", 11112, 0.5)

@@ -83,12 +83,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mammoseg.folders import open_output_folder
-    from mammoseg.inference.forward import RetryPolicy
     from mammoseg.bundle.store import resolve_model
+    from mammoseg.folders import open_output_folder
+    from mammoseg.inference.forward import RetryPolicy, require_pynetdicom
     from mammoseg.inference.node import Node, NodeSettings, listen_outputs
     from mammoseg.inference.segmenter import Segmenter
 
+    require_pynetdicom()  # before the folder is made or the models loaded
     folder = open_output_folder(args.out, "listen", inputs=[args.run] if Path(args.run).exists() else [],
                                 owned=listen_outputs(), overwrite=args.overwrite, resume=True)
     try:

@@ -65,12 +65,19 @@ class RetryPolicy:
         return [min(self.first_wait * 2**i, self.max_wait) for i in range(max(self.attempts - 1, 0))]
 
 
+def require_pynetdicom() -> Any:
+    """Import pynetdicom, or explain how to install the optional extra."""
+    try:
+        import pynetdicom
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("the DICOM node needs pynetdicom: pip install 'mammoseg[node]'") from exc
+    return pynetdicom
+
+
 def store_once(path: Path, destination: Destination, calling_ae: str, timeout: float = 30.0) -> None:
     """One C-STORE association sending the DICOM file at `path`; raises with the reason when not stored."""
-    from pynetdicom import AE
-
     dataset = read_dicom(path)
-    ae = AE(ae_title=calling_ae)
+    ae = require_pynetdicom().AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
@@ -125,7 +132,7 @@ class Forwarder:
             try:
                 store_once(path, self.destination, self.calling_ae)
                 return None
-            except Exception as exc:  # any failure is retried, then journaled with its reason
+            except Exception as exc:  # noqa: BLE001 - any failure is retried, then journaled with its reason
                 reason = " ".join(str(exc).split()) or type(exc).__name__
             if wait is None or self.stopping.wait(wait):
                 break

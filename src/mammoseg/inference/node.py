@@ -31,7 +31,7 @@ from pydicom.dataset import Dataset
 
 from mammoseg.dicom.bounded import read_dicom
 from mammoseg.dicom.checks import HeaderError, ReadLimits, check_header
-from mammoseg.inference.forward import Destination, Forwarder, RetryPolicy
+from mammoseg.inference.forward import Destination, Forwarder, RetryPolicy, require_pynetdicom
 from mammoseg.inference.outputs import write_dicom_objects
 from mammoseg.inference.run_identity import run_identity
 from mammoseg.inference.segmenter import Segmenter
@@ -181,7 +181,7 @@ class Node:
         try:
             dataset = event.dataset
             dataset.file_meta = event.file_meta
-        except Exception as exc:  # an undecodable data set is refused, the association goes on
+        except Exception as exc:  # noqa: BLE001 - an undecodable data set is refused, the association goes on
             self._error(f"from {calling}", f"data set could not be decoded: {exc}")
             return STATUS_REFUSED
         uid = str(dataset.get("SOPInstanceUID", "")).strip()
@@ -211,7 +211,7 @@ class Node:
         while (uid := self.waiting.get()) is not None:
             try:
                 self._predict(uid)
-            except Exception as exc:  # one bad image never stops the node
+            except Exception as exc:  # noqa: BLE001 - one bad image never stops the node
                 reason = " ".join(str(exc).split()) or type(exc).__name__
                 self._error(str(self.received / f"{uid}.dcm"), reason)
                 self._record({"uid": uid, "event": "failed", "reason": reason})
@@ -249,6 +249,7 @@ def start_server(node: Node) -> Any:
     """The listening SCP (pynetdicom's threaded server) on the settings' address: C-ECHO and C-STORE of
     every storage class, so an object of the wrong kind gets a failure status with its reason rather
     than a refused association. Calling AE titles outside `allowed` are rejected at association."""
+    require_pynetdicom()
     from pynetdicom import AE, StoragePresentationContexts, evt
     from pynetdicom.sop_class import Verification
 
