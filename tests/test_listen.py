@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -235,3 +236,18 @@ def test_node_arguments_parse_to_settings() -> None:
                                       "--allow", "ORTHANC", "CT1", "--retry-wait", "0.5"])
     assert (str(args.forward), args.forward.port, args.allow, args.ae_title, args.host, args.port, args.retry_wait) == (
         "PACS@10.0.0.5:104", 104, ["ORTHANC", "CT1"], "MAMMOSEG", "127.0.0.1", 11112, 0.5)
+
+
+@pytest.mark.timeout(60)
+def test_a_port_in_use_is_one_line_and_exit_2(inputs: dict) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "mammoseg", "listen", "--run", str(inputs["run"]), "--out",
+                               str(inputs["root"] / "node-busy"), "--port", str(port), "--device", "cpu"],
+                              env=ENV, capture_output=True, text=True, timeout=50, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"mammoseg listen: error: 127.0.0.1:{port}: cannot listen there: Address already in use "
+        "(another program on that port? choose another --port)")

@@ -15,10 +15,14 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mammoseg.commands.options import add_device_argument, add_overwrite_argument
+
+#: How long a stopping node waits for the associations open at SIGTERM to finish sending.
+ASSOCIATION_GRACE_S = 30.0
 
 if TYPE_CHECKING:
     from mammoseg.inference.node import Node
@@ -110,8 +114,8 @@ def _serve(node: Node) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    server = start_server(node)  # first: a port in use is reported before anything runs
     resumed = node.start()
-    server = start_server(node)
     settings = node.settings
     print(f"listening as {settings.ae_title} on {settings.host}:{settings.port}; results in {settings.out}"
           + (f", sent to {settings.destination}" if settings.destination else "")
@@ -119,5 +123,8 @@ def _serve(node: Node) -> None:
     while not stop.wait(0.5):
         pass
     print("stopping: finishing the images in flight", flush=True)
-    server.shutdown()
+    server.shutdown()  # no new associations; those open finish their C-STOREs (the worker keeps draining)
+    deadline = time.monotonic() + ASSOCIATION_GRACE_S
+    while server.ae.active_associations and time.monotonic() < deadline:
+        time.sleep(0.1)
     node.stop()

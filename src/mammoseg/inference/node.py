@@ -261,4 +261,8 @@ def start_server(node: Node) -> Any:
     if settings.allowed:
         ae.require_calling_aet = list(settings.allowed)
     handlers = [(evt.EVT_C_STORE, node.handle_store), (evt.EVT_C_ECHO, lambda event: 0x0000)]
-    return ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers)
+    try:
+        return ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers)
+    except OSError as exc:
+        raise ValueError(f"{settings.host}:{settings.port}: cannot listen there: {exc.strerror or exc} "
+                         "(another program on that port? choose another --port)") from None
