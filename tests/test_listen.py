@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -251,3 +253,26 @@ def test_a_port_in_use_is_one_line_and_exit_2(inputs: dict) -> None:
     assert done.stderr.strip().splitlines()[-1] == (
         f"mammoseg listen: error: 127.0.0.1:{port}: cannot listen there: Address already in use "
         "(another program on that port? choose another --port)")
+
+
+@pytest.mark.timeout(60)
+def test_a_full_queue_holds_the_sender_back_until_the_worker_takes_an_image(inputs: dict) -> None:
+    from mammoseg.inference.node import Node, NodeSettings
+    from mammoseg.inference.segmenter import Segmenter
+
+    out = inputs["root"] / "node-queue"
+    node = Node(NodeSettings(out, queue_size=1), Segmenter.from_run(inputs["run"], device="cpu"), inputs["run"])
+    first, second = sorted(inputs["uids"])[:2]
+    for uid in (first, second):
+        shutil.copyfile(inputs["uids"][uid], out / "received" / f"{uid}.dcm")
+    node._enqueue(first)  # the queue holds one image: now it is full
+    sender = threading.Thread(target=node._enqueue, args=(second,))
+    sender.start()
+    sender.join(0.5)
+    assert sender.is_alive() and node.waiting.qsize() == 1  # held back, nothing more in memory
+    node.worker.start()  # the worker takes the first image: the second goes in
+    sender.join(30)
+    assert not sender.is_alive()
+    node.stop()
+    assert sorted(e["uid"] for e in journal(out) if e["event"] == "predicted") == [first, second]
+    assert (out / "masks" / f"{first}.png").is_file() and (out / "seg" / f"{second}.dcm").is_file()

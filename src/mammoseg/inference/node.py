@@ -110,6 +110,7 @@ class Node:
         self.received = settings.out / RECEIVED
         self.identity = run_identity(run, segmenter.threshold)
         self.lock = threading.Lock()
+        settings.out.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(settings.out / JOURNAL)
         self.state = JournalState.read(settings.out / JOURNAL)
         self.errors = read_csv(self.layout.errors) if self.layout.errors.is_file() else []
