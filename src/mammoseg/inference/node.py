@@ -113,6 +113,7 @@ class Node:
         settings.out.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(settings.out / JOURNAL)
         self.state = JournalState.read(settings.out / JOURNAL)
+        self._forget_missing_outputs()
         self.errors = read_csv(self.layout.errors) if self.layout.errors.is_file() else []
         self.waiting: queue.Queue[str | None] = queue.Queue(maxsize=settings.queue_size)
         self.queued: set[str] = set()
@@ -124,6 +125,14 @@ class Node:
 
     # -- bookkeeping -------------------------------------------------------------------------------
 
+    def _forget_missing_outputs(self) -> None:
+        """An image counts as predicted when the journal says so and its mask and SEG are still there."""
+        for uid in sorted(self.state.predicted):
+            if not (self.layout.mask(uid).is_file() and self.layout.seg(uid).is_file()):
+                log.info("%s: journaled as predicted but its mask or SEG is gone: predicted again", uid)
+                self.state.predicted.discard(uid)
+                self.state.done.discard(uid)
+
     def _record(self, entry: dict[str, Any]) -> None:
         with self.lock:
             self.journal.add(entry)
@@ -131,6 +140,8 @@ class Node:
                 self.state.sends[(entry["uid"], entry["object"])] = entry["event"]
             else:
                 self.state.done.add(entry["uid"])
+                if entry["event"] == "predicted":
+                    self.state.predicted.add(entry["uid"])
 
     def _error(self, name: str, reason: str) -> None:
         log.warning("%s: %s", name, reason)
