@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
 from mammoseg.dicom.bounded import read_dicom
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,9 @@ def store_once(path: Path, destination: Destination, calling_ae: str, timeout: f
     dataset = read_dicom(path)
     ae = require_pynetdicom().AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    ae.add_requested_context(dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
+    # The file's own transfer syntax first; the uncompressed ones too, which every node accepts.
+    syntaxes = dict.fromkeys([str(dataset.file_meta.TransferSyntaxUID), ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    ae.add_requested_context(dataset.SOPClassUID, list(syntaxes))
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
     if not assoc.is_established:
         raise ConnectionError(f"{destination}: association not established (rejected, aborted or unreachable)")
