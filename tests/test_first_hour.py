@@ -197,6 +197,7 @@ DEVICE_COMMANDS = {
     "predict": ["predict", "--out", "p"],
     "reproduce": ["reproduce", "--data", "d", "--out", "o"],
     "demo": ["demo", "--out", "o"],
+    "listen": ["listen", "--run", "r", "--out", "o"],
 }
 
 

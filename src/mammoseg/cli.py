@@ -29,13 +29,14 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("demo", "demo", "the whole pipeline on synthetic phantoms, end to end"),
     ("export", "export", "export a run to ONNX (one fold or the ensemble) or as a shareable .mseg bundle"),
     ("models", "models", "install, list, show and remove shared model bundles"),
+    ("listen", "listen", "a DICOM node: C-STORE in, prediction, DICOM SEG and SR out (C-STORE)"),
 ]
 
 
 EPILOG = """\
 every command: -v/--verbose (before or after COMMAND) shows debug logs and tracebacks; --no-progress
 hides progress bars; --overwrite replaces what that same command wrote into its --out (never anything
-else); --device auto|cpu|cuda|cuda:N (train, predict, reproduce, demo); the run folder is --run RUN.
+else); --device auto|cpu|cuda|cuda:N (train, predict, reproduce, demo, listen); the run folder is --run RUN.
 Bad input is one line and exit 2, checked before anything is written.
 Config keys: `mammoseg train --print-config [--config demo] [key=value ...]`, docs/config.md.
 """
