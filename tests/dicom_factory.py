@@ -93,6 +93,17 @@ def write_mg(
     return save_dataset(mg_dataset(pixels, photometric, bits_stored, **attributes), path)
 
 
+def textured_breast(height: int, width: int, seed: int) -> np.ndarray:
+    """A 12-bit breast against the left edge with texture and a brighter blob (uint16): an image whose
+    prediction by a random-weight run is neither empty nor full."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:height, :width]
+    breast = ((yy - height / 2) / (height * 0.45)) ** 2 + (xx / (width * 0.8)) ** 2 <= 1
+    pixels = np.where(breast, 1200 + rng.integers(0, 600, (height, width)), 0)
+    pixels[(yy - height // 2) ** 2 + (xx - width // 4) ** 2 <= (height // 8) ** 2] += 1500
+    return pixels.astype(np.uint16)
+
+
 def annotation_seg(source: Dataset, segments: dict[str, np.ndarray], algorithm_type: str = "MANUAL") -> Dataset:
     """A BINARY DICOM SEG as an annotation tool writes it: one segment per `{label: mask}` on `source`.
 

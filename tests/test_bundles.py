@@ -24,7 +24,7 @@ from mammoseg.io import read_png, write_csv_atomic
 from mammoseg.layouts import RunLayout
 from mammoseg.models import build_model
 
-from dicom_factory import write_mg
+from dicom_factory import textured_breast, write_mg
 from run_factory import SPEC, write_random_run
 
 
@@ -34,14 +34,6 @@ def private_folders(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("MAMMOSEG_MODELS_DIR", str(tmp_path / "models"))
 
-
-def _breast(height: int, width: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:height, :width]
-    breast = ((yy - height / 2) / (height * 0.45)) ** 2 + (xx / (width * 0.8)) ** 2 <= 1
-    pixels = np.where(breast, 1200 + rng.integers(0, 600, (height, width)), 0)
-    pixels[(yy - height // 2) ** 2 + (xx - width // 4) ** 2 <= (height // 8) ** 2] += 1500
-    return pixels.astype(np.uint16)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +57,7 @@ def shared(tmp_path_factory):
     bundle = root / "r22.mseg"
     assert main(["export", "--run", str(run), "--bundle", "--out", str(bundle)]) == 0
     dicoms = root / "dicoms"
-    write_mg(dicoms / "mg0.dcm", _breast(150, 110, 0), bits_stored=12, PatientID="P0", WindowCenter=2048,
+    write_mg(dicoms / "mg0.dcm", textured_breast(150, 110, 0), bits_stored=12, PatientID="P0", WindowCenter=2048,
              WindowWidth=4096, StudyInstanceUID=generate_uid(), SeriesInstanceUID=generate_uid())
     return run, bundle, dicoms / "mg0.dcm"
 

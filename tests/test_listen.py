@@ -129,6 +129,14 @@ def destination_objects(folder: Path) -> dict[str, list[pydicom.Dataset]]:
     return found
 
 
+def kill(*processes: subprocess.Popen) -> None:
+    """End what a test started that is still running (a failed assertion must not leave a node behind)."""
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
 @pytest.mark.timeout(120)
 def test_node_answers_refuses_predicts_and_forwards(inputs: dict) -> None:
     root, images, uids = inputs["root"], inputs["images"], inputs["uids"]
@@ -148,10 +156,7 @@ def test_node_answers_refuses_predicts_and_forwards(inputs: dict) -> None:
         wait_for(lambda: len(list(dest_dir.iterdir())) == 2 * len(images), "2 objects per image at the destination")
         assert stop(node) == 0
     finally:
-        for process in (node, destination):
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=10)
+        kill(node, destination)
     errors = (out / "errors.csv").read_text()
     assert f"{ct_uid} from STORESCU" in errors and "is not a 2-D X-ray image class" in errors
     assert sorted(p.stem for p in (out / "received").iterdir()) == sorted(uids)  # the CT was not kept
@@ -204,10 +209,7 @@ def test_killed_node_restarted_processes_each_image_once(inputs: dict) -> None:
         wait_for(lambda: len(list(dest_dir.iterdir())) == 2 * len(images), "2 objects per image at the destination")
         assert stop(node) == 0
     finally:
-        for process in (node, destination):
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=10)
+        kill(node, destination)
     entries = journal(out)
     predicted = Counter(e["uid"] for e in entries if e.get("event") == "predicted")
     assert predicted == Counter({uid: 1 for uid in inputs["uids"]})

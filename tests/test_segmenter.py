@@ -12,7 +12,7 @@ from mammoseg.cli import main
 from mammoseg.geometry import standardise
 from mammoseg.io import read_csv, read_png
 
-from dicom_factory import write_mg
+from dicom_factory import textured_breast, write_mg
 from run_factory import write_random_run
 
 
@@ -21,23 +21,14 @@ def run(tmp_path_factory):
     return write_random_run(tmp_path_factory.mktemp("run"), folds=(0, 1, 2))
 
 
-def _breast(height: int, width: int, seed: int) -> np.ndarray:
-    """A 12-bit breast against the left edge with texture and a brighter blob."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:height, :width]
-    breast = ((yy - height / 2) / (height * 0.45)) ** 2 + (xx / (width * 0.8)) ** 2 <= 1
-    pixels = np.where(breast, 1200 + rng.integers(0, 600, (height, width)), 0)
-    pixels[(yy - height // 2) ** 2 + (xx - width // 4) ** 2 <= (height // 8) ** 2] += 1500
-    return pixels.astype(np.uint16)
-
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("inputs")
     for i, (h, w) in enumerate(((150, 110), (97, 130), (200, 90))):
-        write_mg(folder / f"mg{i}.dcm", _breast(h, w, i), bits_stored=12, PatientID=f"P{i}", WindowCenter=2048,
+        write_mg(folder / f"mg{i}.dcm", textured_breast(h, w, i), bits_stored=12, PatientID=f"P{i}", WindowCenter=2048,
                  WindowWidth=4096, PixelSpacing=[0.07, 0.065])
-    assert cv2.imwrite(str(folder / "film.png"), (_breast(120, 100, 9) // 16).astype(np.uint8))
+    assert cv2.imwrite(str(folder / "film.png"), (textured_breast(120, 100, 9) // 16).astype(np.uint8))
     return folder
 
 

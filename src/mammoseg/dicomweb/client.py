@@ -374,12 +374,8 @@ class DicomWeb:
                              f"{identity.threshold_text}; build it with identity=")
         if source_uid not in sr_references(sr):
             raise ValueError(f"SR {sr.SOPInstanceUID}: does not reference image {source_uid}")
-        if not force:
-            srs = known if known is not None else self.stored_srs(str(sr.StudyInstanceUID))
-            existing = matching_seg(srs, source_uid, identity)
-            if existing is not None:
-                return StoreOutcome(False, existing.ref.sop_uid, source_uid)
-        return StoreOutcome(True, self.store(sr), source_uid)
+        stored = None if force else known if known is not None else self.stored_srs(str(sr.StudyInstanceUID))
+        return self._store_once(sr, source_uid, identity, stored)
 
     def find_seg(self, study_uid: str, source_sop_uid: str, identity: SegIdentity) -> StoredSeg | None:
         """The SEG this run and threshold stored for `source_sop_uid` before, or None (look before storing)."""
@@ -400,12 +396,17 @@ class DicomWeb:
             raise ValueError(f"SEG {seg.SOPInstanceUID}: does not record run {identity.run_id} at threshold "
                              f"{identity.threshold_text}; build it with identity=")
         (source,) = sources
-        if not force:
-            segs = known if known is not None else self.stored_segs(str(seg.StudyInstanceUID))
-            existing = matching_seg(segs, source, identity)
-            if existing is not None:
-                return StoreOutcome(False, existing.ref.sop_uid, source)
-        return StoreOutcome(True, self.store(seg), source)
+        stored = None if force else known if known is not None else self.stored_segs(str(seg.StudyInstanceUID))
+        return self._store_once(seg, source, identity, stored)
+
+    def _store_once(self, dataset: Dataset, source_uid: str, identity: SegIdentity,
+                    stored: Sequence[StoredSeg] | None) -> StoreOutcome:
+        """Store `dataset` unless `stored` (what the server holds; None with --force) has one of this
+        image by this run and threshold already."""
+        existing = matching_seg(stored, source_uid, identity) if stored is not None else None
+        if existing is not None:
+            return StoreOutcome(False, existing.ref.sop_uid, source_uid)
+        return StoreOutcome(True, self.store(dataset), source_uid)
 
     def store(self, dataset: Dataset | str | os.PathLike) -> str:
         """Store one instance (STOW-RS); returns its SOP Instance UID once the server accepted it."""
