@@ -220,7 +220,7 @@ def test_killed_node_restarted_processes_each_image_once(inputs: dict) -> None:
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--forward", "PACS"], "'PACS': expected AE@host:port, e.g. PACS@10.0.0.5:104"),
+    (["--forward", "PACS"], "'PACS': expected AE@host:port, e.g. PACS@pacs.example.org:104"),
     (["--forward", "PACS@host:70000"], "'PACS@host:70000': expected AE@host:port"),
     (["--ae-title", "A" * 17], "is not an AE title: 1-16 printable characters without a backslash"),
     (["--allow", "BAD\\AE"], "is not an AE title"),

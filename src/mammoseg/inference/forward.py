@@ -48,7 +48,7 @@ class Destination:
     def parse(cls, text: str) -> Destination:
         match = _DESTINATION.match(text.strip())
         if not match or not 0 < int(match["port"]) < 65536:
-            raise ValueError(f"{text!r}: expected AE@host:port, e.g. PACS@10.0.0.5:104")
+            raise ValueError(f"{text!r}: expected AE@host:port, e.g. PACS@pacs.example.org:104")
         return cls(ae_title(match["ae"]), match["host"], int(match["port"]))
 
     def __str__(self) -> str:
