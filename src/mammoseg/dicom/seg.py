@@ -33,7 +33,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,15 @@ class SegIdentity:
     @property
     def parameters(self) -> dict[str, str]:
         return {"run_id": self.run_id, "threshold": self.threshold_text}
+
+    @classmethod
+    def recorded(cls, algorithm_name: str, parameters: Mapping[str, str]) -> SegIdentity | None:
+        """The identity a SEG or SR recorded as its algorithm's name and parameters; None if incomplete."""
+        try:
+            return cls(algorithm_name.removeprefix("mammoseg").strip(), parameters["run_id"],
+                       float(parameters["threshold"]))
+        except (KeyError, ValueError):
+            return None
 
     def matches(self, other: SegIdentity | None) -> bool:
         """Same run id and threshold (the name is only a label)."""
@@ -297,11 +306,7 @@ def seg_identity(seg: Any) -> SegIdentity | None:
             params = dict(
                 part.split("=", 1) for part in str(algorithm.get("AlgorithmParameters", "")).split(",") if "=" in part
             )
-            name = str(algorithm.get("AlgorithmName", ""))
-            try:
-                return SegIdentity(name.removeprefix("mammoseg").strip(), params["run_id"], float(params["threshold"]))
-            except (KeyError, ValueError):
-                return None
+            return SegIdentity.recorded(str(algorithm.get("AlgorithmName", "")), params)
     return None
 
 

@@ -226,10 +226,7 @@ def sr_identity(sr: Any) -> SegIdentity | None:
         params = dict(str(p.get("TextValue", "")).split("=", 1) for p in _walk(sr)
                       if p.get("ConceptNameCodeSequence") and str(p.ConceptNameCodeSequence[0].CodeValue) == "111002"
                       and "=" in str(p.get("TextValue", "")))
-        try:
-            return SegIdentity(text.removeprefix("mammoseg").strip(), params["run_id"], float(params["threshold"]))
-        except (KeyError, ValueError):
-            return None
+        return SegIdentity.recorded(text, params)
     return None
 
 
