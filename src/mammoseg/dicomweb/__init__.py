@@ -3,7 +3,8 @@
 `source` holds `DicomWebSource` (which studies of which server, the cache, how to connect)
 and the flags `prepare` and `predict` share; `client` holds `DicomWeb` (QIDO-RS search,
 WADO-RS retrieve into a cache, STOW-RS store, the SEG and SR look-ups that keep `--store`
-idempotent) and `classify`; `session` the credentials, TLS, timeout and retry rules every
+idempotent); `instances` the values answers describe (`InstanceRef`, `classify`, the stored
+SEGs and SRs); `session` the credentials, TLS, timeout and retry rules every
 request follows; `limits` the deadline and size caps that keep a misbehaving server from
 holding a run or filling memory; `answers` the checks every answer passes before it is used.
 All but `source` need `pip install 'mammoseg[dicomweb]'`; they are imported on first use, so
@@ -18,8 +19,9 @@ from typing import Any
 from mammoseg.dicomweb.source import DicomWebSource, default_cache, instance_url, parse_query
 
 _LAZY = {
-    **dict.fromkeys(("DicomWeb", "FetchResult", "InstanceRef", "StoredSeg", "StoreOutcome", "Verdict", "cache_path",
-                     "classify", "matching_seg"), "mammoseg.dicomweb.client"),
+    "DicomWeb": "mammoseg.dicomweb.client",
+    **dict.fromkeys(("FetchResult", "InstanceRef", "StoredSeg", "StoreOutcome", "Verdict", "cache_path", "classify",
+                     "matching_seg"), "mammoseg.dicomweb.instances"),
     **dict.fromkeys(("ENV_PASSWORD", "ENV_TOKEN", "ENV_USER", "DicomWebError", "resolve_auth"),
                     "mammoseg.dicomweb.session"),
     **dict.fromkeys(("Limits",), "mammoseg.dicomweb.limits"),

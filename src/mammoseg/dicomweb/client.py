@@ -38,19 +38,16 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 
 from mammoseg.dicom.bounded import read_dicom
-from mammoseg.dicom.codes import BREAST_TOMOSYNTHESIS, MG_FOR_PRESENTATION, MG_FOR_PROCESSING, SEGMENTATION
+from mammoseg.dicom.codes import SEGMENTATION
 from mammoseg.dicom.seg import SegIdentity, referenced_instances, seg_identity
 from mammoseg.dicom.sr import sr_identity, sr_references
 from mammoseg.dicomweb.answers import (
@@ -61,6 +58,18 @@ from mammoseg.dicomweb.answers import (
     json_value,
     multipart_boundary,
     one_line,
+)
+from mammoseg.dicomweb.instances import (
+    FetchResult,
+    InstanceRef,
+    SrFound,
+    StoredSeg,
+    StoreOutcome,
+    cache_path,
+    instance_ref,
+    matching_seg,
+    stored_seg,
+    stored_sr,
 )
 from mammoseg.dicomweb.limits import AnswerTooLarge, DeadlineExceeded, Limits, end_answer, iter_answer
 from mammoseg.dicomweb.session import (
@@ -96,94 +105,6 @@ _JSON_ACCEPT = "application/dicom+json, application/json"
 #: The prefix of every Structured Report SOP class UID.
 _SR_CLASSES = "1.2.840.10008.5.1.4.1.1.88."
 _WADO_ACCEPT = 'multipart/related; type="application/dicom"'
-
-
-@dataclass(frozen=True)
-class InstanceRef:
-    """Where one instance lives on the server, and what QIDO said it is."""
-
-    study_uid: str
-    series_uid: str
-    sop_uid: str
-    sop_class: str = ""
-    modality: str = ""
-
-
-class Verdict(NamedTuple):
-    """Whether mammoseg segments an instance, and if not, why."""
-
-    segment: bool
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class FetchResult:
-    """Files fetched into the cache, and the instances that failed with their one-line reasons."""
-
-    files: dict[str, Path] = field(default_factory=dict)  # SOP Instance UID -> cached file
-    failures: dict[str, str] = field(default_factory=dict)  # SOP Instance UID -> reason
-
-
-def classify(sop_class: str, modality: str, intent: str = "") -> Verdict:
-    """For Presentation MG images are segmented; anything else is skipped, with the reason.
-
-    `intent` (Presentation Intent Type) is known once the header is fetched; QIDO results
-    carry only the SOP class and modality, which already tell the intent for MG.
-    """
-    modality, intent = modality.strip().upper(), intent.strip().upper()
-    if sop_class == SEGMENTATION:
-        return Verdict(False, "a segmentation (SEG), not an image")
-    if sop_class == MG_FOR_PROCESSING or intent == "FOR PROCESSING":
-        return Verdict(False, "a For Processing (raw) mammogram; mammoseg segments For Presentation images")
-    if sop_class == BREAST_TOMOSYNTHESIS:
-        return Verdict(False, "breast tomosynthesis is not supported (2-D mammograms only)")
-    if modality and modality != "MG":
-        return Verdict(False, f"modality {modality}, not MG")
-    if sop_class != MG_FOR_PRESENTATION:
-        return Verdict(False, f"SOP class {_sop_class_name(sop_class)} is not a For Presentation mammogram")
-    return Verdict(True)
-
-
-def _sop_class_name(uid: str) -> str:
-    name = UID(uid).name if uid else ""
-    return f"{name} ({uid})" if name and name != uid else (uid or "unknown")
-
-
-#: A DICOM UID: digits and dots only, so it is safe as a file or folder name.
-_UID = re.compile(r"^[0-9][0-9.]{0,63}$")
-
-
-@dataclass(frozen=True)
-class StoredSeg:
-    """A SEG (or SR) found on the server: where it is, which run made it (if mammoseg) and what it references."""
-
-    ref: InstanceRef
-    identity: SegIdentity | None
-    references: frozenset[str]
-
-
-class StoreOutcome(NamedTuple):
-    """What `store_seg` (`store_sr`) did: stored a new one, or found the one stored before (its UID either way)."""
-
-    stored: bool
-    seg_uid: str
-    source_uid: str
-
-
-def cache_path(cache: str | os.PathLike, ref: InstanceRef) -> Path:
-    """`<cache>/<study>/<series>/<sop>.dcm`; UIDs are checked first, so a server cannot pick other paths."""
-    for uid in (ref.study_uid, ref.series_uid, ref.sop_uid):
-        if not _UID.match(uid):
-            raise DicomWebError(f"instance {ref.sop_uid!r}: invalid UID {uid!r} in the server's answer")
-    return Path(cache) / ref.study_uid / ref.series_uid / f"{ref.sop_uid}.dcm"
-
-
-def matching_seg(segs: Sequence[StoredSeg], source_sop_uid: str, identity: SegIdentity) -> StoredSeg | None:
-    """The SEG among `segs` that this run and threshold already stored for `source_sop_uid`, if any."""
-    for seg in segs:
-        if source_sop_uid in seg.references and identity.matches(seg.identity):
-            return seg
-    return None
 
 
 class DicomWeb:
@@ -263,7 +184,7 @@ class DicomWeb:
                                       "00080018", f"study {study}", self.limits.max_instances - len(refs))
             if not results:
                 log.warning("%s study %s: no instances found", self.url, study)
-            refs += [_instance_ref(r, study) for r in results]
+            refs += [instance_ref(r, study) for r in results]
         return refs
 
     def retrieve(self, ref: InstanceRef, cache: str | os.PathLike) -> Path:
@@ -326,11 +247,11 @@ class DicomWeb:
                                   {"Modality": "SEG", "includefield": list(_FIELDS)}, "00080018", f"study {study_uid}",
                                   self.limits.max_instances)
         segs = []
-        for ref in (_instance_ref(r, study_uid) for r in results):
+        for ref in (instance_ref(r, study_uid) for r in results):
             if ref.sop_class not in ("", SEGMENTATION):
                 continue
             with self._errors(f"SEG {ref.sop_uid}"):
-                segs.append(_stored_seg(ref, self._get_json(f"{instance_url(self.url, ref)}/metadata")))
+                segs.append(stored_seg(ref, self._get_json(f"{instance_url(self.url, ref)}/metadata")))
         return segs
 
     def stored_srs(self, study_uid: str) -> list[StoredSeg]:
@@ -343,16 +264,16 @@ class DicomWeb:
                                   {"Modality": "SR", "includefield": list(_FIELDS)}, "00080018", f"study {study_uid}",
                                   self.limits.max_instances)
         srs = []
-        for ref in (_instance_ref(r, study_uid) for r in results):
+        for ref in (instance_ref(r, study_uid) for r in results):
             if ref.modality not in ("", "SR") or (ref.sop_class and not ref.sop_class.startswith(_SR_CLASSES)):
                 continue  # a server that ignored the Modality filter
             with self._errors(f"SR {ref.sop_uid}"):
-                srs.append(_stored_sr(ref, self._get_json(f"{instance_url(self.url, ref)}/metadata")))
+                srs.append(stored_sr(ref, self._get_json(f"{instance_url(self.url, ref)}/metadata")))
             if srs[-1].identity is None and not srs[-1].content:
                 srs[-1] = self._fetched_sr(ref)
         return [StoredSeg(sr.ref, sr.identity, sr.references) for sr in srs]
 
-    def _fetched_sr(self, ref: InstanceRef) -> _SrFound:
+    def _fetched_sr(self, ref: InstanceRef) -> SrFound:
         """An SR whose metadata had no content tree: fetched into a temporary folder and read there."""
         with tempfile.TemporaryDirectory(prefix="mammoseg-sr-") as folder:
             path = self.retrieve(ref, folder)
@@ -360,7 +281,7 @@ class DicomWeb:
                 ds = read_dicom(path, stop_before_pixels=True)
             except Exception as exc:  # the bounded reader refusing a file of the server's choosing
                 raise DicomWebError(f"{instance_url(self.url, ref)}: not a readable SR ({one_line(exc)})") from exc
-        return _SrFound(ref, sr_identity(ds), sr_references(ds), bool(ds.get("ContentSequence")))
+        return SrFound(ref, sr_identity(ds), sr_references(ds), bool(ds.get("ContentSequence")))
 
     def store_sr(self, sr: Dataset, identity: SegIdentity, source_uid: str, force: bool = False,
                  known: Sequence[StoredSeg] | None = None) -> StoreOutcome:
@@ -510,51 +431,3 @@ def _new_results(batch: Sequence[Mapping[str, Any]], key: str, known: Mapping[st
         if uid not in known:
             fresh.setdefault(uid, result)
     return fresh
-
-
-def _instance_ref(result: Mapping[str, Any], study_uid: str) -> InstanceRef:
-    return InstanceRef(
-        study_uid=json_value(result, "0020000D") or study_uid,
-        series_uid=json_value(result, "0020000E"),
-        sop_uid=json_value(result, "00080018"),
-        sop_class=json_value(result, "00080016"),
-        modality=json_value(result, "00080060"),
-    )
-
-
-def _stored_seg(ref: InstanceRef, metadata: Sequence[Mapping[str, Any]]) -> StoredSeg:
-    """The SEG that `metadata` (a WADO-RS metadata answer) describes; a BadAnswer unless it is one data set."""
-    if len(metadata) != 1:
-        raise BadAnswer(f"answered with {len(metadata)} data sets for one instance's metadata")
-    try:
-        ds = Dataset.from_json(dict(metadata[0]), bulk_data_uri_handler=_no_bulk_data)
-        return StoredSeg(ref, seg_identity(ds), frozenset(referenced_instances(ds)))
-    except Exception as exc:  # pydicom and the SEG readers meeting JSON of the server's choosing
-        raise BadAnswer(f"answered with metadata that is not a usable SEG ({type(exc).__name__}: "
-                        f"{one_line(exc)[:200]})") from exc
-
-
-class _SrFound(NamedTuple):
-    ref: InstanceRef
-    identity: SegIdentity | None
-    references: frozenset[str]
-    content: bool  # whether the data set held a content tree to read the identity from
-
-
-def _stored_sr(ref: InstanceRef, metadata: Sequence[Mapping[str, Any]]) -> _SrFound:
-    """The SR that `metadata` describes; a BadAnswer unless it is one data set."""
-    if len(metadata) != 1:
-        raise BadAnswer(f"answered with {len(metadata)} data sets for one instance's metadata")
-    try:
-        ds = Dataset.from_json(dict(metadata[0]), bulk_data_uri_handler=_no_bulk_data)
-        return _SrFound(ref, sr_identity(ds), sr_references(ds), bool(ds.get("ContentSequence")))
-    except Exception as exc:  # pydicom meeting JSON of the server's choosing
-        raise BadAnswer(f"answered with metadata that is not a usable SR ({type(exc).__name__}: "
-                        f"{one_line(exc)[:200]})") from exc
-
-
-def _no_bulk_data(*_: object) -> bytes:
-    """Metadata is enough to identify a SEG: its pixel data is not fetched."""
-    return b""
-
-
