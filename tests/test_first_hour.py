@@ -145,7 +145,9 @@ def test_train_refused_then_fixed_trains_says_where_and_what_next(world, tmp_pat
     assert main(base) == 0  # the corrected command: no "already holds a run with a different config"
     printed = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(rf"trained 2 fold\(s\) into {re.escape(str(out))}; best val Dice: "
-                        r"fold 0 \d\.\d{4} \(epoch 1\), fold 1 \d\.\d{4} \(epoch 1\)", printed[-2]), printed
+                        r"fold 0 \d\.\d{4} \(epoch 1\), fold 1 \d\.\d{4} \(epoch 1\)", printed[-3]), printed
+    assert re.fullmatch(r"post-processing chosen on \d+ out-of-fold images: threshold 0\.\d+, .*; "
+                        r"OOF mean Dice \d\.\d{4} -> \d\.\d{4}", printed[-2]), printed
     assert printed[-1] == (f"next: mammoseg predict --run {out} --input {world.prepared} --split holdout "
                            f"--out {out / 'holdout_pred'}")
     milestones = [r.getMessage() for r in caplog.records if "lr_milestones" in r.getMessage()]
@@ -397,10 +399,12 @@ def test_train_summary_counts_folds_already_done(tmp_path, capsys):
     argv = ["train", "--config", "demo", "--data", str(data), "--out", str(out), "--device", "cpu", "--no-progress",
             *TINY, "--folds", "0"]
     assert main(argv) == 0
-    assert "trained 1 fold(s) into" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "trained 1 fold(s) into" in printed and "post-processing" not in printed  # chosen once every fold is
     assert main([*argv[:-1], "0,1"]) == 0
-    line = capsys.readouterr().out.splitlines()[-2]
-    assert line.startswith(f"trained 1 fold(s), 1 already done into {out}; best val Dice: fold 0 ")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-3].startswith(f"trained 1 fold(s), 1 already done into {out}; best val Dice: fold 0 ")
+    assert lines[-2].startswith("post-processing chosen on ")
 
 
 def test_overrides_may_stand_between_flags_and_a_multi_line_error_is_one_line():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mammoseg import __version__
@@ -81,8 +83,15 @@ def test_tiny_reproduce_runs_and_resumes(tmp_path):
             "(the paper: 512 px), for 1 + 0 epochs (the paper: 20 + 60), with 2 folds (the paper: 5) and from "
             "random initial weights (the paper: ImageNet or GMIC).") in md
 
+    chosen = json.loads((run / "postprocessing.json").read_text())  # chosen on the 8 out-of-fold images
+    assert chosen["n_images"] == 8 and any(m.startswith("[resnet22-unet] post-processing chosen on 8") for m in messages)
+    assert (f"- post-processing chosen on 8 out-of-fold images: threshold {chosen['threshold']:g}, minimum component "
+            f"area {chosen['min_area']} px") in md
+    holdout = json.loads((run / "holdout_pred" / "predict.json").read_text())
+    assert holdout["threshold"] == chosen["threshold"]  # the holdout prediction used it
+
     stamps = {p: p.stat().st_mtime_ns for p in [run / "fold0" / "best.pt", run / "holdout_pred" / "predictions.csv",
-                                               run / "eval" / "summary.json"]}
+                                               run / "eval" / "summary.json", run / "postprocessing.json"]}
     messages.clear()
     reproduce(data, out, models=["resnet22-unet"], overrides=overrides,
               stages=StageOptions("cpu", False, messages.append))

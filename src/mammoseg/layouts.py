@@ -19,6 +19,8 @@ A run folder (`mammoseg train`), `RunLayout`:
     RUN/fold{k}/log.csv        one row per epoch
     RUN/fold{k}/learning_curve.png
     RUN/fold{k}/tensorboard/   optional
+    RUN/postprocessing.json    threshold and component rules chosen on the out-of-fold predictions
+    RUN/oof_dice.csv           each out-of-fold image's Dice before and after that post-processing
     RUN/holdout_pred/          fold-ensemble prediction of the holdout (reproduce, demo)
     RUN/eval/                  its evaluation
     RUN/reproduce.json         facts the report needs beside config.yaml
@@ -229,6 +231,14 @@ class RunLayout:
         return self.root / "folds.csv"
 
     @property
+    def postprocessing(self) -> Path:
+        return self.root / "postprocessing.json"
+
+    @property
+    def oof_dice(self) -> Path:
+        return self.root / "oof_dice.csv"
+
+    @property
     def holdout_pred(self) -> Path:
         return self.root / "holdout_pred"
 
@@ -251,8 +261,8 @@ class RunLayout:
     def owned_entries(self) -> tuple[str, ...]:
         """Every entry a run folder's commands write (names and glob patterns): what
         `train --overwrite` removes, the models and everything derived from them."""
-        return (self.config.name, self.folds_csv.name, "fold[0-9]*", self.holdout_pred.name, self.eval.name,
-                self.run_info.name, self.view.name)
+        return (self.config.name, self.folds_csv.name, "fold[0-9]*", self.postprocessing.name, self.oof_dice.name,
+                self.holdout_pred.name, self.eval.name, self.run_info.name, self.view.name)
 
     def fold(self, k: int) -> FoldFiles:
         return FoldFiles(int(k), self.root / f"fold{int(k)}")

@@ -6,7 +6,9 @@ holds the curves) and their evaluation folders (summary.json, per_image.csv). Ou
 beside them), `figure2_<run>.png` (best / median / worst cases by Dice),
 `learning_curves_<run>.png`, and `report.md`, the index linking them.
 
-Next to Table 2, report.md says what produced each run (image size, epochs per phase, initial
+Each run's section states the post-processing chosen on its out-of-fold predictions
+(postprocessing.json: threshold, minimum component area, most probable component only) and the
+out-of-fold mean Dice before and after it. Next to Table 2, report.md says what produced each run (image size, epochs per phase, initial
 weights, folds, mammoseg version, date: `mammoseg.evaluation.runs.RunSettings`) and says in one
 sentence when a run's numbers are not comparable with the paper's 512 px ones (smaller or larger
 images, fewer epochs than the `paper` preset, another number of folds, random initial weights).
@@ -331,6 +333,20 @@ def learning_curves(run: RunInfo, path: Path) -> Path | None:
 
 # --------------------------------------------------------------------------- the report
 
+
+def postprocessing_line(record: Mapping[str, Any] | None) -> str:
+    """report.md's line on the post-processing chosen on the run's out-of-fold (OOF) predictions."""
+    if not record:
+        return "- post-processing: none chosen (threshold 0.5, every component)"
+    try:
+        area, keep = int(record["min_area"]), bool(record["keep_most_probable"])
+        return (f"- post-processing chosen on {record.get('n_images', '?')} out-of-fold images: threshold "
+                f"{float(record['threshold']):g}, minimum component area {area} px, most probable component only: "
+                f"{'yes' if keep else 'no'}; OOF mean DCS {_fmt(record['oof_dice_default'])} (threshold 0.5, every "
+                f"component) → {_fmt(record['oof_dice_chosen'])}")
+    except (KeyError, TypeError, ValueError):
+        return "- post-processing: postprocessing.json unreadable"
+
 #: What a report folder holds (what --overwrite replaces).
 OUTPUTS = ("report.md", "table2.csv", "table2.md", "figure2_*.png", "learning_curves_*.png")
 
@@ -377,6 +393,7 @@ def _write_report_files(infos: list[RunInfo], out: Path, n_cases: int) -> Path:
              *provenance_markdown(infos)]
     for info in infos:
         lines += [f"## {info.model} — {info.label}", "", f"- run: `{info.run_dir}`", f"- pre-trained weights: {info.weights}"]
+        lines.append(postprocessing_line(info.postprocessing))
         s = info.summary or {}
         if s:
             lines.append(f"- evaluation: `{info.eval_dir}` (split {s.get('split', '?')}, grid {s.get('grid', '?')})")

@@ -1,8 +1,9 @@
 """The paper's whole experiment in one call: four models × k folds → holdout ensemble → Table 2.
 
 For each model (ResNet34-UNet, ResNet22-UNet, ResNet34-FPN, ResNet22-FPN) on one prepared
-folder: patient-grouped cross-validation (`mammoseg.training.run_cross_validation`), fold-ensemble
-prediction of the holdout split, evaluation, then one report over all four.
+folder: patient-grouped cross-validation (`mammoseg.training.run_cross_validation`, which also
+chooses the post-processing on the out-of-fold predictions), fold-ensemble prediction of the
+holdout split with that post-processing, evaluation, then one report over all four.
 
 Pretrained weights follow the paper: both ResNet34 models start from ImageNet weights,
 both ResNet22 models from GMIC's global network (docs/method.md). Without a
@@ -11,7 +12,8 @@ console and marked "none (random init)" in the table.
 
 Layout: OUT/<model>/ is the run (config.yaml, folds.csv, fold*/), OUT/<model>/holdout_pred,
 OUT/<model>/eval, OUT/<model>/view/ (the results site), OUT/report/. Every stage resumes: training skips finished folds, and
-prediction/evaluation are skipped when their outputs are complete and newer than their inputs.
+prediction/evaluation are skipped when their outputs are complete and newer than their inputs (the
+checkpoints and postprocessing.json; the post-processing is chosen anew only when a fold changed).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from mammoseg.config import load_config
 from mammoseg.evaluation.scoring import Scoring, evaluate_predictions
 from mammoseg.folders import open_output_folder
 from mammoseg.inference.journal import prediction_complete
+from mammoseg.inference.oof import describe_record
+from mammoseg.inference.postprocess import read_record
 from mammoseg.inference.predict import PredictOptions, predict
 from mammoseg.io import write_text_atomic
 from mammoseg.layouts import EvaluationLayout, PredictionLayout, PreparedLayout, RunLayout
@@ -124,7 +128,8 @@ def predict_and_evaluate(
 ) -> dict[str, Any]:
     """Holdout prediction with the fold ensemble, then evaluation; each skipped when up to date."""
     echo, progress = stages.echo, stages.progress
-    checkpoints = RunLayout(run_dir).best_checkpoints()
+    # The chosen post-processing decides the masks too: a prediction older than it is redone.
+    checkpoints = [*RunLayout(run_dir).best_checkpoints(), RunLayout(run_dir).postprocessing]
     predictions, evaluation = PredictionLayout(pred_dir).predictions, EvaluationLayout(eval_dir)
     if prediction_complete(pred_dir) and _newer(predictions, checkpoints):
         echo(f"  predict: {pred_dir} is up to date; skipped")
@@ -163,6 +168,9 @@ def run_model(
     run_cross_validation(cfg, data_dir, run_dir, resume=True, device=stages.device, progress=stages.progress)
     write_run_info(run_dir, data_dir, weights_label, name, dataset)
     layout = RunLayout(run_dir)
+    chosen = read_record(layout)  # chosen on the out-of-fold predictions by run_cross_validation
+    if chosen is not None:
+        echo(f"[{name}] {describe_record(chosen)}")
     result = StageResult(name, run_dir, layout.holdout_pred, layout.eval)
     result.summary = predict_and_evaluate(run_dir, data_dir, result.pred_dir, result.eval_dir, stages)
     dice = result.summary.get("dice_mean")

@@ -11,6 +11,7 @@ zip archive:
     contract.json     the preprocessing contract: windowing, padding, resize, image size,
                       input scale, each fold's normalisation, threshold
     card.json         the model card, machine-readable; MODEL_CARD.md the same for people
+    postprocessing.json  the run's post-processing chosen on its out-of-fold predictions (when it has one)
     fold{k}/best.pt   fold k's best weights (mammoseg checkpoint format, weights only)
 
 The bundle id is the run id of the run it was exported from (`inference.run_identity`): the
@@ -49,8 +50,11 @@ CONFIG = "config.yaml"
 CONTRACT = "contract.json"
 CARD_JSON = "card.json"
 CARD_MD = "MODEL_CARD.md"
+#: The run's chosen post-processing (optional: bundles of runs without one, and older bundles, lack it).
+POSTPROCESSING = RunLayout(".").postprocessing.name
 #: Members a bundle may hold besides the manifest; anything else is refused.
-MEMBER_NAME = re.compile(r"config\.yaml|contract\.json|card\.json|MODEL_CARD\.md|fold\d{1,3}/best\.pt")
+MEMBER_NAME = re.compile(r"config\.yaml|contract\.json|card\.json|MODEL_CARD\.md|fold\d{1,3}/best\.pt|"
+                         + re.escape(POSTPROCESSING))
 REQUIRED_MEMBERS = (CONFIG, CONTRACT, CARD_JSON, CARD_MD)
 #: A run name becomes a folder name in the cache: no separators, no leading dot.
 RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}")
@@ -244,10 +248,15 @@ def unpack_bundle(path: str | os.PathLike, cache: str | os.PathLike | None = Non
     return run_dir, manifest
 
 
+def run_members(manifest: BundleManifest) -> tuple[str, ...]:
+    """The members besides the folds that an unpacked run folder holds."""
+    return (CONFIG, CONTRACT, *((POSTPROCESSING,) if POSTPROCESSING in manifest.members else ()))
+
+
 def _extract(path: Path, manifest: BundleManifest, folder: Path) -> None:
     """Write the members a run folder needs into `folder`, each checked again as it is written."""
     with zipfile.ZipFile(path) as archive:
-        for name in (CONFIG, CONTRACT, *manifest.fold_members()):
+        for name in (*run_members(manifest), *manifest.fold_members()):
             target = folder / name  # the name was checked against MEMBER_NAME: no separators beyond foldK/
             target.parent.mkdir(parents=True, exist_ok=True)
             digest = hashlib.sha256()
@@ -269,7 +278,9 @@ def _unpacked_matches(run_dir: Path, manifest: BundleManifest) -> bool:
         names = [f"{f.dir.name}/best.pt" for f in layout.folds()]
         if names != manifest.fold_members():
             return False
+        if (POSTPROCESSING in manifest.members) != layout.postprocessing.is_file():
+            return False
         return all(file_sha256(run_dir / name).hex() == manifest.members[name]["sha256"]
-                   for name in (CONFIG, CONTRACT, *names))
+                   for name in (*run_members(manifest), *names))
     except (OSError, ValueError):
         return False

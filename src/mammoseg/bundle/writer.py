@@ -27,12 +27,14 @@ from mammoseg.bundle.archive import (
     CONFIG,
     CONTRACT,
     MANIFEST,
+    POSTPROCESSING,
     BundleManifest,
     verify_bundle,
 )
 from mammoseg.bundle.card import build_card, card_markdown
 from mammoseg.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from mammoseg.inference.ensemble import check_member, run_architecture
+from mammoseg.inference.postprocess import CONNECTIVITY, read_record, rule_from_record, run_postprocessing
 from mammoseg.inference.run_identity import file_sha256, fold_digests, id_from_digests
 from mammoseg.io import atomic_path
 from mammoseg.layouts import PredictionLayout, RunLayout
@@ -69,7 +71,14 @@ def preprocessing_contract(ckpts: Mapping[int, Mapping[str, Any]], threshold: fl
 
 
 def run_threshold(layout: RunLayout) -> float:
-    """The threshold the run's holdout prediction used (its predict.json), else 0.5."""
+    """The threshold the run chose on its out-of-fold predictions (postprocessing.json), else the one its
+    holdout prediction used (its predict.json), else 0.5."""
+    try:
+        chosen = read_record(layout)
+        if chosen is not None:
+            return rule_from_record(chosen, str(layout.postprocessing)).threshold
+    except ValueError:
+        pass
     try:
         value = json.loads(PredictionLayout(layout.holdout_pred).summary.read_text(encoding="utf-8")).get("threshold")
     except (OSError, ValueError, AttributeError):
@@ -117,8 +126,15 @@ def write_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, threshold: 
     ckpts = fold_checkpoints(layout)
     digests = fold_digests(layout.root)
     bundle_id = id_from_digests(digests)
+    rule = run_postprocessing(layout, bundle_id)  # refused when chosen for other fold models, or unreadable
     threshold = run_threshold(layout) if threshold is None else float(threshold)
     contract = preprocessing_contract(ckpts, threshold)
+    if rule is not None:
+        contract["postprocessing"] = {**rule.components(), "connectivity": CONNECTIVITY,
+                                      "rule": "components of mean >= threshold on the image_size grid; those "
+                                              "smaller than min_area pixels dropped, then (keep_most_probable) all "
+                                              "but the one of highest maximum probability; dropped pixels set to 0 "
+                                              "before the mapping back to the original grid"}
     with tempfile.TemporaryDirectory(prefix="mammoseg-bundle-") as tmp:
         folder = Path(tmp)
         parameters = _resave(folder, layout, ckpts)
@@ -131,6 +147,9 @@ def write_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, threshold: 
         (folder / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
         (folder / CARD_MD).write_text(card_markdown(card), encoding="utf-8")
         names = [CONFIG, CONTRACT, CARD_JSON, CARD_MD, *(f"fold{k}/best.pt" for k in ckpts)]
+        if rule is not None:  # the rules it chose travel with the models they were chosen for
+            (folder / POSTPROCESSING).write_bytes(layout.postprocessing.read_bytes())
+            names.append(POSTPROCESSING)
         manifest = {
             "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "bundle_id": bundle_id,
             "run_name": layout.root.resolve().name, "threshold": threshold, "mammoseg": __version__,

@@ -76,7 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--forward", type=_destination, default=None, metavar="AE@HOST:PORT",
                         help="send each SEG and SR to this node with C-STORE")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="mask threshold (default: a bundle's published one, else 0.5)")
+                        help="mask threshold (default: a bundle's published one, else the run's chosen one in "
+                             "postprocessing.json, else 0.5); the run's component rules still apply")
+    parser.add_argument("--no-postprocessing", action="store_true",
+                        help="leave out the run's chosen post-processing (every component, threshold 0.5 by default)")
     parser.add_argument("--queue-size", type=_positive(int), default=8,
                         help="images waiting for prediction before C-STORE answers wait (default 8)")
     parser.add_argument("--retries", type=_positive(int), default=5, help="tries per send (default 5)")
@@ -97,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     folder = open_output_folder(args.out, "listen", inputs=[args.run] if Path(args.run).exists() else [],
                                 owned=listen_outputs(), overwrite=args.overwrite, resume=True)
     try:
-        segmenter = Segmenter.from_run(args.run, device=args.device, threshold=args.threshold)
+        segmenter = Segmenter.from_run(args.run, device=args.device, threshold=args.threshold,
+                                       postprocessing=not args.no_postprocessing)
         settings = NodeSettings(args.out, args.ae_title, args.host, args.port, tuple(args.allow), args.forward,
                                 args.queue_size, RetryPolicy(args.retries, args.retry_wait))
         node = Node(settings, segmenter, Path(resolve_model(args.run).run_dir))

@@ -1,6 +1,9 @@
 """Fold-ensemble prediction with a trained run.
 
-Averages the fold models' probabilities (the paper's ensemble) and thresholds them.
+Averages the fold models' probabilities (the paper's ensemble) and thresholds them, with the
+post-processing the run chose on its out-of-fold predictions (postprocessing.json: threshold,
+minimum component area, most probable component only); `--threshold` replaces only the
+threshold, `--no-postprocessing` gives every component thresholded at --threshold (default 0.5).
 Inputs are prepared folders (masks at the prepared size) or DICOM files/folders (masks
 on each DICOM's original pixel grid, optionally also as DICOM Segmentation objects),
 streamed: an archive's first masks appear at once; or the For Presentation mammograms of
@@ -39,7 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--dicomweb", metavar="URL", help="DICOMweb service root of a PACS or archive (see below)")
     parser.add_argument("--out", required=True, metavar="PRED", help="prediction folder to write")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="probability threshold (default: a bundle's published one, else 0.5)")
+                        help="probability threshold (default: a bundle's published one, else the run's chosen one "
+                             "in postprocessing.json, else 0.5); the run's component rules still apply")
+    parser.add_argument("--no-postprocessing", action="store_true",
+                        help="leave out the run's chosen post-processing: every component of the probability "
+                             "thresholded at --threshold (default 0.5)")
     parser.add_argument("--tta", action="store_true", help="also predict the horizontally flipped image and average")
     parser.add_argument("--save-prob", action="store_true", help="also write prob/<id>.png (uint16 probability)")
     parser.add_argument("--dicom-seg", action="store_true",
@@ -71,18 +78,19 @@ def predict_options(args: argparse.Namespace) -> PredictOptions:
 
     return PredictOptions(threshold=args.threshold, tta=args.tta, save_prob=args.save_prob, dicom_seg=args.dicom_seg,
                           dicom_sr=args.dicom_sr, split=args.split, batch_size=args.batch_size, device=args.device,
-                          progress=not args.no_progress, folds=args.folds)
+                          progress=not args.no_progress, folds=args.folds, postprocessing=not args.no_postprocessing)
 
 
 def resolve_run(args: argparse.Namespace) -> None:
-    """`--run`/`--model` as a run folder (a bundle verified and unpacked), and the threshold to use."""
+    """`--run`/`--model` as a run folder (a bundle verified and unpacked), and the threshold to use (None: the
+    run's chosen one, else 0.5, once predict has read the run)."""
     from mammoseg.bundle.store import resolve_model
 
     spec = args.run or args.model
     source = resolve_model(spec) if spec else None
     args.run = str(source.run_dir) if source else None
-    if args.threshold is None:
-        args.threshold = source.threshold if source and source.threshold is not None else 0.5
+    if args.threshold is None and source is not None and source.threshold is not None:
+        args.threshold = source.threshold
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,10 @@
 Overrides use dotted keys, e.g. `epochs.focal_tversky=10 batch_size=8 model.encoder=resnet22
 model.decoder=fpn`; every key, its type and default: docs/config.md. The config is checked
 against the data (crop vs prepared size, folds vs patients, weights files) before anything is
-written. Several GPUs or nodes: `torchrun --nproc_per_node=N -m mammoseg train ...`.
+written. Once every fold is trained, the post-processing (threshold, minimum component area, most
+probable component only) is chosen on the folds' out-of-fold predictions and saved as
+RUN/postprocessing.json (docs/training.md, "Post-processing"). Several GPUs or nodes:
+`torchrun --nproc_per_node=N -m mammoseg train ...`.
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ def _print_config(cfg: ExperimentConfig) -> int:
 
 def _train(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from mammoseg.distributed import env_dist_info, shutdown_distributed
+    from mammoseg.inference.oof import describe_record
+    from mammoseg.inference.postprocess import read_record
+    from mammoseg.inference.run_identity import run_id
     from mammoseg.layouts import RunLayout
     from mammoseg.training import run_cross_validation
     from mammoseg.training.cross_validation import select_folds
@@ -84,6 +90,9 @@ def _train(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
         shutdown_distributed()
     if env_dist_info().is_main:
         print(summary_line(results, args.out))
+        chosen = read_record(RunLayout(args.out))
+        if chosen is not None and chosen.get("run_id") == run_id(args.out):  # chosen for these very models
+            print(describe_record(chosen))
         print(f"next: mammoseg predict --run {args.out} --input {args.data} --split holdout "
               f"--out {RunLayout(args.out).holdout_pred}")
     return 0

@@ -62,6 +62,8 @@ class RunInfo:
     notes: list[str] = field(default_factory=list)
     figure2_text: str = "Best / median / worst holdout cases by Dice."
     settings: RunSettings | None = None
+    #: postprocessing.json (the rule chosen on the out-of-fold predictions), when the run has one.
+    postprocessing: dict[str, Any] | None = None
 
 
 
@@ -204,4 +206,5 @@ def load_run(
         dataset = info.data_dir.resolve().name
     info.dataset = str(dataset or "?")
     info.settings = run_settings(layout, config, info.pred_dir, info.data_dir)
+    info.postprocessing = _read_dict(layout.postprocessing) or None
     return info

@@ -39,8 +39,8 @@ from mammoseg.dicomweb.source import DicomWebSource, instance_url, parse_query
 from mammoseg.folders import open_output_folder
 from mammoseg.inference.journal import ERRORS_COLUMNS
 from mammoseg.inference.outputs import OUTPUT_ENTRIES
-from mammoseg.inference.predict import PredictOptions, predict
-from mammoseg.inference.run_identity import run_identity
+from mammoseg.inference.predict import PredictOptions, predict, resolve_postprocessing
+from mammoseg.inference.run_identity import run_id, run_identity
 from mammoseg.io import read_csv, write_csv_atomic, write_text_atomic
 from mammoseg.layouts import PredictionLayout
 
@@ -88,14 +88,16 @@ def predict_dicomweb(
 ) -> dict[str, Any]:
     """The round trip of the module docstring; returns predict's summary with the `dicomweb` counts.
 
-    `options` are predict's (threshold, tta, save_prob, batch_size, device, progress); DICOM SEG
-    is always on, and each SEG records this run's identity.
+    `options` are predict's (threshold, post-processing, tta, save_prob, batch_size, device, progress);
+    DICOM SEG is always on, and each SEG records this run's identity and the threshold in force.
     """
     from mammoseg.dicomweb import DicomWeb
 
     job.check()
     require_highdicom()
-    identity = run_identity(run_dir, options.threshold)  # hashes the checkpoints: once per run
+    known_run_id = run_id(run_dir)  # hashes the checkpoints: once per run
+    options = resolve_postprocessing(run_dir, options, known_run_id)  # the run's post-processing and threshold
+    identity = run_identity(run_dir, options.threshold, known_run_id=known_run_id)
     with DicomWeb.connect(job.source) as web:
         web.check()
         claim_output(out_dir, job)  # a bad --out is refused before the search

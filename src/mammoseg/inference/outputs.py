@@ -3,7 +3,8 @@ overlays, DICOM SEG. (Its CSVs and settings are `mammoseg.inference.journal`'s.)
 
 A DICOM input's probability is mapped back onto its original pixel grid *before*
 thresholding, so the mask matches the source image pixel for pixel (and a DICOM
-Segmentation can reference it); a prepared input's mask stays on the prepared grid.
+Segmentation can reference it); a prepared input's mask stays on the prepared grid. The run's
+post-processing (`mammoseg.inference.postprocess`) drops components on the model grid first.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mammoseg.geometry import invert_probability
 from mammoseg.inference.ensemble import threshold_probability
 from mammoseg.inference.inputs import LoadedItem
 from mammoseg.inference.journal import STEM
+from mammoseg.inference.postprocess import PostProcessing, drop_components
 from mammoseg.io import write_png
 from mammoseg.journals import journal_entries
 from mammoseg.layouts import PredictionLayout
@@ -84,15 +86,24 @@ def write_dicom_objects(source: Any, mask: np.ndarray, prob: np.ndarray, paths: 
         write_dicom_sr(masses, source, seg, sr_path, identity=identity)
 
 
-def write_outputs(
-    loaded: LoadedItem, prob_model: np.ndarray, out: Path, threshold: float, save_prob: bool, dicom_seg: bool,
-    seg_identity: SegIdentity | None = None, dicom_sr: bool = False,
-) -> dict[str, Any]:
-    """Write one input's mask, overlay (and probability, SEG recording `seg_identity`, SR of the masses
-    referencing that SEG); its predictions.csv row."""
-    item = loaded.item
+def output_mask(loaded: LoadedItem, prob_model: np.ndarray, rule: PostProcessing) -> tuple[np.ndarray, np.ndarray, str]:
+    """(mask, raw probability, grid name) on the input's own grid: the rule's components are chosen on the
+    model grid (`drop_components`), then the probability is mapped back and thresholded there."""
     prob, grid = output_probability(loaded, prob_model)
-    mask = threshold_probability(prob, threshold)
+    kept = drop_components(prob_model, rule)
+    cut = prob if kept is prob_model else output_probability(loaded, kept)[0]
+    return threshold_probability(cut, rule.threshold), prob, grid
+
+
+def write_outputs(
+    loaded: LoadedItem, prob_model: np.ndarray, out: Path, rule: PostProcessing | float, save_prob: bool,
+    dicom_seg: bool, seg_identity: SegIdentity | None = None, dicom_sr: bool = False,
+) -> dict[str, Any]:
+    """Write one input's mask under `rule` (a bare threshold: that threshold alone), overlay (and the raw
+    probability, SEG recording `seg_identity`, SR of the masses referencing that SEG); its predictions.csv row."""
+    item = loaded.item
+    rule = rule if isinstance(rule, PostProcessing) else PostProcessing(float(rule))
+    mask, prob, grid = output_mask(loaded, prob_model, rule)
     layout = PredictionLayout(out)
     write_png(layout.mask(item.id), mask)
     if save_prob:

@@ -45,7 +45,9 @@ from mammoseg.inference.journal import (
     write_state,
 )
 from mammoseg.inference.outputs import OUTPUT_ENTRIES, write_outputs
+from mammoseg.inference.postprocess import PostProcessing, run_postprocessing
 from mammoseg.inference.run_identity import run_id, run_identity
+from mammoseg.layouts import RunLayout
 from mammoseg.shards import Part
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,8 @@ class PredictOptions:
     """How to predict: what decides the masks besides the models (recorded, so a resumed run keeps
     them), and how to run (batch size, device, progress bar: speed and display only)."""
 
-    threshold: float = 0.5
+    #: None: the run's chosen threshold (postprocessing.json), else 0.5; a number overrides it.
+    threshold: float | None = None
     tta: bool = False
     save_prob: bool = False
     dicom_seg: bool = False
@@ -68,9 +71,13 @@ class PredictOptions:
     progress: bool = True
     #: the folds whose models are averaged (--folds); None: every trained fold of the run.
     folds: tuple[int, ...] | None = None
+    #: False (--no-postprocessing): the thresholded mask with every component, whatever the run chose.
+    postprocessing: bool = True
+    #: The rule in force, resolved from the above and the run by `resolve_postprocessing`.
+    rule: PostProcessing | None = None
 
     def check(self, inputs: Sequence[Any]) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1], got {self.threshold}")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
@@ -82,10 +89,13 @@ class PredictOptions:
     def recorded(self) -> dict[str, Any]:
         """What a resumed run must keep (batch size, device and progress change speed and display only;
         a fold subset is recorded when one was chosen)."""
-        skipped = ("batch_size", "device", "progress", *(("folds",) if self.folds is None else ()))
+        skipped = ("batch_size", "device", "progress", "postprocessing", "rule",
+                   *(("folds",) if self.folds is None else ()))
         recorded = {k: v for k, v in asdict(self).items() if k not in skipped}
         if self.folds is not None:
             recorded["folds"] = list(self.folds)  # as JSON reads it back
+        if self.rule is not None and self.rule.filters_components:  # the threshold alone is `threshold`
+            recorded["postprocessing"] = self.rule.components()
         return recorded
 
 
@@ -142,8 +152,26 @@ def all_cores(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def resolve_postprocessing(run_dir: str | os.PathLike, options: PredictOptions, known_run_id: str) -> PredictOptions:
+    """The options with the rule in force (`options.rule`) and its threshold: the run's chosen post-processing
+    (postprocessing.json, checked to belong to the run's fold models `known_run_id`), else the default (0.5,
+    every component); a given `threshold` replaces the chosen one only; `postprocessing=False` keeps the
+    threshold alone. Already resolved options keep their rule (a threshold set since replaces its threshold)."""
+    if options.rule is not None:
+        rule = options.rule if options.threshold is None else replace(options.rule, threshold=float(options.threshold))
+        return replace(options, threshold=rule.threshold, rule=rule)
+    chosen = run_postprocessing(RunLayout(run_dir), known_run_id) if options.postprocessing else None
+    rule = chosen or PostProcessing()
+    if not options.postprocessing:
+        rule = PostProcessing(rule.threshold)
+    if options.threshold is not None:
+        rule = replace(rule, threshold=float(options.threshold))
+    return replace(options, threshold=rule.threshold, rule=rule)
+
+
 def with_identity(run_dir: str | os.PathLike, options: PredictOptions) -> tuple[PredictOptions, str]:
-    """The options with the SEG identity every DICOM SEG (and SR) records, and the run id.
+    """The options with the post-processing in force (`resolve_postprocessing`) and the SEG identity every
+    DICOM SEG (and SR) records, and the run id.
 
     The run id hashes every checkpoint: a given SEG identity already holds it, else it is computed
     here, once per run. A local `--dicom-seg` thus records the same run id and threshold as a SEG
@@ -153,8 +181,9 @@ def with_identity(run_dir: str | os.PathLike, options: PredictOptions) -> tuple[
     if options.dicom_sr and not options.dicom_seg:  # the SR references the SEG's segment: both are written
         options = replace(options, dicom_seg=True)
     if options.seg_identity is not None:
-        return options, options.seg_identity.run_id
+        return resolve_postprocessing(run_dir, options, options.seg_identity.run_id), options.seg_identity.run_id
     known = run_id(run_dir)
+    options = resolve_postprocessing(run_dir, options, known)
     if options.dicom_seg and 0.0 < options.threshold < 1.0:
         options = replace(options, seg_identity=run_identity(run_dir, options.threshold, known_run_id=known))
     return options, known
@@ -204,8 +233,8 @@ def _predict_batch(ensemble: Ensemble, loaded: Sequence[LoadedItem], device: tor
     probs = batch_probability(ensemble.members, [li.model_input for li in loaded], device, tta=options.tta)
     for li, prob in zip(loaded, probs):
         try:
-            row = write_outputs(li, prob, out, options.threshold, options.save_prob, options.dicom_seg,
-                                options.seg_identity, dicom_sr=options.dicom_sr)
+            row = write_outputs(li, prob, out, options.rule or PostProcessing(options.threshold), options.save_prob,
+                                options.dicom_seg, options.seg_identity, dicom_sr=options.dicom_sr)
             journal.add_row(li.item, row)
         except Exception as exc:  # e.g. an unwritable SEG for an odd header
             journal.add_error(InputError(li.item.input, f"{type(exc).__name__}: {exc}", li.item.seq, li.item.key))

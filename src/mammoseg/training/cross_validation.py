@@ -24,6 +24,7 @@ from mammoseg.checkpoint import read_checkpoint
 from mammoseg.config import RUNTIME_KEYS, ExperimentConfig, config_differences, config_from_dict, save_config
 from mammoseg.distributed import DistInfo, barrier, broadcast_object, env_dist_info, init_distributed, resolve_device
 from mammoseg.folders import FolderLock, LockRequest, OutputFolder, open_output_folder, remove_entries
+from mammoseg.inference.oof import describe_record, ensure_postprocessing
 from mammoseg.layouts import FoldFiles, RunLayout
 from mammoseg.training.checks import check_training_input
 from mammoseg.training.fold import FoldJob, FoldResult, train_fold
@@ -190,4 +191,17 @@ def run_cross_validation(
         for r in results:
             log.info("fold %d: best epoch %d, val loss %.4f, val Dice %.4f%s", r.fold, r.best_epoch,
                      r.best_val_loss, r.best_val_dice, " (already done)" if r.skipped else "")
+        choose_postprocessing(run)
     return results
+
+
+def choose_postprocessing(run: CrossValidationRun) -> None:
+    """Once every fold of the run is trained, the post-processing chosen on the folds' out-of-fold
+    predictions (`mammoseg.inference.oof`), unless the run already holds the choice for these models."""
+    missing = [k for k in range(run.cfg.n_folds) if not fold_finished(run.layout.fold(k), run.cfg.total_epochs)]
+    if missing:
+        log.info("post-processing: not chosen yet, fold(s) %s not trained (it is chosen on the out-of-fold "
+                 "predictions once every fold is)", ", ".join(map(str, missing)))
+        return
+    record, chosen_now = ensure_postprocessing(run.layout.root, run.data_dir, run.device, run.cfg.batch_size)
+    log.info("%s%s", describe_record(record), "" if chosen_now else " (already chosen for these models)")
