@@ -46,6 +46,7 @@ __all__ = [
     "FrocCurve",
     "ImageSweep",
     "froc_curve",
+    "froc_summary",
     "mean_sensitivity",
     "operating_sensitivities",
     "sweep_image",
@@ -225,3 +226,23 @@ def mean_sensitivity(by_point: dict[float, float]) -> float:
     if not by_point:
         raise ValueError("mean sensitivity: no operating points")
     return float(np.mean(list(by_point.values())))
+
+
+def froc_summary(curve: FrocCurve, lesion_iou: float, predict_threshold: float | None = None) -> dict[str, object]:
+    """summary.json's ``froc``: sensitivity at each operating point (keys "0.125" … "8"), their mean,
+    the point at the predict threshold (when it was swept), the lesion IoU and the counts."""
+    by_point = operating_sensitivities(curve)
+    at_predict = None
+    if predict_threshold is not None and float(predict_threshold) in curve.thresholds:
+        i = curve.thresholds.index(float(predict_threshold))
+        at_predict = {"threshold": float(predict_threshold), "sensitivity": float(curve.sensitivity[i]),
+                      "fp_per_image": float(curve.fp_per_image[i])}
+    return {
+        "operating_points": {f"{point:g}": sens for point, sens in by_point.items()},
+        "mean_sensitivity": mean_sensitivity(by_point),
+        "at_predict_threshold": at_predict,
+        "lesion_iou_threshold": float(lesion_iou),
+        "n_ref_lesions": curve.n_ref,
+        "n_images": curve.n_images,
+        "n_thresholds": len(curve.thresholds),
+    }
