@@ -26,11 +26,11 @@ when the curve ends below the operating point (even the lowest threshold has few
 positives) it is the sensitivity of that last point. Their mean is the ``mean_sensitivity``, the
 CPM-style summary.
 
-Speed: per image the reference lesions are labelled once, and only the bounding box of
-``prob ≥ lowest threshold`` is relabelled, a box that shrinks with every threshold to the
-components still present; a level no pixel reaches is not relabelled at all. The intersections
-are counted over the reference pixels only. Everything stays on the grid the masks are scored on,
-so the result is exact, not an approximation on a coarser grid.
+Speed: the components of ``prob ≥ t`` are nested (raising t only shrinks or splits them), so per
+image the map is labelled in full once, at the lowest threshold; after that each component is
+counted for every threshold up to its lowest pixel value at once, and relabelled only inside its
+own bounding box where it loses pixels. The reference lesions are labelled once. Everything stays
+on the grid the masks are scored on, so the result is exact, not an approximation on a coarser grid.
 """
 
 from __future__ import annotations
@@ -103,64 +103,61 @@ def sweep_image(prob: np.ndarray, ref: np.ndarray, thresholds: Sequence[float], 
     """
     prob, ref = np.asarray(prob), np.asarray(ref) != 0
     _check_sweep_input(prob, ref, thresholds, lesion_iou)
+    if not np.issubdtype(prob.dtype, np.floating):
+        prob = prob.astype(np.float64)
+    # `prob >= t` with a Python float t compares in prob's own precision: so does the sweep.
+    levels = np.asarray(thresholds, dtype=np.float64).astype(prob.dtype)
     n_ref, ref_labels, ref_stats = _labels(ref)
-    ref_area = ref_stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
-    ref_rows, ref_cols = np.nonzero(ref_labels)
-    ref_of_pixel = ref_labels[ref_rows, ref_cols].astype(np.int64)
-    detected = np.zeros(len(thresholds), dtype=np.int64)
-    false_pos = np.zeros(len(thresholds), dtype=np.int64)
-
-    box = (0, prob.shape[0], 0, prob.shape[1])  # rows r0:r1, cols c0:c1 that hold every pixel ≥ t
-    levels = np.searchsorted(np.asarray(thresholds, dtype=np.float64), prob.ravel(), side="right")
-    present = np.bincount(levels, minlength=len(thresholds) + 1)  # pixels whose highest threshold is i - 1
-    reached = np.cumsum(present[::-1])[::-1][1:]  # reached[i]: pixels with prob ≥ thresholds[i]
-    previous = None
-    for i, t in enumerate(thresholds):
-        if reached[i] == 0:
-            break
-        if previous is not None and reached[i] == reached[i - 1]:  # the same pixels: the same counts
-            detected[i], false_pos[i] = previous
-            continue
-        r0, r1, c0, c1 = box
-        n_pred, pred_labels, stats = _labels(prob[r0:r1, c0:c1] >= np.float64(t))  # compared as searchsorted did
-        previous = _match(n_pred, pred_labels, stats, (ref_rows - r0, ref_cols - c0, ref_of_pixel),
-                          (n_ref, ref_area, lesion_iou))
-        detected[i], false_pos[i] = previous
-        box = _shrunk_box(stats, box)
-    return ImageSweep(n_ref=n_ref, detected=detected, false_positives=false_pos)
+    sweep = _Sweep(prob, levels, ref_labels, ref_stats[1:, cv2.CC_STAT_AREA].astype(np.int64), lesion_iou)
+    whole = prob >= levels[0]
+    sweep.split(0, 0, whole, 0)
+    while sweep.pending:
+        sweep.follow(*sweep.pending.pop())
+    detected = sweep.hit[1:].sum(axis=0) if n_ref else np.zeros(len(levels), dtype=np.int64)
+    return ImageSweep(n_ref=n_ref, detected=detected.astype(np.int64), false_positives=np.cumsum(sweep.fp_change)[:-1])
 
 
-def _shrunk_box(stats: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-    """The bounding box (in image coordinates) of the components in `stats`, found inside `box`."""
-    r0, _, c0, _ = box
-    parts = stats[1:]
-    left, top = parts[:, cv2.CC_STAT_LEFT], parts[:, cv2.CC_STAT_TOP]
-    right, bottom = left + parts[:, cv2.CC_STAT_WIDTH], top + parts[:, cv2.CC_STAT_HEIGHT]
-    return r0 + int(top.min()), r0 + int(bottom.max()), c0 + int(left.min()), c0 + int(right.max())
+class _Sweep:
+    """The walk down the nested components of ``prob ≥ t`` as t rises.
 
+    A component found at threshold index i keeps all its pixels up to the last threshold not above
+    its lowest value; over that range it counts once (a detection of the lesions it overlaps with
+    IoU ≥ `lesion_iou`, else a false positive), and only then is it relabelled, inside its own
+    bounding box, into the components it splits or shrinks into. So a pixel is relabelled only
+    where something changes, and the rest of the image is never looked at again."""
 
-def _match(n_pred: int, pred_labels: np.ndarray, stats: np.ndarray,
-           ref_pixels: tuple[np.ndarray, np.ndarray, np.ndarray],
-           reference: tuple[int, np.ndarray, float]) -> tuple[int, int]:
-    """(detected lesions, false positives) of the detections labelled in a box, `lesion_counts`' rule.
+    def __init__(self, prob: np.ndarray, levels: np.ndarray, ref_labels: np.ndarray, ref_area: np.ndarray,
+                 lesion_iou: float) -> None:
+        self.prob, self.levels, self.ref_labels, self.ref_area = prob, levels, ref_labels, ref_area
+        self.lesion_iou = lesion_iou
+        self.hit = np.zeros((ref_area.size + 1, levels.size), dtype=bool)  # [lesion, threshold]; row 0 unused
+        self.fp_change = np.zeros(levels.size + 1, dtype=np.int64)  # false positives start (+1) / stop (-1)
+        self.pending: list[tuple[int, int, np.ndarray, int]] = []  # (row, column, component mask, threshold index)
 
-    `ref_pixels` are the reference pixels' rows and columns relative to the box and their lesion
-    labels; `reference` is (number of lesions, each lesion's area, the IoU a detection needs)."""
-    n_ref, ref_area, lesion_iou = reference
-    if n_ref == 0 or n_pred == 0:
-        return 0, n_pred
-    rows, cols, lesion = ref_pixels
-    h, w = pred_labels.shape
-    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    pred_of_pixel = np.zeros(rows.shape, dtype=np.int64)
-    pred_of_pixel[inside] = pred_labels[rows[inside], cols[inside]]
-    joint = np.bincount(lesion * (n_pred + 1) + pred_of_pixel,
-                        minlength=(n_ref + 1) * (n_pred + 1)).reshape(n_ref + 1, n_pred + 1)
-    inter = joint[1:, 1:]
-    area_pred = stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
-    iou = inter / (ref_area[:, None] + area_pred[None, :] - inter)
-    hits = iou >= lesion_iou
-    return int(hits.any(axis=1).sum()), int((~hits.any(axis=0)).sum())
+    def split(self, r0: int, c0: int, mask: np.ndarray, index: int) -> None:
+        """Queue the components of `mask` (a box at row r0, column c0) as present from threshold `index`."""
+        n, labels, stats = _labels(mask)
+        for k in range(1, n + 1):
+            x, y, w, h = (int(v) for v in stats[k, :4])
+            self.pending.append((r0 + y, c0 + x, labels[y:y + h, x:x + w] == k, index))
+
+    def follow(self, r0: int, c0: int, mask: np.ndarray, index: int) -> None:
+        """Count one component over the thresholds it keeps all its pixels, then split it at the next."""
+        h, w = mask.shape
+        crop = self.prob[r0:r0 + h, c0:c0 + w]
+        values = crop[mask]
+        end = int(np.searchsorted(self.levels, values.min(), side="right"))  # thresholds ≤ its lowest value
+        lesion = self.ref_labels[r0:r0 + h, c0:c0 + w][mask]
+        inter = np.bincount(lesion, minlength=self.ref_area.size + 1)[1:]
+        iou = inter / (self.ref_area + values.size - inter)
+        hits = np.flatnonzero(iou >= self.lesion_iou) + 1
+        if hits.size:
+            self.hit[hits, index:end] = True
+        else:
+            self.fp_change[index] += 1
+            self.fp_change[end] -= 1
+        if end < self.levels.size:
+            self.split(r0, c0, mask & (crop >= self.levels[end]), end)
 
 
 @dataclass(frozen=True)
