@@ -73,6 +73,10 @@ def test_tiny_reproduce_runs_and_resumes(tmp_path):
     preds = read_csv(run / "holdout_pred" / "predictions.csv")
     assert sorted(r["id"] for r in preds) == ["p0_0", "p0_1", "p1_0", "p1_1"]
     assert (run / "eval" / "summary.json").is_file()
+    # the holdout is predicted with its probabilities, so the evaluation has a FROC (one row per threshold)
+    assert sorted(p.stem for p in (run / "holdout_pred" / "prob").glob("*.png")) == ["p0_0", "p0_1", "p1_0", "p1_1"]
+    froc = json.loads((run / "eval" / "summary.json").read_text())["froc"]
+    assert froc["n_images"] == 4 and len(read_csv(run / "eval" / "froc.csv")) == froc["n_thresholds"]
     assert (run / "view" / "index.html").is_file() and f"view: {run / 'view' / 'index.html'}" in messages
     assert len(list((run / "view" / "thumbs").glob("*.png"))) == 4
     table = read_csv(out / "report" / "table2.csv")

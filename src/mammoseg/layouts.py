@@ -41,7 +41,8 @@ A prediction folder (`mammoseg predict`), `PredictionLayout`:
 An evaluation folder (`mammoseg evaluate`), `EvaluationLayout`:
 
     EVAL/per_image.csv         one row per image: Dice, IoU, lesion counts
-    EVAL/summary.json          means, spreads and counts
+    EVAL/summary.json          means, spreads and counts (and the FROC's operating points)
+    EVAL/froc.csv              the FROC curve: one row per probability threshold (with probability maps)
     EVAL/errors.csv            pairs that could not be scored
 """
 
@@ -178,11 +179,15 @@ class EvaluationLayout:
     def errors(self) -> Path:
         return self.root / ERRORS_CSV
 
+    @property
+    def froc(self) -> Path:
+        return self.root / "froc.csv"
+
     @classmethod
     def outputs(cls) -> tuple[str, ...]:
         """The entries an evaluation writes (what `evaluate --overwrite` removes)."""
         layout = cls(".")
-        return (layout.per_image.name, layout.summary.name, ERRORS_CSV)
+        return (layout.per_image.name, layout.summary.name, ERRORS_CSV, layout.froc.name)
 
 
 @dataclass(frozen=True)

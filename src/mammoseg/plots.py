@@ -1,4 +1,4 @@
-"""Figures shared by training and the report: learning curves, and saving a figure atomically.
+"""Figures shared by training, the report and the view: learning curves, FROC curves, and saving a figure atomically.
 
 Uses matplotlib's object API (`Figure` with the Agg canvas), never `pyplot`, so importing
 mammoseg does not change the backend of a notebook or script that uses it.
@@ -63,4 +63,35 @@ def plot_learning_curves(path: str | os.PathLike, curves: Sequence[tuple[str, Lo
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2 if ax is ax_loss else 1)
     fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
+
+
+#: One model's FROC for `plot_froc`: (label, froc.csv rows with fp_per_image and sensitivity,
+#: operating points as summary.json's ``froc`` writes them: {"0.125": sensitivity, ...}).
+FrocLine = tuple[str, Sequence[Mapping[str, Any]], Mapping[str, float]]
+
+
+def plot_froc(path: str | os.PathLike, lines: Sequence[FrocLine], title: str) -> None:
+    """Lesion sensitivity against false positives per image, one colour per model, on a log-2 axis
+    from 1/8 to 8 FP/image; the operating points' sensitivities as dots. Sweep points with no false
+    positive lie off a log axis and are left out of the line (their sensitivity is in the dots)."""
+    fig = Figure(figsize=(6, 4.2))
+    ax = fig.subplots()
+    for k, (label, rows, points) in enumerate(lines):
+        colour = f"C{k % 10}"
+        strict_first = sorted(rows, key=lambda r: -float(r["threshold"]))  # the sweep from strict to lax
+        shown = [(float(r["fp_per_image"]), float(r["sensitivity"])) for r in strict_first if float(r["fp_per_image"]) > 0]
+        if shown:
+            ax.plot([p[0] for p in shown], [p[1] for p in shown], color=colour, lw=1.5, label=label)
+        marks = sorted((float(x), float(s)) for x, s in points.items())
+        ax.plot([m[0] for m in marks], [m[1] for m in marks], color=colour, ls="none", marker="o", ms=4,
+                label=None if shown else label)
+    ticks = [0.125, 0.25, 0.5, 1, 2, 4, 8]
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, ["1/8", "1/4", "1/2", "1", "2", "4", "8"])
+    ax.set(xlim=(0.125, 8), ylim=(0, 1.02), xlabel="false positives per image", ylabel="lesion sensitivity",
+           title=title)
+    ax.grid(alpha=0.3)
+    if lines:
+        ax.legend(fontsize=7, loc="lower right")
     save_figure(fig, path)

@@ -4,7 +4,8 @@ Input: run folders (config.yaml names the model and its pretrained weights; fold
 holds the curves) and their evaluation folders (summary.json, per_image.csv). Output:
 `table2.md` / `table2.csv` (with the published figures of Isosalo, Mustonen et al. 2022
 beside them), `figure2_<run>.png` (best / median / worst cases by Dice),
-`learning_curves_<run>.png`, and `report.md`, the index linking them.
+`learning_curves_<run>.png`, `froc.png` (the lesion-level FROC of every run whose evaluation
+has one, with their operating points in report.md), and `report.md`, the index linking them.
 
 Each run's section states the post-processing chosen on its out-of-fold predictions
 (postprocessing.json: threshold, minimum component area, most probable component only) and the
@@ -33,7 +34,7 @@ from mammoseg.folders import open_output_folder
 from mammoseg.io import read_csv, read_png, write_csv_atomic, write_text_atomic
 from mammoseg.layouts import EvaluationLayout, PredictionLayout, PreparedLayout, RunLayout
 from mammoseg.manifest import UniqueIds
-from mammoseg.plots import plot_learning_curves, save_figure
+from mammoseg.plots import plot_froc, plot_learning_curves, save_figure
 from mammoseg.version import __version__
 
 log = logging.getLogger(__name__)
@@ -331,6 +332,42 @@ def learning_curves(run: RunInfo, path: Path) -> Path | None:
     return path
 
 
+# --------------------------------------------------------------------------- FROC
+
+
+def froc_line(summary: Mapping[str, Any]) -> str | None:
+    """report.md's FROC line of one evaluation: the mean sensitivity and each operating point;
+    why there is none; or None for an evaluation written before FROC existed."""
+    froc = summary.get("froc")
+    if not froc:
+        return f"FROC: not computed ({summary['froc_skipped']})" if summary.get("froc_skipped") else None
+    points = froc["operating_points"]
+    return (f"FROC (lesion IoU ≥ {float(froc['lesion_iou_threshold']):g}, {froc['n_ref_lesions']} lesions in "
+            f"{froc['n_images']} images): mean sensitivity {float(froc['mean_sensitivity']):.3f}; sensitivity at "
+            f"{' / '.join(points)} FP/image: {' / '.join(f'{float(v):.3f}' for v in points.values())}")
+
+
+def froc_section(runs: Sequence[RunInfo], out: Path) -> list[str]:
+    """report.md's FROC section and `froc.png`: every run whose evaluation has a FROC curve (none: no section)."""
+    curves, table = [], []
+    for r in runs:
+        froc = (r.summary or {}).get("froc")
+        curve = EvaluationLayout(r.eval_dir).froc if r.eval_dir is not None else None
+        if froc and curve is not None and curve.is_file():
+            curves.append((r.label, read_csv(curve), froc["operating_points"]))
+            table.append(f"| {r.label} | {float(froc['mean_sensitivity']):.3f} | "
+                         + " | ".join(f"{float(v):.3f}" for v in froc["operating_points"].values()) + " |")
+    if not curves:
+        return []
+    plot_froc(out / "froc.png", curves, "lesion-level FROC")
+    points = list(curves[0][2])
+    return ["## FROC", "",
+            "Lesion sensitivity against false positives per image as the probability threshold sweeps "
+            "(docs/method.md, \"Lesion-level FROC\"); the mean sensitivity is the mean of the seven operating points.",
+            "", "| Run | Mean sensitivity | " + " | ".join(f"{p} FP/image" for p in points) + " |",
+            "| --- | ---: | " + " | ".join("---:" for _ in points) + " |", *table, "", "![FROC](froc.png)", ""]
+
+
 # --------------------------------------------------------------------------- the report
 
 
@@ -348,7 +385,7 @@ def postprocessing_line(record: Mapping[str, Any] | None) -> str:
         return "- post-processing: postprocessing.json unreadable"
 
 #: What a report folder holds (what --overwrite replaces).
-OUTPUTS = ("report.md", "table2.csv", "table2.md", "figure2_*.png", "learning_curves_*.png")
+OUTPUTS = ("report.md", "table2.csv", "table2.md", "figure2_*.png", "learning_curves_*.png", "froc.png")
 
 
 def write_report(
@@ -390,7 +427,7 @@ def _write_report_files(infos: list[RunInfo], out: Path, n_cases: int) -> Path:
     write_text_atomic(out / "table2.md", "# Table 2\n\n" + table_md)
 
     lines = ["# mammoseg report", "", "## Table 2", "", table_md, "CSV: [table2.csv](table2.csv)", "",
-             *provenance_markdown(infos)]
+             *provenance_markdown(infos), *froc_section(infos, out)]
     for info in infos:
         lines += [f"## {info.model} — {info.label}", "", f"- run: `{info.run_dir}`", f"- pre-trained weights: {info.weights}"]
         lines.append(postprocessing_line(info.postprocessing))
@@ -410,6 +447,9 @@ def _write_report_files(infos: list[RunInfo], out: Path, n_cases: int) -> Path:
                 extra.append(f"false positives / image {float(s['false_positives_per_image']):.3f}")
             if extra:
                 lines.append("- " + "; ".join(extra))
+            froc = froc_line(s)
+            if froc:
+                lines.append(f"- {froc}")
         fig2 = figure2(info, out / f"figure2_{info.label}.png", n_cases)
         curves = learning_curves(info, out / f"learning_curves_{info.label}.png")
         lines.append("")

@@ -135,8 +135,8 @@ def predict_and_evaluate(
         echo(f"  predict: {pred_dir} is up to date; skipped")
     else:
         echo(f"  predict: holdout of {data_dir} -> {pred_dir}")
-        predict(run_dir, [data_dir], pred_dir, PredictOptions(split="holdout", device=stages.device, progress=progress),
-                overwrite=True)
+        predict(run_dir, [data_dir], pred_dir,  # probabilities saved: evaluate's FROC needs them
+                PredictOptions(split="holdout", save_prob=True, device=stages.device, progress=progress), overwrite=True)
     summary_path = evaluation.summary
     if _newer(summary_path, [predictions]) and evaluation.per_image.is_file():
         echo(f"  evaluate: {eval_dir} is up to date; skipped")

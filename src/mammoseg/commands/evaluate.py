@@ -5,7 +5,8 @@ of one split. Against a folder of masks (--ref): pairs PNG files of PRED (or PRE
 REF by file stem; names on one side only and size mismatches are listed in <EVAL>/errors.csv
 and fail the evaluation. Writes <EVAL>/per_image.csv and <EVAL>/summary.json. Both-empty
 images score 1, images where exactly one mask is empty score 0; the summary says how many
-of each there were.
+of each there were. With --data and a probability map for every image (predict --save-prob)
+it also writes the lesion-level FROC: <EVAL>/froc.csv and summary.json's "froc".
 """
 
 from __future__ import annotations
@@ -58,5 +59,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {summary['n_unscored_predictions']} prediction(s) had no reference and were not scored "
               f"(listed in {EvaluationLayout(args.out).errors})")
     layout = EvaluationLayout(args.out)
-    print(f"wrote {layout.per_image} and {layout.summary}")
+    if summary.get("froc"):
+        print(f"wrote {layout.per_image}, {layout.froc} and {layout.summary}")
+    else:
+        print(f"wrote {layout.per_image} and {layout.summary}")
     return 0

@@ -16,6 +16,16 @@ DICOM inputs) is recognised by its shape and is mapped onto the prepared grid wh
 
 Empty masks follow ``mammoseg.evaluation.metrics`` (both empty: 1; one empty: 0), and the summary
 counts how many images were of each kind so a mean can be read correctly.
+
+FROC (`mammoseg.evaluation.froc`). When every scored image has a probability map
+(``<pred>/prob/<id>.png``, ``predict --save-prob``) the lesion-level FROC is computed on the grid
+the masks are scored on: the map is mapped there as the masks are (area averaging onto the
+prepared grid, bilinear back onto the original one). The curve goes to ``froc.csv``, the operating
+points to summary.json's ``froc``. Otherwise ``froc`` is null and ``froc_skipped`` says why. The
+folder-against-folder evaluation computes no FROC. Where the map is on the scoring grid (a
+prepared input scored on the prepared grid, a DICOM input with ``original_size``), the point at
+the predict threshold 0.5 is exactly the lesion count of ``per_image.csv``; a mapped map can
+differ from the mapped mask by boundary pixels.
 """
 
 from __future__ import annotations
@@ -30,9 +40,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from mammoseg.evaluation.froc import ImageSweep, froc_curve, froc_summary, sweep_image, sweep_thresholds
 from mammoseg.evaluation.metrics import dice_iou, fmt_mean_sd, lesion_counts, summarise
 from mammoseg.folders import OutputFolder, open_output_folder
-from mammoseg.geometry import PadResize, apply_to_mask, invert_mask
+from mammoseg.geometry import PadResize, apply_to_image, apply_to_mask, invert_mask, invert_probability
 from mammoseg.io import read_png, write_csv_atomic, write_text_atomic
 from mammoseg.layouts import EvaluationLayout, PredictionLayout, PreparedLayout
 from mammoseg.manifest import load_manifest
@@ -52,6 +63,9 @@ PER_IMAGE_COLUMNS = (
     "pred_missing",
 )
 FOLDER_ERRORS_COLUMNS = ("id", "pred", "ref", "reason")
+FROC_COLUMNS = ("threshold", "sensitivity", "fp_per_image", "n_detected", "n_false_positives")
+#: A saved probability map holds round(probability × this) as uint16 (`predict --save-prob`).
+SAVED_PROB_SCALE = 65535
 
 
 def _missing_error(pred_dir: Path, missing: list[str], total: int) -> FileNotFoundError:
@@ -95,6 +109,45 @@ def _load_pair(
     if original_size:
         return invert_mask(pred, plan) != 0, invert_mask(ref, plan) != 0
     return pred, ref
+
+
+def _load_prob(row: dict[str, str], prob_path: Path, original_size: bool) -> np.ndarray:
+    """The saved probability map (float32 in [0, 1]) on the grid the masks are scored on."""
+    saved = read_png(prob_path)
+    if saved.dtype != np.uint16 or saved.ndim != 2:
+        raise ValueError(f"{prob_path}: a probability map must be a 16-bit greyscale PNG "
+                         f"(predict --save-prob writes one), got {saved.dtype} of shape {saved.shape}")
+    plan = PadResize.from_row(row)
+    if saved.shape == (plan.orig_height, plan.orig_width) and saved.shape != (plan.size, plan.size):
+        if not original_size:
+            saved = apply_to_image(saved, plan)  # area averaging, as the mask's coverage
+        return saved.astype(np.float32) / SAVED_PROB_SCALE
+    if saved.shape != (plan.size, plan.size):
+        raise ValueError(
+            f"{prob_path}: probability map is {saved.shape[0]}×{saved.shape[1]}; expected the prepared size "
+            f"{plan.size}×{plan.size} or the original size {plan.orig_height}×{plan.orig_width}"
+        )
+    prob = saved.astype(np.float32) / SAVED_PROB_SCALE
+    return invert_probability(prob, plan) if original_size else prob
+
+
+def _froc_unavailable(pred_dir: Path, ids: list[str], missing: list[str]) -> str | None:
+    """Why no FROC can be computed (some image lacks a probability map), or None."""
+    without = [i for i in ids if i in missing or not PredictionLayout(pred_dir).prob(i).is_file()]
+    if not without:
+        return None
+    shown = ", ".join(without[:3]) + (", …" if len(without) > 3 else "")
+    return (f"no probability map for {len(without)} of {len(ids)} images ({shown}) in "
+            f"{PredictionLayout(pred_dir).prob(without[0]).parent}; predict with --save-prob for a FROC")
+
+
+def _predict_threshold(pred_dir: Path) -> float | None:
+    """The threshold `predict` made the masks with (predict.json), when it recorded a usable one."""
+    try:
+        value = json.loads(PredictionLayout(pred_dir).summary.read_text(encoding="utf-8")).get("threshold")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and 0.0 < value <= 1.0 else None
 
 
 def _open_evaluation(out_dir: Path, inputs: list[Path], overwrite: bool) -> OutputFolder:
@@ -166,16 +219,30 @@ def _score_prepared(rows: list[dict[str, str]], folders: tuple[Path, Path, Path]
     if missing:
         log.warning("%s: %d of %d predictions missing; counted as empty", pred_dir, len(missing), len(rows))
 
+    froc_skipped = _froc_unavailable(pred_dir, [row["id"] for row in rows], missing)
+    predict_threshold = _predict_threshold(pred_dir)
+    thresholds = sweep_thresholds([predict_threshold] if predict_threshold is not None else [])
     per_image: list[dict[str, Any]] = []
+    sweeps: list[ImageSweep] = []
     for row in tqdm(rows, desc="evaluate", unit="img", disable=not progress):
         image_id = row["id"]
         pred_path = None if image_id in missing else pred_paths[image_id]
         pred, ref = _load_pair(row, data_dir, pred_path, original_size)
         per_image.append(score_pair(image_id, row["patient_id"], pred, ref, lesion_iou, pred_path is None))
+        if froc_skipped is None:
+            prob = _load_prob(row, PredictionLayout(pred_dir).prob(image_id), original_size)
+            sweeps.append(sweep_image(prob, ref, thresholds, lesion_iou))
 
     summary = summarise_per_image(per_image, scoring.split, "original" if original_size else "prepared", lesion_iou)
     summary.update(pred_dir=str(pred_dir), data_dir=str(data_dir), n_missing=len(missing))
-    _write_evaluation(out_dir, per_image, summary)
+    if froc_skipped is None and not any(s.n_ref for s in sweeps):
+        froc_skipped = f"no reference lesions in split {scoring.split!r}, so no lesion sensitivity"
+    curve = None if froc_skipped is not None else froc_curve(sweeps, thresholds)
+    if curve is None:
+        log.info("FROC skipped: %s", froc_skipped)
+    summary.update(froc=None if curve is None else froc_summary(curve, lesion_iou, predict_threshold),
+                   froc_skipped=froc_skipped)
+    _write_evaluation(out_dir, per_image, summary, None if curve is None else curve.rows())
     return summary
 
 
@@ -199,10 +266,16 @@ def score_pair(
     }
 
 
-def _write_evaluation(out_dir: Path, per_image: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+def _write_evaluation(out_dir: Path, per_image: list[dict[str, Any]], summary: dict[str, Any],
+                      froc_rows: list[dict[str, Any]] | None = None) -> None:
+    """per_image.csv, the FROC curve (when there is one) and, last, summary.json."""
     csv_rows = [{**r, "dice": f"{r['dice']:.6f}", "iou": f"{r['iou']:.6f}"} for r in per_image]
     layout = EvaluationLayout(out_dir)
     write_csv_atomic(layout.per_image, csv_rows, PER_IMAGE_COLUMNS)
+    if froc_rows is not None:
+        froc_csv = [{**r, "threshold": repr(r["threshold"]), "sensitivity": f"{r['sensitivity']:.6f}",
+                     "fp_per_image": f"{r['fp_per_image']:.6f}"} for r in froc_rows]
+        write_csv_atomic(layout.froc, froc_csv, FROC_COLUMNS)
     write_text_atomic(layout.summary, json.dumps(summary, indent=2) + "\n")
 
 
@@ -323,7 +396,8 @@ def _score_folders(preds: dict[str, Path], refs: dict[str, Path], pred_dir: Path
     summary = summarise_per_image(per_image, None, "as given", lesion_iou)
     n_missing = sum(r["pred_missing"] for r in per_image)
     summary.update(pred_dir=str(pred_dir), ref_dir=str(ref_dir), data_dir=None, n_missing=n_missing,
-                   n_unscored_predictions=len(preds.keys() - refs.keys()))
+                   n_unscored_predictions=len(preds.keys() - refs.keys()), froc=None,
+                   froc_skipped="a folder-against-folder evaluation (--ref) computes no FROC")
     if n_missing:
         log.warning("%s: %d of %d predictions missing; counted as empty", pred_dir, n_missing, len(per_image))
     _write_evaluation(out_dir, per_image, summary)
@@ -339,11 +413,14 @@ def _folder_error(out_dir: Path, errors: list[dict[str, str]], fatal: int, pred:
 
 
 def summary_line(summary: dict[str, Any]) -> str:
-    """One line for the terminal: 'n=…, Dice … ± …, IoU … ± …' plus the lesion figures."""
+    """One line for the terminal: 'n=…, Dice … ± …, IoU … ± …' plus the lesion figures (and the
+    FROC's mean sensitivity when there is one)."""
     sens = summary.get("lesion_sensitivity")
     sens_text = "n/a" if sens is None else f"{sens:.3f}"
+    froc = summary.get("froc")
+    froc_text = f", FROC mean sensitivity {froc['mean_sensitivity']:.3f}" if froc else ""
     return (
         f"n={summary['n']}, Dice {fmt_mean_sd(summary['dice_mean'], summary['dice_sd'])}, "
         f"IoU {fmt_mean_sd(summary['iou_mean'], summary['iou_sd'])}, "
-        f"lesion sensitivity {sens_text}, FP/image {summary['false_positives_per_image']:.3f}"
+        f"lesion sensitivity {sens_text}, FP/image {summary['false_positives_per_image']:.3f}{froc_text}"
     )

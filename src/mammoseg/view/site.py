@@ -24,9 +24,9 @@ from tqdm import tqdm
 from mammoseg.evaluation.scoring import summarise_per_image
 from mammoseg.folders import open_output_folder
 from mammoseg.io import read_csv, write_bytes_atomic, write_text_atomic
-from mammoseg.layouts import PredictionLayout, RunLayout
+from mammoseg.layouts import EvaluationLayout, PredictionLayout, RunLayout
 from mammoseg.manifest import UniqueIds, load_manifest
-from mammoseg.plots import plot_learning_curves
+from mammoseg.plots import plot_froc, plot_learning_curves
 from mammoseg.report import comparability_sentence, settings_markdown, table2_markdown
 from mammoseg.version import __version__
 from mammoseg.view.collect import Case, ViewInput, collect_cases, resolve_input
@@ -155,6 +155,18 @@ def run_extras(inp: ViewInput, out: Path) -> dict[str, Any] | None:
             "settings": markdown_blocks(settings)}
 
 
+def froc_extras(inp: ViewInput, summary: dict[str, Any] | None, out: Path) -> dict[str, Any] | None:
+    """The evaluation's FROC for the index page: summary.json's ``froc`` numbers and the curve of
+    froc.csv drawn into ``figures/froc.png``; None when the evaluation has none."""
+    froc = (summary or {}).get("froc") if inp.eval_dir is not None else None
+    curve = EvaluationLayout(inp.eval_dir).froc if inp.eval_dir is not None else None
+    if not froc or curve is None or not curve.is_file():
+        return None
+    label = inp.run.label if inp.run is not None else inp.eval_dir.name
+    plot_froc(out / "figures" / "froc.png", [(label, read_csv(curve), froc["operating_points"])], "lesion-level FROC")
+    return {**froc, "figure": "figures/froc.png"}
+
+
 def _summary(inp: ViewInput, computed: list[dict], n_rows: int) -> tuple[dict[str, Any] | None, str]:
     if inp.summary is not None:
         return inp.summary, "evaluation"
@@ -236,6 +248,7 @@ def _write_site(inp: ViewInput, out: Path, max_side: int | None, progress: bool)
         "folders": {k: str(v) if v is not None else None for k, v in
                     (("pred", inp.pred_dir), ("eval", inp.eval_dir), ("data", inp.data_dir), ("ref", inp.ref_dir))},
         "metrics_from": metrics_from, "summary": summary, "run": run_extras(inp, out), "max_side": max_side,
+        "froc": froc_extras(inp, summary if metrics_from == "evaluation" else None, out),
         "colours": {"reference": "#%02X%02X%02X" % REF_RGB, "prediction": "#%02X%02X%02X" % PRED_RGB},
         "area_unit": unit, "columns": list(COLUMNS), "rows": rows, "threshold": predict_threshold(inp.pred_dir),
         "prob_colours": PROB_COLOURS,

@@ -165,6 +165,32 @@
       ". An image with no mass in the reference and none predicted scores Dice 1; one empty and one not scores 0."
       : "Not evaluated: no reference masks were found, so Dice and IoU are empty (give the prepared folder with --data).";
     box.appendChild(el("p", {"class": "note"}, note));
+    renderFroc(box);
+  }
+
+  function renderFroc(box) {
+    var f = DATA.froc;
+    if (!f) return;
+    box.appendChild(el("h2", {}, "FROC"));
+    var dl = el("dl", {"class": "summary", id: "froc-list"});
+    // numeric order: a JS object lists integer-like keys ("1", "2") before the others ("0.125")
+    var points = Object.keys(f.operating_points).sort(function (a, b) { return Number(a) - Number(b); });
+    var items = [["mean sensitivity (" + points.length + " operating points)", fmt(f.mean_sensitivity, 3)]];
+    points.forEach(function (k) {
+      items.push(["sensitivity at " + k + " FP/image", fmt(f.operating_points[k], 3)]);
+    });
+    items.forEach(function (kv) {
+      var d = el("div");
+      d.appendChild(el("dt", {}, kv[0]));
+      d.appendChild(el("dd", {}, kv[1]));
+      dl.appendChild(d);
+    });
+    box.appendChild(dl);
+    box.appendChild(el("p", {"class": "note"}, "Lesion-level FROC over " + f.n_images + " images with " + f.n_ref_lesions +
+      " reference lesions (lesion IoU ≥ " + fmt(f.lesion_iou_threshold, 2) + "): the probability threshold sweeps, " +
+      "and each operating point takes the sweep's point with the most false positives per image not above it."));
+    box.appendChild(el("img", {src: f.figure, alt: "FROC curve: lesion sensitivity against false positives per image",
+      id: "froc-curve", "class": "figure"}));
   }
 
   function renderBlocks(box, blocks) {
