@@ -67,7 +67,8 @@ def _folder_bytes(out: Path) -> dict[str, bytes]:
 def test_prepared_folder_contents_exact(tmp_path):
     src = _dataset(tmp_path / "src")
     out = tmp_path / "out"
-    summary = prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, holdout=0.34, seed=1, progress=False))
+    summary = prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, holdout=0.34, seed=1, progress=False,
+                                                                   crop=False))
     assert (summary.n_images, summary.n_with_mass, summary.n_patients, summary.n_errors) == (6, 2, 3, 0)
     assert summary.exit_code == 0
     with open(out / "manifest.csv") as fh:
@@ -105,7 +106,7 @@ def test_dicom_input_metadata_and_patient_fallback(tmp_path):
     )
     (src / "list.csv").write_text("image,mask,patient_id\nscan.dcm,,\n")
     out = tmp_path / "out"
-    prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, holdout=0.0, progress=False))
+    prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, holdout=0.0, progress=False, crop=False))
     (row,) = load_manifest(out)
     ds = pydicom.dcmread(path)
     assert row["patient_id"] == "DCM-7"
