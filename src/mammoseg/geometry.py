@@ -349,8 +349,8 @@ def find_breast_box(image: np.ndarray) -> BreastBox:
     """The box around the breast of a windowed mammogram (dense tissue bright), with a margin.
 
     Why: on a screening mammogram the breast covers a small part of the padded square; cropping
-    to it gives the model more breast pixels. How, on a copy shrunk (area averaging) to at most
-    `BREAST_SEARCH_SIDE` px:
+    to it gives the model more breast pixels. How, on a copy shrunk by a whole factor (area
+    averaging) to at most `BREAST_SEARCH_SIDE` px:
 
     1. threshold halfway between the background level and Otsu's threshold over all pixels
        (the background: the median of the pixels below Otsu's threshold), so the thin, darker
@@ -363,7 +363,7 @@ def find_breast_box(image: np.ndarray) -> BreastBox:
        are smaller. Where it touches a peeled band it lay against that edge (a frame along the
        chest wall, or the breast itself filling the lines), and the box goes on to the edge.
 
-    The box is mapped back to full resolution (rounded outwards) and grown by
+    The box is mapped back to full resolution and grown by
     `BREAST_MARGIN_FRACTION` of the longer side (at least `BREAST_MARGIN_MIN_PX`), clipped to
     the image. A uniform or blank image, or one whose largest component is under
     `BREAST_MIN_FRACTION` of it, gives the whole image (no crop).
@@ -373,11 +373,14 @@ def find_breast_box(image: np.ndarray) -> BreastBox:
         raise ValueError(f"find_breast_box needs a non-empty 2-D image, got shape {image.shape}")
     height, width = image.shape
     whole = BreastBox(0, height, 0, width)
-    scale = min(1.0, BREAST_SEARCH_SIDE / max(height, width))
-    small_h, small_w = max(1, round(height * scale)), max(1, round(width * scale))
+    # Shrink by a whole factor (OpenCV's fast k×k averaging); the < k last rows and columns are
+    # left out of the search and counted back in when the box reaches them.
+    factor = max(1, -(-max(height, width) // BREAST_SEARCH_SIDE))
+    small_h, small_w = max(1, height // factor), max(1, width // factor)
     small = image.astype(np.float32) if image.dtype != np.uint16 else image
-    if (small_h, small_w) != (height, width):
-        small = cv2.resize(small, (small_w, small_h), interpolation=cv2.INTER_AREA)
+    if factor > 1:
+        small = cv2.resize(small[: small_h * factor, : small_w * factor], (small_w, small_h),
+                           interpolation=cv2.INTER_AREA)
     low, high = float(small.min()), float(small.max())
     if not high > low:
         return whole
@@ -408,10 +411,10 @@ def find_breast_box(image: np.ndarray) -> BreastBox:
     c0 = 0 if x <= left else x
     c1 = small_w if x + w >= small_w - right else x + w
     margin = max(BREAST_MARGIN_MIN_PX, round(BREAST_MARGIN_FRACTION * max(height, width)))
-    return BreastBox(
-        max(0, int(np.floor(r0 * height / small_h)) - margin), min(height, int(np.ceil(r1 * height / small_h)) + margin),
-        max(0, int(np.floor(c0 * width / small_w)) - margin), min(width, int(np.ceil(c1 * width / small_w)) + margin),
-    )
+    r1 = height if r1 == small_h else r1 * factor
+    c1 = width if c1 == small_w else c1 * factor
+    return BreastBox(max(0, r0 * factor - margin), min(height, r1 + margin),
+                     max(0, c0 * factor - margin), min(width, c1 + margin))
 
 
 def _peel_frame(foreground: np.ndarray) -> tuple[int, int, int, int]:

@@ -200,12 +200,13 @@ def _sort_out(records: Sequence[Record], done: Entries, journal: Journal) -> tup
     return entries, todo, changed
 
 
-def _prepare_records(todo: Sequence[Record], out: Path, options: PrepareOptions, journal: Journal) -> int:
+def _prepare_records(todo: Sequence[Record], out: Path, size: int, workers: int, progress: bool,
+                     journal: Journal, crop: bool = False) -> int:
     """Prepare `todo` (in `workers` processes), journalling each image or failure as it lands;
     returns how many records failed because their worker process died."""
     died = 0
-    with tqdm(total=len(todo), desc="prepare", unit="img", disable=not options.progress or not todo) as bar:
-        for record, row, reason, worker_died in results(todo, out, options.size, options.workers, options.crop):
+    with tqdm(total=len(todo), desc="prepare", unit="img", disable=not progress or not todo) as bar:
+        for record, row, reason, worker_died in results(todo, out, size, workers, crop):
             if row is None:
                 journal.add({"error": _error(record, reason)})
                 log.warning("%s", reason)
@@ -324,7 +325,8 @@ def prepare_dataset(
     with folder:
         with open_journal(out, part) as journal:
             entries, todo, n_changed = _sort_out(mine, read_journals(out) if resumed else Entries(), journal)
-            n_died = _prepare_records(todo, out, options, journal)
+            n_died = _prepare_records(todo, out, options.size, options.workers, options.progress, journal,
+                                      options.crop)
         found = read_journals(out)
         counts = dict(n_resumed=len(entries), n_changed=n_changed, n_worker_died=n_died, strict=strict)
         if not part.whole:
