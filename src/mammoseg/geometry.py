@@ -352,9 +352,9 @@ def find_breast_box(image: np.ndarray) -> BreastBox:
     to it gives the model more breast pixels. How, on a copy shrunk by a whole factor (area
     averaging) to at most `BREAST_SEARCH_SIDE` px:
 
-    1. threshold halfway between the background level and Otsu's threshold over all pixels
-       (the background: the median of the pixels below Otsu's threshold), so the thin, darker
-       tissue at the skin line counts as breast;
+    1. threshold `BREAST_THRESHOLD_FRACTION` (a quarter) of the way from the background level
+       to Otsu's threshold over all pixels (the background: the median of the pixels below
+       Otsu's threshold), so the thin, darker tissue at the skin line counts as breast;
     2. an opening with a 3×3 ellipse cuts thin bridges (burned-in text, lines) to the breast
        (the breast's own thin tips are grown back afterwards, `BREAST_REGROW_STEPS`);
     3. a frame (collimator border) is peeled off each edge: the outermost lines that are at
