@@ -229,3 +229,21 @@ def test_ensemble_onnx_matches_predict_probabilities_on_a_dicom(shared, tmp_path
     (got,) = session.run(None, {"image": (image.astype(np.float32) / 65535.0)[None, None]})
     assert got.shape == (1, 1, 64, 64) and 0.01 < float(expected.std())
     assert float(np.abs(got[0, 0] - expected[0]).max()) < 1e-4
+
+
+def test_a_bundle_of_folds_trained_on_cropped_images_keeps_the_crop(tmp_path):
+    run = write_random_run(tmp_path / "cropped", folds=(0, 1), breast_crop=(0, 1))
+    bundle = tmp_path / "cropped.mseg"
+    assert main(["export", "--run", str(run), "--bundle", "--out", str(bundle)]) == 0
+    with zipfile.ZipFile(bundle) as archive:
+        contract = json.loads(archive.read("contract.json"))
+    assert "breast_crop" in contract and contract["output"].endswith("0 outside the breast box")
+    seg = Segmenter.from_run(bundle, device="cpu")
+    assert seg.ensemble.breast_crop is True
+    image = textured_breast(150, 110, 0)
+    result = seg.segment(image)
+    assert result.geometry.cropped and result.mask.shape == image.shape
+    plain = write_random_run(tmp_path / "plain", folds=(0,))
+    assert main(["export", "--run", str(plain), "--bundle", "--out", str(tmp_path / "plain.mseg")]) == 0
+    with zipfile.ZipFile(tmp_path / "plain.mseg") as archive:
+        assert "breast_crop" not in json.loads(archive.read("contract.json"))

@@ -1,18 +1,24 @@
-"""Pad-to-square / resize and its inverse (mammoseg.geometry)."""
+"""Breast crop, pad-to-square / resize and its inverse (mammoseg.geometry)."""
 
 import cv2
 import numpy as np
 import pytest
 
 from mammoseg.geometry import (
+    CROP_FIELDS,
+    PLAN_FIELDS,
     PadResize,
     apply_to_image,
     apply_to_mask,
     chest_wall_side,
+    find_breast_box,
     invert_mask,
     invert_probability,
     plan_pad_resize,
+    standardise,
 )
+from mammoseg.manifest import CROP_COLUMNS
+from mammoseg.sources.synthetic.phantom import add_collimator_border, add_film_label, random_mass, render_phantom
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -214,3 +220,173 @@ def test_mask_round_trip_wider_than_tall_and_upsampling():
     small = plan_pad_resize(61, 45, "right", size=128)
     mask = ellipse_mask((61, 45), (22.0, 30.0), (20.0, 14.0), 0.0)
     assert iou(invert_mask(apply_to_mask(mask, small), small), mask) >= 0.98
+
+
+# ----------------------------------------------------------------------------- breast crop
+
+
+def cropped_plan(height, width, box, side, size):
+    """The plan `standardise(..., crop=True)` makes for the crop box (row0, row1, col0, col1)."""
+    r0, r1, c0, c1 = box
+    plan = plan_pad_resize(r1 - r0, c1 - c0, side, size=size)
+    return PadResize(height, width, plan.pad_top, plan.pad_bottom, plan.pad_left, plan.pad_right, size,
+                     r0, height - r1, c0, width - c1)
+
+
+def test_cropped_plan_row_round_trip_and_rows_without_crop_columns():
+    plan = cropped_plan(1001, 777, (40, 950, 0, 500), "left", 256)
+    assert (plan.cropped_height, plan.cropped_width, plan.padded_size) == (910, 500, 910)
+    assert (plan.pad_right, plan.crop_bottom, plan.crop_right) == (410, 51, 277)
+    row = plan.to_row()
+    assert list(row)[7:] == list(CROP_COLUMNS) == list(CROP_FIELDS)
+    assert PadResize.from_row({k: str(v) for k, v in row.items()}) == plan
+    # A folder prepared with the crop writes the columns for an image it did not crop too ...
+    uncropped = plan_pad_resize(1001, 777, "right", size=256)
+    assert list(uncropped.to_row(with_crop=True))[7:] == list(CROP_COLUMNS)
+    assert list(uncropped.to_row()) == list(PLAN_FIELDS)
+    # ... and a row without them (a folder prepared before the crop) reads as no crop.
+    assert PadResize.from_row({k: str(v) for k, v in uncropped.to_row().items()}) == uncropped
+    with pytest.raises(ValueError, match="crops the whole image away"):
+        PadResize(10, 10, 0, 0, 0, 0, 8, 5, 5, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "height, width, box, side",
+    [(3328, 2560, (200, 3100, 0, 1700), "left"), (3328, 2560, (0, 3328, 900, 2560), "right"),
+     (1001, 777, (17, 901, 0, 777), "left"), (777, 1001, (100, 700, 301, 1001), "right")],
+)
+def test_cropped_prepared_mask_survives_invert_then_prepare_exactly(height, width, box, side):
+    plan = cropped_plan(height, width, box, side, 128)
+    inside = apply_to_mask(np.ones((height, width), np.uint8), plan) > 0
+    rng = np.random.default_rng(height + width + box[0])
+    mask = np.zeros((128, 128), np.uint8)
+    for _ in range(4):
+        center = tuple(float(v) for v in rng.uniform(10, 118, 2))
+        axes = tuple(float(v) for v in rng.uniform(1, 30, 2))
+        cv2.ellipse(mask, (center, axes, float(rng.uniform(0, 180))), 255, -1)
+    mask = np.where(inside, mask, 0).astype(np.uint8)
+    back = invert_mask(mask, plan)
+    assert back.shape == (height, width) and back.dtype == np.uint8
+    r0, r1, c0, c1 = box
+    outside = np.ones((height, width), bool)
+    outside[r0:r1, c0:c1] = False
+    assert not back[outside].any()  # nothing outside the crop box
+    np.testing.assert_array_equal(apply_to_mask(back, plan), mask)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_cropped_mask_round_trip_iou(side):
+    """Original → crop → 512 → original: IoU ≥ 1 − 1.25/D for a mass D prepared px across, as uncropped."""
+    height, width, size = 3328, 2560, 512
+    box = (300, 3000, 0, 1500) if side == "left" else (300, 3000, 1060, 2560)
+    plan = cropped_plan(height, width, box, side, size)
+    f = plan.padded_size / size
+    rng = np.random.default_rng(17 if side == "left" else 18)
+    for d_prepared in (20, 35, 50, 80):
+        d = d_prepared * f
+        center = (float(rng.uniform(box[2] + d, box[3] - d)), float(rng.uniform(box[0] + d, box[1] - d)))
+        mask = ellipse_mask((height, width), center, (d, d * float(rng.uniform(0.7, 1.0))), float(rng.uniform(0, 180)))
+        back = invert_mask(apply_to_mask(mask, plan), plan)
+        assert back.shape == (height, width)
+        score = iou(back, mask)
+        assert score >= 1 - 1.25 / d_prepared, (d_prepared, score)
+
+
+def test_apply_to_image_crops_before_padding():
+    image = np.arange(12 * 10, dtype=np.uint16).reshape(12, 10) * 100
+    plan = PadResize(12, 10, 0, 0, 0, 2, 3, 3, 3, 2, 4)  # rows 3..8, columns 2..5, 2 columns padded, 6 → 3
+    region = image[3:9, 2:6].astype(np.float64)
+    square = np.zeros((6, 6))
+    square[:, :4] = region
+    expected = square.reshape(3, 2, 3, 2).mean(axis=(1, 3))  # 2×2 area averages
+    np.testing.assert_array_equal(apply_to_image(image, plan), np.round(expected).astype(np.uint16))
+    prob = invert_probability(np.ones((3, 3), np.float32), plan)
+    assert prob.shape == (12, 10) and prob[3:9, 2:6].min() == 1.0
+    prob[3:9, 2:6] = 0
+    assert not prob.any()
+
+
+def _phantom(shape, laterality, view, seed, markers=True):
+    rng = np.random.default_rng(seed)
+    phantom = render_phantom(rng, shape, laterality, view, mass=random_mass(rng, shape[1], depth=0.5))
+    if markers:
+        add_collimator_border(phantom)
+        add_film_label(np.random.default_rng(seed + 1), phantom, f"{laterality} {view}")
+    return phantom, (phantom.image * 65535).astype(np.uint16)
+
+
+def _contains(box, mask) -> bool:
+    rows, cols = np.nonzero(mask)
+    return box.row0 <= rows.min() and rows.max() < box.row1 and box.col0 <= cols.min() and cols.max() < box.col1
+
+
+def _overlaps(box, rect) -> bool:
+    r0, r1, c0, c1 = rect
+    return r0 < box.row1 and box.row0 < r1 and c0 < box.col1 and box.col0 < c1
+
+
+@pytest.mark.parametrize("shape, laterality, view, seed", [
+    ((640, 512), "L", "CC", 1), ((640, 512), "R", "MLO", 2), ((500, 400), "R", "CC", 3), ((500, 400), "L", "MLO", 4),
+    ((1000, 800), "L", "CC", 5), ((128, 112), "R", "MLO", 6),
+])
+def test_breast_box_holds_the_breast_and_leaves_label_and_border_out(shape, laterality, view, seed):
+    phantom, image = _phantom(shape, laterality, view, seed)
+    assert phantom.label_box is not None and phantom.border_box is not None and phantom.mask.any()
+    box = find_breast_box(image)
+    assert _contains(box, phantom.breast) and _contains(box, phantom.mask)
+    assert not _overlaps(box, phantom.label_box) and not _overlaps(box, phantom.border_box)
+    # The breast stays against the chest wall: the box reaches that edge.
+    assert (box.col0 == 0) if laterality == "L" else (box.col1 == shape[1])
+    standard = standardise(image, 128, crop=True)
+    assert standard.chest_side == ("left" if laterality == "L" else "right")
+    assert (standard.plan.crop_top, standard.plan.orig_height - standard.plan.crop_bottom,
+            standard.plan.crop_left, standard.plan.orig_width - standard.plan.crop_right) == tuple(box)
+
+
+def test_a_bright_frame_is_not_the_breast():
+    """A collimator frame along all four edges, touching the breast at the chest wall: the box is
+    the breast's (plus margin), not the frame's; with a dark frame too."""
+    phantom, image = _phantom((640, 512), "L", "CC", 11, markers=False)
+    framed = image.copy()
+    framed[:12], framed[-12:], framed[:, :10], framed[:, -10:] = 65000, 65000, 65000, 65000
+    box = find_breast_box(framed)
+    rows, cols = np.nonzero(phantom.breast)
+    margin = round(0.02 * 640)
+    assert box.col0 == 0 and _contains(box, phantom.breast)  # against the chest wall, as the breast lay
+    assert box.col1 <= cols.max() + 1 + margin + 3 and box.col1 < 512 - 10  # the far frame is left out
+    assert box.row0 >= rows.min() - margin - 3 and box.row1 <= rows.max() + 1 + margin + 3
+    dark = image.copy()
+    dark[:12], dark[-12:], dark[:, -10:] = 0, 0, 0
+    assert find_breast_box(dark) == find_breast_box(image)
+
+
+def test_a_label_and_burned_in_text_are_not_the_breast():
+    phantom, image = _phantom((640, 512), "R", "CC", 12, markers=False)
+    rows, cols = np.nonzero(phantom.breast)
+    assert cols.min() >= 100  # room at the left for the label and the text
+    marked = image.copy()
+    marked[4:34, 4:70] = 60000  # a film label touching nothing
+    text = np.zeros(image.shape, np.uint8)  # burned-in text (OpenCV draws text on 8-bit images only)
+    cv2.putText(text, "ACME", (6, 330), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 1)
+    marked[text > 0] = 62000
+    box = find_breast_box(marked)
+    assert box == find_breast_box(image) and _contains(box, phantom.breast) and box.col1 == 512
+    assert not _overlaps(box, (4, 34, 4, 70)) and box.col0 > 70
+
+
+@pytest.mark.parametrize("image", [np.zeros((300, 200), np.uint16), np.full((300, 200), 1234, np.uint16),
+                                   np.zeros((5, 3), np.uint16)])
+def test_nothing_found_is_no_crop(image):
+    assert find_breast_box(image) == (0, image.shape[0], 0, image.shape[1])
+    standard = standardise(image, 16, crop=True)
+    assert not standard.plan.cropped
+    np.testing.assert_array_equal(standard.image, standardise(image, 16).image)
+
+
+def test_standardise_without_crop_is_unchanged():
+    phantom, image = _phantom((500, 400), "L", "MLO", 13)
+    plain = standardise(image, 96)
+    side = chest_wall_side(image)
+    plan = plan_pad_resize(500, 400, side, size=96)
+    assert plain.plan == plan and not plan.cropped
+    np.testing.assert_array_equal(plain.image, apply_to_image(image, plan))

@@ -164,14 +164,16 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / np.logical_or(a, b).sum())
 
 
+@pytest.mark.parametrize("crop", [False, True])
 @pytest.mark.parametrize("shape,chest,disc", [((300, 170), "left", (90, 50, 22)), ((150, 260), "right", (100, 200, 18))])
-def test_dicom_prediction_lands_on_the_original_grid(tmp_path, shape, chest, disc):
+def test_dicom_prediction_lands_on_the_original_grid(tmp_path, shape, chest, disc, crop):
     pixels, mass = phantom(*shape, chest, disc)
     write_mg(tmp_path / "mg.dcm", pixels, "L" if chest == "left" else "R")
     (item,), errors = collect_inputs([tmp_path / "mg.dcm"])
     assert not errors and item.kind == "dicom"
-    loaded = load_item(item, size=96)
+    loaded = load_item(item, size=96, crop=crop)
     assert loaded.model_input.shape == (96, 96) and loaded.display.shape == shape
+    assert loaded.plan.cropped == crop  # with the crop, the mask still lands on the full original grid
     # The 'model': windowed intensity above 0.5 (the disc is ~0.73, the breast ~0.24).
     member = EnsembleMember(Intensity(level=0.5, gain=40.0), UNIT_NORM)
     x = torch.from_numpy(loaded.model_input.astype(np.float32) / 65535.0)[None, None]
@@ -317,20 +319,24 @@ def test_collect_inputs_kinds_ids_and_errors(tmp_path):
         collect_inputs([data], split="test")
 
 
+@pytest.mark.parametrize("crop", [False, True])
 @pytest.mark.parametrize("shape,chest,size", [((300, 170), "left", 96), ((150, 260), "right", 64), ((97, 97), "left", 128)])
-def test_dicom_given_directly_reaches_the_models_exactly_as_after_prepare(tmp_path, shape, chest, size):
-    """One standardisation for prepare and predict: the same DICOM gives a bit-identical model input."""
+def test_dicom_given_directly_reaches_the_models_exactly_as_after_prepare(tmp_path, shape, chest, size, crop):
+    """One standardisation for prepare and predict: the same DICOM gives a bit-identical model input,
+    with the breast crop and without."""
     from mammoseg.geometry import PadResize
     from mammoseg.prepare import PrepareOptions, prepare_dataset
 
     pixels, _ = phantom(*shape, chest, (shape[0] // 3, shape[1] // 3, 12))
     dicom = write_mg(tmp_path / "src" / "mg.dcm", pixels, "L" if chest == "left" else "R")
     (tmp_path / "src" / "cases.csv").write_text("image,mask,patient_id\nmg.dcm,,P7\n")
-    prepare_dataset("manifest", tmp_path / "src" / "cases.csv", tmp_path / "prep", PrepareOptions(size=size, holdout=0, progress=False))
+    prepare_dataset("manifest", tmp_path / "src" / "cases.csv", tmp_path / "prep",
+                    PrepareOptions(size=size, holdout=0, progress=False, crop=crop))
 
     (direct,), _ = collect_inputs([tmp_path / "src" / "mg.dcm"])
     (prepared,), _ = collect_inputs([tmp_path / "prep"])
-    a, b = load_item(direct, size), load_item(prepared, size)
+    a, b = load_item(direct, size, crop=crop), load_item(prepared, size)
+    assert a.plan.cropped == crop
     assert a.model_input.dtype == b.model_input.dtype == np.uint16
     np.testing.assert_array_equal(a.model_input, b.model_input)
     assert a.plan == PadResize.from_row(prepared.row)
@@ -350,11 +356,12 @@ def test_a_raster_mammogram_is_predicted_exactly_as_after_prepare(tmp_path, suff
     assert cv2.imwrite(str(path), image)
     (tmp_path / "src" / "cases.csv").write_text(f"image,mask,patient_id\nmg{suffix},,P7\n")
     prepare_dataset("manifest", tmp_path / "src" / "cases.csv", tmp_path / "prep",
-                    PrepareOptions(size=64, holdout=0, progress=False))
+                    PrepareOptions(size=64, holdout=0, progress=False))  # with the breast crop, the default
     (direct,), _ = collect_inputs([path])
     (prepared,), _ = collect_inputs([tmp_path / "prep"])
     assert direct.kind == "raster"
-    a, b = load_item(direct, 64), load_item(prepared, 64)
+    a, b = load_item(direct, 64, crop=True), load_item(prepared, 64)
+    assert a.plan.cropped
     np.testing.assert_array_equal(a.model_input, b.model_input)
     assert a.plan == PadResize.from_row(prepared.row)
     assert a.display.shape == image.shape and a.display.dtype == np.uint16
@@ -396,3 +403,32 @@ def test_single_component_patient_names_pass_silently_and_unchanged(tmp_path, ti
     assert "Warning" not in proc.stderr and "person name" not in proc.stderr, proc.stderr
     seg = pydicom.dcmread(out / "seg" / "mg.dcm")
     assert str(seg.PatientName) == name and seg.PatientID == name
+
+
+def test_the_ensemble_knows_whether_its_folds_were_trained_on_cropped_images(tmp_path):
+    from mammoseg.inference.ensemble import load_ensemble
+    from mammoseg.manifest import is_cropped
+
+    assert load_ensemble(write_random_run(tmp_path / "old")).breast_crop is False  # no key: trained before the crop
+    assert load_ensemble(write_random_run(tmp_path / "cropped", breast_crop=(0, 1))).breast_crop is True
+    with pytest.raises(ValueError, match=r"disagree on the breast crop: .*fold0.*uncropped images: .*fold1"):
+        load_ensemble(write_random_run(tmp_path / "mixed", breast_crop=(0,)))
+    # training reads it from the prepared folder's manifest: the crop columns are there or not
+    assert is_cropped([{"id": "a", "crop_top": "0", "crop_bottom": "0", "crop_left": "0", "crop_right": "3"}])
+    assert not is_cropped([{"id": "a", "pad_top": "0"}]) and not is_cropped([])
+
+
+def test_predict_crops_a_dicom_when_the_folds_were_trained_on_cropped_images(tmp_path):
+    from mammoseg.inference.predict import PredictOptions, predict
+    from mammoseg.layouts import PredictionLayout
+
+    pixels, _ = phantom(150, 110, "right", (60, 80, 10))
+    write_mg(tmp_path / "mg.dcm", pixels, "R")
+    run = write_random_run(tmp_path / "run", breast_crop=(0, 1))
+    predict(run, [tmp_path / "mg.dcm"], tmp_path / "pred", PredictOptions(device="cpu", progress=False))
+    summary = json.loads(PredictionLayout(tmp_path / "pred").summary.read_text())
+    assert summary["breast_crop"] is True and summary["n_predicted"] == 1
+    assert read_png(tmp_path / "pred" / "masks" / "mg.png").shape == (150, 110)  # the original grid
+    plain = write_random_run(tmp_path / "plain")
+    predict(plain, [tmp_path / "mg.dcm"], tmp_path / "pred2", PredictOptions(device="cpu", progress=False))
+    assert "breast_crop" not in json.loads(PredictionLayout(tmp_path / "pred2").summary.read_text())

@@ -12,7 +12,7 @@ import pytest
 from mammoseg.cli import main
 from mammoseg.geometry import PadResize
 from mammoseg.io import read_csv, read_png, write_png
-from mammoseg.manifest import MANIFEST_COLUMNS, check_patients_disjoint, load_manifest
+from mammoseg.manifest import CROP_COLUMNS, MANIFEST_COLUMNS, check_patients_disjoint, load_manifest
 from mammoseg.prepare import PrepareOptions, prepare_dataset
 from mammoseg.prepare.journal import journal_path
 from mammoseg.shards import Part
@@ -67,7 +67,8 @@ def _folder_bytes(out: Path) -> dict[str, bytes]:
 def test_prepared_folder_contents_exact(tmp_path):
     src = _dataset(tmp_path / "src")
     out = tmp_path / "out"
-    summary = prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, holdout=0.34, seed=1, progress=False))
+    summary = prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, holdout=0.34, seed=1, progress=False,
+                                                                   crop=False))
     assert (summary.n_images, summary.n_with_mass, summary.n_patients, summary.n_errors) == (6, 2, 3, 0)
     assert summary.exit_code == 0
     with open(out / "manifest.csv") as fh:
@@ -105,7 +106,7 @@ def test_dicom_input_metadata_and_patient_fallback(tmp_path):
     )
     (src / "list.csv").write_text("image,mask,patient_id\nscan.dcm,,\n")
     out = tmp_path / "out"
-    prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, holdout=0.0, progress=False))
+    prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, holdout=0.0, progress=False, crop=False))
     (row,) = load_manifest(out)
     ds = pydicom.dcmread(path)
     assert row["patient_id"] == "DCM-7"
@@ -243,3 +244,39 @@ def test_synthetic_datasets_prepare(tmp_path, fmt, synth_extra, prepare_extra):
         assert row["laterality"] in ("L", "R") and row["view"] in ("CC", "MLO") and row["source"] == fmt
         if prepare_extra:  # the dataset's own split: Mass-Test cases are the holdout
             assert row["split"] == ("holdout" if row["id"].startswith("Mass-Test") else "train")
+
+
+def test_breast_crop_by_default_and_its_manifest_columns(tmp_path):
+    src = _dataset(tmp_path / "src", n_patients=1)
+    out = tmp_path / "out"
+    prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, holdout=0, progress=False))
+    with open(out / "manifest.csv") as fh:
+        assert fh.readline().strip().split(",") == [*MANIFEST_COLUMNS, *CROP_COLUMNS]
+    assert json.loads((out / ".prepare.json").read_text())["settings"]["crop"] is True
+    tall, square = load_manifest(out)
+    # The band (columns 0..23 of 48) fills every row: the box is all rows, columns 0..23 plus the
+    # 4 px margin; 64×28 is padded on the right to 64 and resized to 32.
+    assert PadResize.from_row(tall) == PadResize(64, 48, 0, 0, 0, 36, SIZE, 0, 0, 0, 20)
+    image, mask = read_png(out / tall["image"]), read_png(out / tall["mask"])
+    assert (image[:, :12] == 40000).all() and (image[:, 12:14] == 500).all() and not image[:, 14:].any()
+    expected = np.zeros((SIZE, SIZE), np.uint8)
+    expected[10:18, 0:6] = 255  # the 16×12 mass at the chest wall, halved
+    np.testing.assert_array_equal(mask, expected)
+    # A uniform image has no breast to find: not cropped, and its row says so.
+    assert [square[c] for c in CROP_COLUMNS] == ["0"] * 4 and PadResize.from_row(square) == PadResize(64, 64, 0, 0, 0, 0, SIZE)
+
+
+def test_a_folder_prepared_without_crop_resumes_with_no_crop_and_is_refused_with_it(tmp_path, capsys):
+    src = _dataset(tmp_path / "src", n_patients=1)
+    out, old = tmp_path / "out", tmp_path / "old"
+    assert main(["prepare", "--format", "manifest", "--src", str(src), "--out", str(out), "--size", str(SIZE),
+                 "--no-crop", "--no-progress"]) == 0
+    prepare_dataset("manifest", src, old, PrepareOptions(size=SIZE, progress=False, crop=False))
+    assert "crop" not in json.loads((out / ".prepare.json").read_text())["settings"]  # as before the crop existed
+    with open(out / "manifest.csv") as fh:
+        assert fh.readline().strip().split(",") == list(MANIFEST_COLUMNS)
+    assert _folder_bytes(out) == _folder_bytes(old)
+    again = prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, progress=False, crop=False))
+    assert again.n_resumed == 2
+    with pytest.raises(FileExistsError, match=r"different settings \(crop\)"):
+        prepare_dataset("manifest", src, out, PrepareOptions(size=SIZE, progress=False))

@@ -10,6 +10,9 @@ block cuts (2042 px: blocks of 1021), an integer scale (1024), a scale with smal
 tall and wide images on both chest sides, masks with and without a mass, and every window
 kind the synthetic formats write (window, VOI LUT Sequence, none: the fallback window).
 
+The phantoms are written without film labels (`markers=False`) and prepared without the breast
+crop (`crop=False`): the files and folders of those versions.
+
 If "source" differs, the synthetic generator (not prepare) gives other files on this machine
 and the other digests say nothing; if only the others differ, prepare's output changed.
 """
@@ -84,8 +87,8 @@ def prepared_digests(out: Path, src: Path) -> dict[str, str]:
 
 def digests(root: Path, fmt: str, shape: tuple[int, int]) -> dict[str, str]:
     src, out = root / "src", root / "prepared"
-    write_synthetic_dataset(src, PATIENTS, fmt, shape, SEED, progress=False)
-    summary = prepare_dataset(fmt, src, out, PrepareOptions(size=SIZE, progress=False))
+    write_synthetic_dataset(src, PATIENTS, fmt, shape, SEED, progress=False, markers=False)
+    summary = prepare_dataset(fmt, src, out, PrepareOptions(size=SIZE, progress=False, crop=False))
     assert summary.n_images == 8 and summary.n_errors == 0
     return {"source": source_digest(src), **prepared_digests(out, src)}
 

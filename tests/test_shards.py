@@ -16,6 +16,7 @@ import pytest
 
 from mammoseg.cli import main
 from mammoseg.io import read_csv, write_png
+from mammoseg.manifest import CROP_COLUMNS
 from mammoseg.shards import Part, shard_of, stable_key
 
 from dicom_factory import write_mg
@@ -85,6 +86,7 @@ def test_two_shards_and_merge_equal_one_run(tmp_path, capsys):
     assert main(["prepare", "--merge", "--out", str(shared), "--holdout", "0.3"]) == 0
     assert tree(shared) == tree(whole)  # images, masks, manifest (row order, split), errors.csv
     assert read_csv(shared / "manifest.csv") == read_csv(whole / "manifest.csv")
+    assert list(read_csv(shared / "manifest.csv")[0])[-4:] == list(CROP_COLUMNS)  # the default breast crop
     assert [e["id"] for e in read_csv(shared / "errors.csv")] == ["broken"]
     # the merged folder is a whole prepared folder: a one-machine rerun resumes everything
     assert main(prepare_args(src, shared)) == 0

@@ -33,21 +33,24 @@ POINT = re.compile(r"^\(\s*(-?[0-9.]+),\s*(-?[0-9.]+)\)$")
 @pytest.fixture(scope="module")
 def manifest_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "manifest"
-    write_synthetic_dataset(out, patients=3, fmt="manifest", shape=SHAPE, seed=3, progress=False)
+    write_synthetic_dataset(out, patients=3, fmt="manifest", shape=SHAPE, seed=3, progress=False,
+                            markers=False)  # the phantoms alone (markers: their own test)
     return out
 
 
 @pytest.fixture(scope="module")
 def inbreast_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "inbreast"
-    write_synthetic_dataset(out, patients=3, fmt="inbreast", shape=SHAPE, seed=4, progress=False)
+    write_synthetic_dataset(out, patients=3, fmt="inbreast", shape=SHAPE, seed=4, progress=False,
+                            markers=False)  # the phantoms alone (markers: their own test)
     return out
 
 
 @pytest.fixture(scope="module")
 def cbis_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "cbis"
-    write_synthetic_dataset(out, patients=3, fmt="cbis-ddsm", shape=SHAPE, seed=5, progress=False)
+    write_synthetic_dataset(out, patients=3, fmt="cbis-ddsm", shape=SHAPE, seed=5, progress=False,
+                            markers=False)  # the phantoms alone (markers: their own test)
     return out
 
 
@@ -424,3 +427,44 @@ def test_every_synthetic_dicom_reads_with_mammoseg(manifest_dir, inbreast_dir, c
         # Dense tissue is bright after the reader's windowing: the chest-wall edge beats the air edge.
         chest, air = (0, -1) if mammogram.laterality == "L" else (-1, 0)
         assert mammogram.pixels[:, chest].mean() > mammogram.pixels[:, air].mean(), path
+
+
+def test_markers_change_only_their_own_pixels_clear_of_the_breast(tmp_path):
+    """A film label on every image and a collimator strip on every fourth: the rest of each image, and
+    every mask, are those written without them; no mass lies under either."""
+    import json
+
+    from mammoseg.sources.synthetic.layouts import _add_markers
+    from mammoseg.sources.synthetic.phantom import LATERALITIES, VIEWS
+
+    shape, seed = (200, 160), 8
+    marked = write_synthetic_dataset(tmp_path / "marked", patients=1, shape=shape, seed=seed, progress=False)
+    plain = write_synthetic_dataset(tmp_path / "plain", patients=1, shape=shape, seed=seed, progress=False,
+                                    markers=False)
+    assert json.loads((tmp_path / "marked" / "synth.json").read_text())["markers"] is True
+    assert "markers" not in json.loads((tmp_path / "plain" / "synth.json").read_text())
+    assert [read_png(p).tobytes() for p in marked.annotations] == [read_png(p).tobytes() for p in plain.annotations]
+    boxes = []
+    for index, plan in enumerate(plan_dataset(1, "manifest", shape, seed)):
+        rng = np.random.default_rng([seed, 104, plan.patient_index, LATERALITIES.index(plan.laterality),
+                                     VIEWS.index(plan.view)])
+        phantom = render_phantom(rng, shape, plan.laterality, plan.view, mass=plan.masses, breast=plan.breast)
+        _add_markers(seed, index, plan, phantom)
+        assert phantom.label_box is not None and (phantom.border_box is not None) == (index % 4 == 3)
+        drawn = np.zeros(shape, bool)
+        for r0, r1, c0, c1 in filter(None, (phantom.label_box, phantom.border_box)):
+            drawn[r0:r1, c0:c1] = True
+        assert not (drawn & (phantom.breast | phantom.mask)).any()
+        a = pydicom.dcmread(marked.images[index]).pixel_array
+        b = pydicom.dcmread(plain.images[index]).pixel_array
+        assert (a != b).any() and not (a != b)[~drawn].any()
+        boxes.append(phantom.label_box)
+    assert len(set(boxes)) > 1  # placed where each image has room, not at one spot
+
+
+def test_cli_synth_without_markers(tmp_path):
+    args = ["synth", "--out", str(tmp_path / "a"), "--patients", "1", "--shape", "96x80", "--seed", "2"]
+    assert main([*args, "--no-markers"]) == 0
+    plain = write_synthetic_dataset(tmp_path / "b", patients=1, shape=(96, 80), seed=2, progress=False, markers=False)
+    for path in plain.images:
+        assert (tmp_path / "a" / path.relative_to(tmp_path / "b")).read_bytes() == path.read_bytes()

@@ -263,6 +263,7 @@ def test_train_command_end_to_end(tiny_data, tmp_path, caplog):
     model, ckpt = load_fold_model(run / "fold0" / "best.pt")
     assert not model.training
     assert ckpt["image_size"] == 64 and ckpt["fold"] == 0 and ckpt["epoch"] == 2
+    assert ckpt["breast_crop"] is False  # the prepared folder has no crop columns
     assert ckpt["model_spec"] == {"encoder": "resnet22", "decoder": "unet", "in_channels": 1, "dropout": 0.2}
     assert 0.0 < ckpt["norm"]["mean"] < 1.0 and ckpt["norm"]["std"] > 0.0
     assert ckpt["config"]["name"] == "demo"

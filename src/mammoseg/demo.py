@@ -38,7 +38,7 @@ OUTPUTS = ("synthetic", "prepared", "run", "report", "view")
 def _synthesise(out: Path, patients: int, seed: int, echo: Any, progress: bool = True) -> Path:
     synth = out / "synthetic"
     marker = synth / SYNTH_DONE
-    settings = {"patients": patients, "seed": seed, "shape": list(DEMO_SHAPE), "format": "manifest"}
+    settings = {"patients": patients, "seed": seed, "shape": list(DEMO_SHAPE), "format": "manifest", "markers": True}
     if marker.is_file():
         done = json.loads(marker.read_text(encoding="utf-8"))
         if done == settings:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 
 from mammoseg.io import read_csv
 from mammoseg.layouts import PreparedLayout
@@ -38,6 +39,14 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 )
 #: Columns added after the first release: read as empty when an older manifest lacks them.
 LATER_COLUMNS: tuple[str, ...] = ("presentation_intent",)
+#: Pixels cut from each side of the original before padding (`geometry.PadResize`): written after
+#: MANIFEST_COLUMNS only by a folder prepared with the breast crop; without them, no crop.
+CROP_COLUMNS: tuple[str, ...] = ("crop_top", "crop_bottom", "crop_left", "crop_right")
+
+
+def is_cropped(rows: Sequence[Mapping[str, str]]) -> bool:
+    """Whether a manifest's images were cut to the breast before padding (it has the crop columns)."""
+    return bool(rows) and all(c in rows[0] for c in CROP_COLUMNS)
 
 SPLITS = ("train", "holdout")
 

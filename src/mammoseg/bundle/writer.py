@@ -33,7 +33,7 @@ from mammoseg.bundle.archive import (
 )
 from mammoseg.bundle.card import build_card, card_markdown
 from mammoseg.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
-from mammoseg.inference.ensemble import check_member, run_architecture
+from mammoseg.inference.ensemble import check_member, check_same_crop, run_architecture
 from mammoseg.inference.postprocess import CONNECTIVITY, read_record, rule_from_record, run_postprocessing
 from mammoseg.inference.run_identity import file_sha256, fold_digests, id_from_digests
 from mammoseg.io import atomic_path
@@ -59,15 +59,25 @@ def preprocessing_contract(ckpts: Mapping[int, Mapping[str, Any]], threshold: fl
                "brighter outer 10 % band; ties left), rows at the bottom (mammoseg.geometry.plan_pad_resize)",
         "resize": "area averaging (OpenCV INTER_AREA) of the square to image_size x image_size, uint16",
         "image_size": int(first["image_size"]),
+        **({"breast_crop": "before the padding, the image is cut to the box around the breast "
+                           "(mammoseg.geometry.find_breast_box); the pad and the chest side apply to that box"}
+           if breast_crop(ckpts) else {}),
         "input_scale": "uint16 / 65535 -> [0, 1]",
         "normalisation": [{"fold": k, "mean": float(c["norm"]["mean"]), "std": float(c["norm"]["std"])}
                           for k, c in ckpts.items()],
         "in_channels": channels,
         "channels": "grey repeated to 3 channels" if channels == 3 else "grey, one channel",
         "output": "each fold's sigmoid probability, averaged; mask = mean >= threshold, mapped back to the "
-                  "original grid by a bilinear resize to the padded square and cropping the padding",
+                  "original grid by a bilinear resize to the padded square and cropping the padding"
+                  + ("; 0 outside the breast box" if breast_crop(ckpts) else ""),
         "threshold": float(threshold),
     }
+
+
+def breast_crop(ckpts: Mapping[int, Mapping[str, Any]]) -> bool:
+    """Whether the folds were trained on images cut to the breast (checkpoints before the crop: no;
+    `fold_checkpoints` refuses folds that disagree)."""
+    return any(bool(c.get("breast_crop", False)) for c in ckpts.values())
 
 
 def run_threshold(layout: RunLayout) -> float:
@@ -100,6 +110,7 @@ def fold_checkpoints(layout: RunLayout) -> dict[int, dict[str, Any]]:
         ckpts[fold] = ckpt
     if len({int(c["image_size"]) for c in ckpts.values()}) != 1:
         raise ValueError(f"{layout.root}: fold checkpoints were trained at different image sizes")
+    check_same_crop(layout.root, {f"fold{k}": bool(c.get("breast_crop", False)) for k, c in ckpts.items()})
     return ckpts
 
 
@@ -111,7 +122,8 @@ def _resave(folder: Path, layout: RunLayout, ckpts: Mapping[int, Mapping[str, An
         parameters = count_parameters(model)
         save_checkpoint(folder / f"fold{fold}" / "best.pt", model, ckpt["model_spec"], ckpt["norm"], ckpt["config"],
                         image_size=ckpt["image_size"], fold=ckpt["fold"], epoch=ckpt["epoch"],
-                        val_loss=ckpt["val_loss"], val_dice=ckpt.get("val_dice"))
+                        val_loss=ckpt["val_loss"], val_dice=ckpt.get("val_dice"),
+                        **({"breast_crop": True} if ckpt.get("breast_crop") else {}))
     return parameters
 
 

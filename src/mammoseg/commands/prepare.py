@@ -1,6 +1,6 @@
 """Turn a dataset (manifest CSV, INbreast, CBIS-DDSM or a DICOMweb server) into a prepared folder.
 
-Writes images/<id>.png (16-bit, windowed, padded to square and resized), masks/<id>.png
+Writes images/<id>.png (16-bit, windowed, cut to the breast (--no-crop: not), padded to square and resized), masks/<id>.png
 (0/255), manifest.csv with a patient-grouped train/holdout split, and errors.csv listing
 inputs that could not be used. A rerun into the same folder with the same settings
 resumes where the last run stopped.
@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--holdout", type=float, default=0.2, help="fraction of images held out, by patient (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/holdout split (default 0)")
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    parser.add_argument("--crop", action=argparse.BooleanOptionalAction, default=True,
+                        help="cut each image to the box around the breast before padding and resizing (default "
+                             "on); --no-crop writes the folder earlier versions wrote, e.g. to resume one")
     add_overwrite_argument(parser, "an existing prepared folder")
     parser.add_argument("--strict", action="store_true", help="exit non-zero if any input failed")
     add_shard_arguments(parser, "prepare", "manifest.csv and errors.csv")
@@ -109,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         src = source_from_args(args.src, args).cache
         src.mkdir(parents=True, exist_ok=True)
     options = PrepareOptions(size=args.size, holdout=args.holdout, seed=args.seed, workers=args.workers,
-                             strict=args.strict, progress=not args.no_progress)
+                             strict=args.strict, progress=not args.no_progress, crop=args.crop)
     summary = prepare_dataset(args.format, src, args.out, options, overwrite=args.overwrite, part=part,
                               **sources)
     print(summary.format())

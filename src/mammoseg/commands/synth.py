@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image size in pixels (default 1000x800; 4084x3328 is full-field; at most 60 Mpx and 5:1, "
                              "what mammoseg reads)")
     parser.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    parser.add_argument("--markers", action=argparse.BooleanOptionalAction, default=True,
+                        help="non-breast content as on real films: a bright label (e.g. 'L CC') in the background and, "
+                             "on every fourth image, a bright collimator strip along the far edge (default on; "
+                             "--no-markers writes the phantoms of earlier versions)"),
     add_overwrite_argument(parser, "what an earlier synth wrote into --out")
     parser.add_argument("--cbis-naming", choices=("new", "old"), default=None,
                         help="--format cbis-ddsm: current TCIA download folder naming (new, the default) or the "
@@ -72,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         naming=args.cbis_naming or "new",
         progress=not args.no_progress,
+        markers=args.markers,
     )
     print(
         f"wrote {summary.n_images} images ({summary.n_with_mass} with a mass) of {summary.n_patients} "

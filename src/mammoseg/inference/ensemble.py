@@ -172,10 +172,12 @@ def _chosen_folds(layout: RunLayout, folds: Sequence[int]) -> list[Path]:
 
 @dataclass
 class Ensemble:
-    """A run's fold models and the prepared image size they were all trained at."""
+    """A run's fold models, the prepared image size they were all trained at, and whether their
+    images were cut to the breast first (`breast_crop`: a file given directly must be too)."""
 
     members: list[EnsembleMember]
     image_size: int
+    breast_crop: bool = False
 
     @property
     def checkpoints(self) -> list[str]:
@@ -201,16 +203,28 @@ def load_ensemble(run_dir: str | os.PathLike, device: str | torch.device = "cpu"
     if folds is not None:
         paths = _chosen_folds(layout, folds)
     expected = run_architecture(layout)
-    members, sizes = [], {}
+    members, sizes, crops = [], {}, {}
     for path in paths:
         ckpt = read_checkpoint(path, map_location=device)
         check_member(path, ckpt, expected)
         model = model_from_checkpoint(path, ckpt, map_location=device)
         sizes[str(path)] = int(ckpt["image_size"])
+        crops[str(path)] = bool(ckpt.get("breast_crop", False))  # older checkpoints: no crop
         members.append(EnsembleMember(model, ckpt["norm"], int(ckpt["model_spec"]["in_channels"]), str(path)))
     if len(set(sizes.values())) != 1:
         raise ValueError(f"{layout.root}: fold checkpoints were trained at different image sizes: {sizes}")
-    return Ensemble(members, next(iter(sizes.values())))
+    check_same_crop(layout.root, crops)
+    return Ensemble(members, next(iter(sizes.values())), next(iter(crops.values())))
+
+
+def check_same_crop(root: Path, crops: Mapping[str, bool]) -> None:
+    """Refuse folds trained some on breast-cropped images and some not (naming them): one input
+    cannot be standardised for both."""
+    if len(set(crops.values())) > 1:
+        cropped = ", ".join(p for p, c in crops.items() if c)
+        uncropped = ", ".join(p for p, c in crops.items() if not c)
+        raise ValueError(f"{root}: fold checkpoints disagree on the breast crop: trained on cropped images: {cropped}; "
+                         f"on uncropped images: {uncropped}")
 
 
 @dataclass(frozen=True)

@@ -180,40 +180,42 @@ def _load_prepared(item: InputItem, size: int) -> LoadedItem:
     return LoadedItem(item, model_input, image, reference=reference)
 
 
-def load_item(item: InputItem, size: int, want_dataset: bool = False) -> LoadedItem:
-    """Read one input and turn it into the model's size × size uint16 input."""
+def load_item(item: InputItem, size: int, want_dataset: bool = False, crop: bool = False) -> LoadedItem:
+    """Read one input and turn it into the model's size × size uint16 input; a file given directly
+    is cut to the breast first when `crop` (the models were trained on such images)."""
     if item.kind == "prepared":
         return _load_prepared(item, size)
     pixels, _meta = read_image(Path(item.input))
-    standard = standardise(pixels, size)
+    standard = standardise(pixels, size, crop=crop)
     dataset = read_dicom(item.input, stop_before_pixels=True) if want_dataset and item.kind == "dicom" else None
     return LoadedItem(item, standard.image, pixels, plan=standard.plan, dataset=dataset)
 
 
-def _load_batch(items: Sequence[InputItem], size: int, want_dataset: bool) -> tuple[list[LoadedItem], list[InputError]]:
+def _load_batch(items: Sequence[InputItem], size: int, want_dataset: bool,
+                crop: bool) -> tuple[list[LoadedItem], list[InputError]]:
     loaded, errors = [], []
     for item in items:
         try:
-            loaded.append(load_item(item, size, want_dataset=want_dataset and item.kind == "dicom"))
+            loaded.append(load_item(item, size, want_dataset=want_dataset and item.kind == "dicom", crop=crop))
         except Exception as exc:  # one broken input must not stop the others
             errors.append(InputError(item.input, f"{type(exc).__name__}: {exc}", item.seq, item.key))
     return loaded, errors
 
 
 def prefetched(
-    items: Iterable[InputItem], size: int, batch_size: int, want_dataset: bool = False
+    items: Iterable[InputItem], size: int, batch_size: int, want_dataset: bool = False, crop: bool = False
 ) -> Iterator[tuple[list[LoadedItem], list[InputError], int]]:
     """(loaded items, load errors, items in the batch) per batch of the stream `items`; the next
-    batch is read in a thread while the caller works on the current one."""
+    batch is read in a thread while the caller works on the current one. `crop`: as `load_item`."""
     stream = iter(items)
     batches = iter(lambda: list(itertools.islice(stream, batch_size)), [])
     with ThreadPoolExecutor(max_workers=1) as pool:
         batch = next(batches, None)
-        pending = pool.submit(_load_batch, batch, size, want_dataset) if batch else None
+        pending = pool.submit(_load_batch, batch, size, want_dataset, crop) if batch else None
         while batch:
             loaded, errors = pending.result()  # type: ignore[union-attr]
             following = next(batches, None)
             if following:
-                pending = pool.submit(_load_batch, following, size, want_dataset)
+                pending = pool.submit(_load_batch, following, size, want_dataset, crop)
             yield loaded, errors, len(batch)
             batch = following

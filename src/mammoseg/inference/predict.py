@@ -191,9 +191,12 @@ def with_identity(run_dir: str | os.PathLike, options: PredictOptions) -> tuple[
 
 def _settings(run_dir: str | os.PathLike, ensemble: Ensemble, inputs: Sequence[Any], options: PredictOptions,
               known_run_id: str) -> dict:
-    return {"run": os.path.abspath(run_dir), "run_id": known_run_id,
-            "checkpoints": ensemble.checkpoints, "image_size": ensemble.image_size,
-            "inputs": [os.path.abspath(i) for i in inputs], **options.recorded()}
+    settings = {"run": os.path.abspath(run_dir), "run_id": known_run_id,
+                "checkpoints": ensemble.checkpoints, "image_size": ensemble.image_size,
+                "inputs": [os.path.abspath(i) for i in inputs], **options.recorded()}
+    if ensemble.breast_crop:  # recorded only when on: a folder predicted before the crop resumes unchanged
+        settings["breast_crop"] = True
+    return settings
 
 
 def _open(out: Path, settings: dict, inputs: Sequence[Any], overwrite: bool, resume: bool, part: Part) -> OutputFolder:
@@ -273,7 +276,7 @@ def predict(
         bar = tqdm(desc="predict", unit="img", total=total, disable=not options.progress)
         todo = _todo(iter_inputs(inputs, options.split), part, done, out, journal, options.dicom_seg)
         for loaded, load_errors, n in prefetched(todo, ensemble.image_size, options.batch_size,
-                                                   want_dataset=options.dicom_seg):
+                                                   want_dataset=options.dicom_seg, crop=ensemble.breast_crop):
             for error in load_errors:
                 journal.add_error(error)
             if loaded:

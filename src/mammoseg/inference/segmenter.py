@@ -54,7 +54,7 @@ class Segmentation:
     mask: np.ndarray  # uint8 0/255
     probability: np.ndarray  # float32 in [0, 1]
     spacing: tuple[float, float] | None  # (row, col) mm per pixel, when the DICOM header says
-    geometry: PadResize  # the image's padding and resizing to the models' input
+    geometry: PadResize  # the image's crop, padding and resizing to the models' input
 
 
 class Segmenter:
@@ -99,7 +99,7 @@ class Segmenter:
         else:
             pixels, meta = read_image(Path(image))
             spacing, name = _spacing(meta.get("pixel_spacing")), str(image)
-        standard = standardise(pixels, self.image_size)
+        standard = standardise(pixels, self.image_size, crop=self.ensemble.breast_crop)
         loaded = LoadedItem(InputItem("image", name, "raster"), standard.image, pixels, plan=standard.plan)
         with all_cores(self.device), torch.inference_mode():
             (prob_model,) = batch_probability(self.ensemble.members, [standard.image], self.device, tta=self.tta)

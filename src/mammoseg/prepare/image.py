@@ -53,8 +53,9 @@ def _format_spacing(spacing: Sequence[float] | None) -> str:
     return f"{float(spacing[0]):g}\\{float(spacing[1]):g}"
 
 
-def prepare_one(record: Record, out: Path, size: int) -> dict[str, Any]:
-    """Read, pad, resize and write one record; the manifest row (without `split`)."""
+def prepare_one(record: Record, out: Path, size: int, crop: bool = False) -> dict[str, Any]:
+    """Read, (with `crop`) crop to the breast, pad, resize and write one record; the manifest row
+    (without `split`; with the crop columns when `crop`)."""
     if record.problem:
         raise ValueError(record.problem)
     pixels, meta = read_image(record.image)
@@ -63,7 +64,7 @@ def prepare_one(record: Record, out: Path, size: int) -> dict[str, Any]:
     if not patient_id:
         raise ValueError(f"{record.image}: no patient ID (the source gives none and the file has no PatientID)")
     mask = record.load_mask(height, width)
-    standard = standardise(pixels, size)
+    standard = standardise(pixels, size, crop=crop)
     mask_out = apply_to_mask(mask, standard.plan)  # bool; non-zero is mass
     layout = PreparedLayout(out)
     write_png(layout.mask(record.id), mask_out)
@@ -84,15 +85,15 @@ def prepare_one(record: Record, out: Path, size: int) -> dict[str, Any]:
         "sop_instance_uid": str(meta.get("sop_instance_uid") or ""),
         "presentation_intent": str(meta.get("presentation_intent") or ""),
     }
-    row.update(standard.plan.to_row())
+    row.update(standard.plan.to_row(with_crop=crop))
     return row
 
 
-def _run_one(task: tuple[Record, Path, int]) -> tuple[dict[str, Any] | None, str]:
+def _run_one(task: tuple[Record, Path, int, bool]) -> tuple[dict[str, Any] | None, str]:
     """`prepare_one` that never raises: (row or None, reason)."""
-    record, out, size = task
+    record, out, size, crop = task
     try:
-        return prepare_one(record, out, size), ""
+        return prepare_one(record, out, size, crop), ""
     except Exception as exc:  # a broken input must not stop the batch
         reason = str(exc) or type(exc).__name__
         if not isinstance(exc, (ValueError, OSError)):
@@ -104,9 +105,10 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # the processes are the parallelism; avoid oversubscribing cores
 
 
-def results(records: Sequence[Record], out: Path, size: int, workers: int) -> Iterator[tuple[Record, dict | None, str, bool]]:
+def results(records: Sequence[Record], out: Path, size: int, workers: int,
+            crop: bool = False) -> Iterator[tuple[Record, dict | None, str, bool]]:
     """(record, row or None, reason, whether its worker process died) for every record, as they finish."""
-    tasks = [(record, out, size) for record in records]
+    tasks = [(record, out, size, crop) for record in records]
     if workers <= 1 or len(records) <= 1:
         for task in tasks:
             yield task[0], *_run_one(task), False

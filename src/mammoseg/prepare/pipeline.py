@@ -1,7 +1,8 @@
 """Sources → prepared folder: windowed, padded, resized 16-bit PNGs, masks and manifest.csv.
 
-Each image is read (DICOM windowed by `mammoseg.dicom.reader`, or PNG), padded to a square away
-from the chest wall and resized (`mammoseg.geometry`), and written with its 0/255 mask
+Each image is read (DICOM windowed by `mammoseg.dicom.reader`, or PNG), cut to the box around the
+breast (`PrepareOptions.crop`, on by default), padded to a square away from the chest wall and
+resized (`mammoseg.geometry`), and written with its 0/255 mask
 (`mammoseg.prepare.image`). Work runs in `workers` processes; an input that fails goes to
 errors.csv and the rest go on. The patient-grouped train/holdout split (`mammoseg.prepare.splits`)
 is drawn once all images are known.
@@ -31,7 +32,7 @@ from mammoseg.folders import FolderLock, LockRequest, OutputFolder, open_output_
 from mammoseg.io import write_csv_atomic
 from mammoseg.journals import Entries, Journal, journal_entries
 from mammoseg.layouts import PreparedLayout
-from mammoseg.manifest import MANIFEST_COLUMNS, SPLITS, check_patients_disjoint
+from mammoseg.manifest import CROP_COLUMNS, MANIFEST_COLUMNS, SPLITS, check_patients_disjoint
 from mammoseg.prepare.image import results, source_signature
 from mammoseg.prepare.journal import (
     STEM,
@@ -119,7 +120,9 @@ def _n(count: int, noun: str) -> str:
 # --------------------------------------------------------------------------- folder state
 
 
-def _settings(fmt: str, src: Path, size: int, options: Mapping[str, Any]) -> dict[str, Any]:
+def _settings(fmt: str, src: Path, size: int, options: Mapping[str, Any], crop: bool = False) -> dict[str, Any]:
+    """What determines the prepared images; the crop is recorded only when on, so a folder prepared
+    before it existed resumes with `crop=False` as the same settings."""
     def norm(value: Any) -> Any:
         if isinstance(value, (list, tuple)):
             return [norm(v) for v in value]
@@ -130,7 +133,16 @@ def _settings(fmt: str, src: Path, size: int, options: Mapping[str, Any]) -> dic
     opts = {k: norm(v) for k, v in sorted(options.items())}
     if "csv" in opts:
         opts["csv"] = [os.path.abspath(p) for p in opts["csv"]]
-    return {"format": fmt, "src": os.path.abspath(src), "size": int(size), "options": opts}
+    settings = {"format": fmt, "src": os.path.abspath(src), "size": int(size), "options": opts}
+    if crop:
+        settings["crop"] = True
+    return settings
+
+
+def manifest_columns(settings: Mapping[str, Any]) -> tuple[str, ...]:
+    """manifest.csv's columns for a folder prepared with these settings: the crop columns too when
+    the images were cropped to the breast."""
+    return (*MANIFEST_COLUMNS, *CROP_COLUMNS) if settings.get("crop") else MANIFEST_COLUMNS
 
 
 def _inputs(src: Path, records: Sequence[Record], options: Mapping[str, Any]) -> list[Path]:
@@ -189,12 +201,12 @@ def _sort_out(records: Sequence[Record], done: Entries, journal: Journal) -> tup
 
 
 def _prepare_records(todo: Sequence[Record], out: Path, size: int, workers: int, progress: bool,
-                     journal: Journal) -> int:
+                     journal: Journal, crop: bool = False) -> int:
     """Prepare `todo` (in `workers` processes), journalling each image or failure as it lands;
     returns how many records failed because their worker process died."""
     died = 0
     with tqdm(total=len(todo), desc="prepare", unit="img", disable=not progress or not todo) as bar:
-        for record, row, reason, worker_died in results(todo, out, size, workers):
+        for record, row, reason, worker_died in results(todo, out, size, workers, crop):
             if row is None:
                 journal.add({"error": _error(record, reason)})
                 log.warning("%s", reason)
@@ -205,18 +217,18 @@ def _prepare_records(todo: Sequence[Record], out: Path, size: int, workers: int,
     return died
 
 
-def _write_manifest(out: Path, records: Sequence[Record], found: Entries, holdout: float,
-                    seed: int) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[str]]:
+def _write_manifest(out: Path, records: Sequence[Record], found: Entries, split: tuple[float, int],
+                    columns: Sequence[str]) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[str]]:
     """manifest.csv and errors.csv of every record, in the source's order (whatever the workers
-    or shards did); the split drawn over all rows. Returns (rows, errors, notes)."""
+    or shards did); the split (holdout, seed) drawn over all rows. Returns (rows, errors, notes)."""
+    holdout, seed = split
     rows = [dict(found.rows[r.id]["row"]) for r in records if r.id in found.rows]
     errors = [found.errors[r.id] for r in records if r.id in found.errors and r.id not in found.rows]
     preassigned = {i: e.get("split", "") for i, e in found.rows.items() if e.get("split") in SPLITS}
     notes = assign_splits(rows, preassigned, holdout, seed) if rows else []
     layout = PreparedLayout(out)
     check_patients_disjoint(rows, "split", where=str(layout.manifest))
-    write_csv_atomic(layout.manifest, [{c: row.get(c, "") for c in MANIFEST_COLUMNS} for row in rows],
-                     MANIFEST_COLUMNS, durable=True)
+    write_csv_atomic(layout.manifest, [{c: row.get(c, "") for c in columns} for row in rows], columns, durable=True)
     write_csv_atomic(layout.errors, errors, ERROR_COLUMNS, durable=True)
     return rows, errors, notes
 
@@ -241,7 +253,9 @@ def _summary(out: Path, rows: Sequence[Mapping[str, Any]], **counts: Any) -> Pre
 @dataclass(frozen=True)
 class PrepareOptions:
     """How a source is prepared: the output size, the holdout share and the seed of its patient-grouped
-    split, the worker processes, whether any failed input fails the run, and the progress bar."""
+    split, the worker processes, whether any failed input fails the run, the progress bar, and
+    whether each image is cut to the box around the breast before padding (`crop`; off: the
+    folder earlier versions wrote, byte for byte)."""
 
     size: int = 512
     holdout: float = 0.2
@@ -249,6 +263,7 @@ class PrepareOptions:
     workers: int = 1
     strict: bool = False
     progress: bool = True
+    crop: bool = True
 
 
 #: The largest prepared size: 8192² 16-bit pixels are 128 MiB per image, far beyond what a model trains on.
@@ -301,17 +316,17 @@ def prepare_dataset(
     """
     src, out = Path(src), Path(out)
     _check_arguments(src, options, overwrite, part)
-    size, holdout, seed, workers, strict, progress = (options.size, options.holdout, options.seed, options.workers,
-                                                      options.strict, options.progress)
+    holdout, seed, strict = options.holdout, options.seed, options.strict
     records = list(iter_records(fmt, src, **source_options))
     _check_usable(records, src, fmt)
     mine = [r for r in records if part.owns(stable_key(r.image, src))]
-    settings = _settings(fmt, src, size, source_options)
+    settings = _settings(fmt, src, options.size, source_options, options.crop)
     folder, resumed = _open_output(out, settings, _inputs(src, records, source_options), overwrite, part)
     with folder:
         with open_journal(out, part) as journal:
             entries, todo, n_changed = _sort_out(mine, read_journals(out) if resumed else Entries(), journal)
-            n_died = _prepare_records(todo, out, size, workers, progress, journal)
+            n_died = _prepare_records(todo, out, options.size, options.workers, options.progress, journal,
+                                      options.crop)
         found = read_journals(out)
         counts = dict(n_resumed=len(entries), n_changed=n_changed, n_worker_died=n_died, strict=strict)
         if not part.whole:
@@ -319,7 +334,7 @@ def prepare_dataset(
             rows = [found.rows[r.id]["row"] for r in mine if r.id in found.rows]
             n_errors = sum(r.id in found.errors and r.id not in found.rows for r in mine)
             return _summary(out, rows, n_errors=n_errors, part=str(part), **counts)
-        rows, errors, notes = _write_manifest(out, records, found, holdout, seed)
+        rows, errors, notes = _write_manifest(out, records, found, (holdout, seed), manifest_columns(settings))
     return _summary(out, rows, n_errors=len(errors), notes=notes, **counts)
 
 
@@ -341,6 +356,6 @@ def merge_prepared(out: str | os.PathLike, holdout: float = 0.2, seed: int = 0, 
         if missing:
             raise ValueError(f"{out}: no shard accounts for {len(missing)} input(s) of the source, e.g. "
                              f"{', '.join(missing[:3])}; has the source changed since the parts ran?")
-        rows, errors, notes = _write_manifest(out, records, found, holdout, seed)
+        rows, errors, notes = _write_manifest(out, records, found, (holdout, seed), manifest_columns(settings))
         write_state(out, Part(), settings, finished=True)
     return _summary(out, rows, n_errors=len(errors), notes=notes, strict=strict)

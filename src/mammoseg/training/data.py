@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from mammoseg.config import ExperimentConfig
 from mammoseg.distributed import DistInfo, all_reduce_sum
+from mammoseg.manifest import is_cropped
 from mammoseg.seeding import AUGMENT, ORDER, derive_seed
 from mammoseg.training.augment import build_eval_transform, build_train_transform
 from mammoseg.training.dataset import PreparedDataset, SeededSampler, ShardSampler, loader_options
@@ -86,6 +87,7 @@ class FoldData:
     sampler: SeededSampler
     image_size: int
     train_transform: Callable[[], Callable]
+    breast_crop: bool = False  # the prepared images were cut to the breast (predict must do the same)
 
 
 def build_fold_data(
@@ -126,6 +128,7 @@ def build_fold_data(
         sampler=sampler,
         image_size=image_size,
         train_transform=train_transform,
+        breast_crop=is_cropped(train_rows),
     )
 
 

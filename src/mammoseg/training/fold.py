@@ -125,7 +125,8 @@ class FoldRun:
         if improved:
             self.state.best = {k: row[k] for k in ("epoch", "val_loss", "val_dice")}
         if self.info.is_main:
-            provenance = CheckpointProvenance(self.cfg.to_dict(), self.data.image_size, self.info.world_size)
+            provenance = CheckpointProvenance(self.cfg.to_dict(), self.data.image_size, self.info.world_size,
+                                              self.data.breast_crop)
             save_fold(self.files, self.state, self.core, self.opt, provenance, improved,
                       row["epoch"] == self.cfg.total_epochs)
             self.tensorboard.add(row)

@@ -80,12 +80,14 @@ def restore_fold(files: FoldFiles, spec: Mapping[str, Any], core: torch.nn.Modul
 
 @dataclass(frozen=True)
 class CheckpointProvenance:
-    """How a fold's checkpoints were made (config, image size, world size): the same for every
-    epoch's checkpoint, so they travel to `save_fold` as one value."""
+    """How a fold's checkpoints were made (config, image size, world size, whether the prepared
+    images were cut to the breast): the same for every epoch's checkpoint, so they travel to
+    `save_fold` as one value."""
 
     config: Mapping[str, Any]
     image_size: int
     world_size: int
+    breast_crop: bool = False
 
 
 def save_fold(
@@ -101,7 +103,7 @@ def save_fold(
     spec = unwrap_model(core).model_spec
     row = state.history[-1]
     common = dict(image_size=provenance.image_size, fold=files.fold, epoch=row["epoch"], val_loss=row["val_loss"],
-                  val_dice=row["val_dice"])
+                  val_dice=row["val_dice"], breast_crop=provenance.breast_crop)
     if improved:
         save_checkpoint(files.best, core, spec, state.norm, provenance.config, **common)
     save_checkpoint(

@@ -17,7 +17,6 @@ one every prediction is listed and the scores are computed from the masks (`rend
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -27,15 +26,16 @@ from typing import Any
 
 from mammoseg.evaluation.runs import RunInfo, load_run
 from mammoseg.evaluation.scoring import mask_files
-from mammoseg.geometry import PadResize
+from mammoseg.geometry import PLAN_FIELDS, PadResize
 from mammoseg.inference.journal import prepared_inputs
 from mammoseg.io import read_csv
 from mammoseg.layouts import EvaluationLayout, PredictionLayout, PreparedLayout, RunLayout
 from mammoseg.manifest import load_manifest
 
 IMAGE_SUFFIXES = (".png", ".dcm", ".dicom", ".dic")
-#: Manifest columns that map a mask between the original and the prepared grid.
-PLAN_COLUMNS = tuple(f.name for f in dataclasses.fields(PadResize))
+#: Manifest columns that map a mask between the original and the prepared grid (every manifest has
+#: them; a cropped folder's crop columns are read by `PadResize.from_row` too).
+PLAN_COLUMNS = PLAN_FIELDS
 
 
 @dataclass

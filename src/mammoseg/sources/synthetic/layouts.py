@@ -38,6 +38,8 @@ from mammoseg.sources.synthetic.phantom import (
     VIEWS,
     Phantom,
     add_calcifications,
+    add_collimator_border,
+    add_film_label,
     render_phantom,
 )
 from mammoseg.sources.synthetic.plan import ImagePlan, plan_dataset
@@ -120,6 +122,7 @@ def write_synthetic_dataset(
     overwrite: bool = False,
     naming: str = "new",
     progress: bool = True,
+    markers: bool = True,
 ) -> SynthSummary:
     """Write `patients` synthetic patients (CC and MLO of both breasts) to `out` in layout `fmt`.
 
@@ -127,6 +130,9 @@ def write_synthetic_dataset(
     generator writes: images/, masks/, manifest.csv, AllDICOMs/, AllXML/, CBIS-DDSM/, the
     CBIS CSVs, synth.json). `naming` (`new` or `old`) picks CBIS-DDSM's folder naming.
     Every file is written atomically; the same arguments give byte-identical files.
+    `markers` adds non-breast content as on real films: a bright label ("L CC") in the
+    background of every image and a bright collimator strip along the far edge of every fourth;
+    without it the images are those of versions before it, byte for byte.
     """
     out = Path(out)
     if fmt not in FORMATS:
@@ -151,14 +157,28 @@ def write_synthetic_dataset(
         rng = np.random.default_rng([seed, 104, plan.patient_index, LATERALITIES.index(plan.laterality),
                                      VIEWS.index(plan.view)])
         phantom = render_phantom(rng, shape, plan.laterality, plan.view, mass=plan.masses, breast=plan.breast)
+        if markers:
+            _add_markers(seed, index, plan, phantom)
         writer.add(index, plan, phantom, rng)
     summary = writer.finish()
     settings = {"format": fmt, "patients": patients, "shape": list(shape), "seed": seed, "naming": naming,
                 "n_images": summary.n_images, "n_with_mass": summary.n_with_mass}
+    if markers:
+        settings["markers"] = True
     write_text_atomic(out / "synth.json", json.dumps(settings, indent=2) + "\n")
     log.debug("wrote %d synthetic images (%d with a mass) of %d patients to %s",
               summary.n_images, summary.n_with_mass, patients, out)
     return summary
+
+
+def _add_markers(seed: int, index: int, plan: ImagePlan, phantom: Phantom) -> None:
+    """A film label on every image, a collimator strip on every fourth, drawn from a generator of
+    their own so the rest of the image is the same with or without them."""
+    rng = np.random.default_rng([seed, 106, plan.patient_index, LATERALITIES.index(plan.laterality),
+                                 VIEWS.index(plan.view)])
+    if index % 4 == 3:
+        add_collimator_border(phantom)
+    add_film_label(rng, phantom, f"{plan.laterality} {plan.view}")
 
 
 class _LayoutWriter:

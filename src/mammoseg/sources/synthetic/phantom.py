@@ -11,6 +11,11 @@ Geometry conventions: a right breast (`R`) has its chest wall on the image's rig
 a left breast (`L`) on the left edge. Both views of one breast show the same mass (same
 size and shape, pixel for pixel) at a similar distance from the chest wall.
 
+Non-breast content (`add_film_label`, `add_collimator_border`): a bright film label with
+text-like strokes in the background, and a bright collimator strip along the edge away from
+the chest wall, as real screening images carry; both keep clear of the breast, so no mass
+lies under them.
+
 Mass size rule: a mass of `d` mm (4-40 mm) is drawn `d / spacing` pixels across (its
 physical size) but never wider than `f(d) * width` with
 `f(d) = 0.03 + 0.12 * (d - 4) / 36`. At full-field shapes (e.g. 4084x3328 at 0.07 mm)
@@ -76,6 +81,8 @@ class Phantom:
     breast: np.ndarray  # bool H x W breast region
     chest_side: str  # "left" | "right"
     mass_centers: list[tuple[int, int]]  # (row, col) per mass
+    label_box: tuple[int, int, int, int] | None = None  # film label (row0, row1, col0, col1), `add_film_label`
+    border_box: tuple[int, int, int, int] | None = None  # collimator border, `add_collimator_border`
 
 
 def mass_diameter_px(diameter_mm: float, width: int, spacing_mm: float) -> float:
@@ -314,3 +321,59 @@ def add_calcifications(
         points.append((float(x), float(y)))
     np.clip(image, 0.0, 1.0, out=image)
     return image, points
+
+
+# --------------------------------------------------------------------------------------
+# Non-breast content
+# --------------------------------------------------------------------------------------
+
+_LABEL = 0.92  # density of a film label (bright: lead or tape on the film)
+_LABEL_TEXT = 0.35  # its text strokes
+_BORDER = 0.95  # density of an unexposed collimator strip
+
+
+def _border_width(width: int) -> int:
+    return max(2, round(0.015 * width))
+
+
+def add_film_label(rng: np.random.Generator, phantom: Phantom, text: str) -> tuple[int, int, int, int] | None:
+    """Draw a film label (a bright rectangle with `text`, e.g. "L CC") into the phantom's background,
+    clear of the box around the breast (so a crop to the breast leaves it out) and of a collimator
+    strip; its box (row0, row1, col0, col1), also kept in `phantom.label_box`, or None when the
+    background has no room for it."""
+    image = phantom.image
+    h, w = image.shape
+    lh, lw = max(5, round(0.04 * h)), max(10, round(0.12 * w))
+    inset = _border_width(w) + max(1, round(0.01 * min(h, w)))
+    keep = max(4, round(0.03 * max(h, w)))  # beyond the crop's margin (2 % of the longer side)
+    rows, cols = np.nonzero(phantom.breast | phantom.mask)
+    b_r0, b_r1, b_c0, b_c1 = rows.min() - keep, rows.max() + 1 + keep, cols.min() - keep, cols.max() + 1 + keep
+    places = [(r, c) for r in range(inset, h - inset - lh + 1, lh) for c in range(inset, w - inset - lw + 1, lh)
+              if r + lh <= b_r0 or r >= b_r1 or c + lw <= b_c0 or c >= b_c1]
+    if not places:
+        return None
+    r0, c0 = places[int(rng.integers(len(places)))]
+    strokes = np.zeros((lh, lw), dtype=np.uint8)  # OpenCV draws text on 8-bit images only
+    scale = cv2.getFontScaleFromHeight(cv2.FONT_HERSHEY_SIMPLEX, max(3, round(0.6 * lh)))
+    thickness = max(1, lh // 10)
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    origin = (max(0, (lw - tw) // 2), min(lh - 1, (lh + th) // 2))
+    cv2.putText(strokes, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thickness, cv2.LINE_AA)
+    ink = strokes.astype(np.float32) / np.float32(255.0)
+    image[r0:r0 + lh, c0:c0 + lw] = np.float32(_LABEL) + (np.float32(_LABEL_TEXT) - np.float32(_LABEL)) * ink
+    phantom.label_box = (r0, r0 + lh, c0, c0 + lw)
+    return phantom.label_box
+
+
+def add_collimator_border(phantom: Phantom) -> tuple[int, int, int, int] | None:
+    """Draw a bright collimator strip (1.5 % of the width) along the edge away from the chest wall;
+    its box (row0, row1, col0, col1), also kept in `phantom.border_box`, or None when the breast
+    reaches that edge."""
+    h, w = phantom.image.shape
+    bw = _border_width(w)
+    c0 = 0 if phantom.chest_side == "right" else w - bw
+    if (phantom.breast[:, c0:c0 + bw] | phantom.mask[:, c0:c0 + bw]).any():
+        return None
+    phantom.image[:, c0:c0 + bw] = np.float32(_BORDER)
+    phantom.border_box = (0, h, c0, c0 + bw)
+    return phantom.border_box
