@@ -24,7 +24,7 @@ import pytest
 
 from mammoseg.io import read_csv, read_png
 from mammoseg.prepare import PrepareOptions, prepare_dataset
-from mammoseg.sources.synthetic import write_synthetic_dataset
+from mammoseg.sources.synthetic import SynthStyle, write_synthetic_dataset
 
 EXPECTED = {
     ("inbreast", (1024, 832)): {
@@ -87,7 +87,7 @@ def prepared_digests(out: Path, src: Path) -> dict[str, str]:
 
 def digests(root: Path, fmt: str, shape: tuple[int, int]) -> dict[str, str]:
     src, out = root / "src", root / "prepared"
-    write_synthetic_dataset(src, PATIENTS, fmt, shape, SEED, progress=False, markers=False)
+    write_synthetic_dataset(src, PATIENTS, fmt, shape, SEED, progress=False, style=SynthStyle(markers=False))
     summary = prepare_dataset(fmt, src, out, PrepareOptions(size=SIZE, progress=False, crop=False))
     assert summary.n_images == 8 and summary.n_errors == 0
     return {"source": source_digest(src), **prepared_digests(out, src)}

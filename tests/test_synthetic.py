@@ -18,7 +18,7 @@ from pydicom.pixels import apply_voi_lut
 from mammoseg.cli import main
 from mammoseg.commands.synth import parse_shape
 from mammoseg.io import read_png
-from mammoseg.sources.synthetic import write_synthetic_dataset
+from mammoseg.sources.synthetic import SynthStyle, write_synthetic_dataset
 from mammoseg.sources.synthetic.dicom_writer import MG_FOR_PRESENTATION, MG_FOR_PROCESSING
 from mammoseg.sources.synthetic.layouts import CBIS_CSV_COLUMNS
 from mammoseg.sources.synthetic.masses import MassSpec
@@ -34,7 +34,7 @@ POINT = re.compile(r"^\(\s*(-?[0-9.]+),\s*(-?[0-9.]+)\)$")
 def manifest_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "manifest"
     write_synthetic_dataset(out, patients=3, fmt="manifest", shape=SHAPE, seed=3, progress=False,
-                            markers=False)  # the phantoms alone (markers: their own test)
+                            style=SynthStyle(markers=False))  # the phantoms alone (markers: their own test)
     return out
 
 
@@ -42,7 +42,7 @@ def manifest_dir(tmp_path_factory) -> Path:
 def inbreast_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "inbreast"
     write_synthetic_dataset(out, patients=3, fmt="inbreast", shape=SHAPE, seed=4, progress=False,
-                            markers=False)  # the phantoms alone (markers: their own test)
+                            style=SynthStyle(markers=False))  # the phantoms alone (markers: their own test)
     return out
 
 
@@ -50,7 +50,7 @@ def inbreast_dir(tmp_path_factory) -> Path:
 def cbis_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "cbis"
     write_synthetic_dataset(out, patients=3, fmt="cbis-ddsm", shape=SHAPE, seed=5, progress=False,
-                            markers=False)  # the phantoms alone (markers: their own test)
+                            style=SynthStyle(markers=False))  # the phantoms alone (markers: their own test)
     return out
 
 
@@ -340,7 +340,8 @@ def test_cbis_layout_csvs_and_roi_files(cbis_dir):
 
 def test_cbis_old_naming_paths_exist_verbatim(tmp_path):
     out = tmp_path / "old"
-    summary = write_synthetic_dataset(out, patients=2, fmt="cbis-ddsm", shape=(96, 80), seed=6, naming="old", progress=False)
+    summary = write_synthetic_dataset(out, patients=2, fmt="cbis-ddsm", shape=(96, 80), seed=6, progress=False,
+                                      style=SynthStyle(naming="old"))
     rows = _rows(out / "mass_case_description_train_set.csv")[1] + _rows(out / "mass_case_description_test_set.csv")[1]
     assert summary.n_images == 8 == summary.n_with_mass
     for row in rows:
@@ -440,7 +441,7 @@ def test_markers_change_only_their_own_pixels_clear_of_the_breast(tmp_path):
     shape, seed = (200, 160), 8
     marked = write_synthetic_dataset(tmp_path / "marked", patients=1, shape=shape, seed=seed, progress=False)
     plain = write_synthetic_dataset(tmp_path / "plain", patients=1, shape=shape, seed=seed, progress=False,
-                                    markers=False)
+                                    style=SynthStyle(markers=False))
     assert json.loads((tmp_path / "marked" / "synth.json").read_text())["markers"] is True
     assert "markers" not in json.loads((tmp_path / "plain" / "synth.json").read_text())
     assert [read_png(p).tobytes() for p in marked.annotations] == [read_png(p).tobytes() for p in plain.annotations]
@@ -465,6 +466,7 @@ def test_markers_change_only_their_own_pixels_clear_of_the_breast(tmp_path):
 def test_cli_synth_without_markers(tmp_path):
     args = ["synth", "--out", str(tmp_path / "a"), "--patients", "1", "--shape", "96x80", "--seed", "2"]
     assert main([*args, "--no-markers"]) == 0
-    plain = write_synthetic_dataset(tmp_path / "b", patients=1, shape=(96, 80), seed=2, progress=False, markers=False)
+    plain = write_synthetic_dataset(tmp_path / "b", patients=1, shape=(96, 80), seed=2, progress=False,
+                                    style=SynthStyle(markers=False))
     for path in plain.images:
         assert (tmp_path / "a" / path.relative_to(tmp_path / "b")).read_bytes() == path.read_bytes()

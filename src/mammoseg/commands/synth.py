@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mammoseg.sources.synthetic import write_synthetic_dataset
+    from mammoseg.sources.synthetic import SynthStyle, write_synthetic_dataset
 
     if args.cbis_naming is not None and args.fmt != "cbis-ddsm":
         raise ValueError(f"--cbis-naming applies to --format cbis-ddsm only, not {args.fmt}")
@@ -74,9 +74,8 @@ def run(args: argparse.Namespace) -> int:
         shape=args.shape,
         seed=args.seed,
         overwrite=args.overwrite,
-        naming=args.cbis_naming or "new",
         progress=not args.no_progress,
-        markers=args.markers,
+        style=SynthStyle(naming=args.cbis_naming or "new", markers=args.markers),
     )
     print(
         f"wrote {summary.n_images} images ({summary.n_with_mass} with a mass) of {summary.n_patients} "

@@ -20,6 +20,6 @@ layouts and `write_synthetic_dataset`).
 
 from __future__ import annotations
 
-from mammoseg.sources.synthetic.layouts import SynthSummary, write_synthetic_dataset
+from mammoseg.sources.synthetic.layouts import SynthStyle, SynthSummary, write_synthetic_dataset
 
-__all__ = ["SynthSummary", "write_synthetic_dataset"]
+__all__ = ["SynthStyle", "SynthSummary", "write_synthetic_dataset"]

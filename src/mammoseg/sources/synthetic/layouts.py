@@ -113,6 +113,16 @@ def _check_readable_shape(shape: tuple[int, int]) -> None:
                          "does not read as a mammogram")
 
 
+@dataclass(frozen=True)
+class SynthStyle:
+    """How the files look besides their content: CBIS-DDSM's folder `naming` (`new` or `old`), and
+    `markers`, the non-breast content of real films (a label on every image, a collimator strip on
+    every fourth; off: the images of versions before it, byte for byte)."""
+
+    naming: str = "new"
+    markers: bool = True
+
+
 def write_synthetic_dataset(
     out: str | os.PathLike,
     patients: int = 12,
@@ -120,19 +130,16 @@ def write_synthetic_dataset(
     shape: tuple[int, int] = (1000, 800),
     seed: int = 0,
     overwrite: bool = False,
-    naming: str = "new",
     progress: bool = True,
-    markers: bool = True,
+    style: SynthStyle = SynthStyle(),
 ) -> SynthSummary:
     """Write `patients` synthetic patients (CC and MLO of both breasts) to `out` in layout `fmt`.
 
     Refuses a non-empty `out` unless `overwrite` (which then removes only what this
     generator writes: images/, masks/, manifest.csv, AllDICOMs/, AllXML/, CBIS-DDSM/, the
-    CBIS CSVs, synth.json). `naming` (`new` or `old`) picks CBIS-DDSM's folder naming.
+    CBIS CSVs, synth.json). `style` picks CBIS-DDSM's folder naming and whether the films carry
+    a bright label ("L CC") and collimator strips (`SynthStyle`).
     Every file is written atomically; the same arguments give byte-identical files.
-    `markers` adds non-breast content as on real films: a bright label ("L CC") in the
-    background of every image and a bright collimator strip along the far edge of every fourth;
-    without it the images are those of versions before it, byte for byte.
     """
     out = Path(out)
     if fmt not in FORMATS:
@@ -141,6 +148,7 @@ def write_synthetic_dataset(
         raise ValueError(f"--patients must be at least 1, got {patients}")
     if seed < 0:
         raise ValueError(f"--seed must be non-negative, got {seed}")
+    naming, markers = style.naming, style.markers
     if naming not in ("new", "old"):
         raise ValueError(f"CBIS-DDSM naming must be 'new' or 'old', got {naming!r}")
     shape = (int(shape[0]), int(shape[1]))
