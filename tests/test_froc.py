@@ -6,6 +6,8 @@ import pytest
 
 from mammoseg.evaluation.froc import (
     OPERATING_POINTS,
+    FrocCurve,
+    envelope,
     froc_curve,
     mean_sensitivity,
     operating_sensitivities,
@@ -118,3 +120,26 @@ def test_bad_input_is_refused():
         sweep_image(prob, ref, (0.5, 0.2))
     with pytest.raises(ValueError, match="no reference lesions"):
         froc_curve([sweep_image(prob, ref, THRESHOLDS)], THRESHOLDS)
+
+
+def test_an_operating_point_takes_the_best_sensitivity_within_its_budget():
+    """The halo image: at 0.2 the lesion is missed and the halo is 1 FP/image; at 0.5 it is found
+    with none. Within a budget of 1 FP/image the reader has the 0.5 point: sensitivity 1, not 0."""
+    prob, ref = np.zeros((64, 64)), np.zeros((64, 64), bool)
+    prob[0:40, 0:40] = 0.3
+    prob[10:20, 10:20] = 0.9
+    ref[10:20, 10:20] = True
+    curve = froc_curve([sweep_image(prob, ref, (0.2, 0.5, 0.95))], (0.2, 0.5, 0.95))
+    assert curve.sensitivity.tolist() == [0.0, 1.0, 0.0] and curve.fp_per_image.tolist() == [1.0, 0.0, 0.0]
+    assert operating_sensitivities(curve, (0.125, 1.0, 8.0)) == {0.125: 1.0, 1.0: 1.0, 8.0: 1.0}
+
+
+def test_the_plotted_envelope_is_the_operating_point_rule_at_every_level():
+    fp = [1.0, 0.5, 0.5, 2.0, 0.0, 0.5]
+    sens = [0.25, 0.75, 0.5, 0.5, 0.0, 0.25]
+    levels, best = envelope(fp, sens)
+    assert levels.tolist() == [0.0, 0.5, 1.0, 2.0]
+    assert best.tolist() == [0.0, 0.75, 0.75, 0.75]
+    # the same numbers as operating_sensitivities at those levels (4 images, 4 lesions)
+    curve = FrocCurve(tuple(range(6)), np.array(sens) * 4, np.array(fp) * 4, 4, 4)
+    assert operating_sensitivities(curve, tuple(levels)) == dict(zip(levels.tolist(), best.tolist()))

@@ -11,8 +11,10 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure
 
+from mammoseg.evaluation.froc import envelope
 from mammoseg.io import atomic_path
 
 #: One fold's epoch log: rows with epoch, phase, train_loss, val_loss, val_dice (numbers or CSV strings).
@@ -73,16 +75,18 @@ FrocLine = tuple[str, Sequence[Mapping[str, Any]], Mapping[str, float]]
 
 def plot_froc(path: str | os.PathLike, lines: Sequence[FrocLine], title: str) -> None:
     """Lesion sensitivity against false positives per image, one colour per model, on a log-2 axis
-    from 1/8 to 8 FP/image; the operating points' sensitivities as dots. Sweep points with no false
-    positive lie off a log axis and are left out of the line (their sensitivity is in the dots)."""
+    from 1/8 to 8 FP/image: the best sensitivity within each FP budget (`froc.envelope`, the
+    operating-point rule), as a staircase; the operating points as dots. FP levels of 0 lie off a log
+    axis and are left out of the line (their sensitivity is in the dots)."""
     fig = Figure(figsize=(6, 4.2))
     ax = fig.subplots()
     for k, (label, rows, points) in enumerate(lines):
         colour = f"C{k % 10}"
-        strict_first = sorted(rows, key=lambda r: -float(r["threshold"]))  # the sweep from strict to lax
-        shown = [(float(r["fp_per_image"]), float(r["sensitivity"])) for r in strict_first if float(r["fp_per_image"]) > 0]
-        if shown:
-            ax.plot([p[0] for p in shown], [p[1] for p in shown], color=colour, lw=1.5, label=label)
+        fp, sens = envelope([float(r["fp_per_image"]) for r in rows], [float(r["sensitivity"]) for r in rows])
+        shown = bool((fp > 0).any())
+        if shown:  # the staircase runs on to the axis' end: no budget beyond the sweep's lowers it
+            x, y = np.append(fp[fp > 0], max(8.0, fp[-1])), np.append(sens[fp > 0], sens[-1])
+            ax.step(x, y, where="post", color=colour, lw=1.5, label=label)
         marks = sorted((float(x), float(s)) for x, s in points.items())
         ax.plot([m[0] for m in marks], [m[1] for m in marks], color=colour, ls="none", marker="o", ms=4,
                 label=None if shown else label)

@@ -20,11 +20,12 @@ saved by ``predict --save-prob`` holds ``round(prob × 65535)``; it is compared 
 predicted mask (elsewhere a pixel within one step, 1/65535, of t may differ).
 
 Operating points (`operating_sensitivities`): at 0.125, 0.25, 0.5, 1, 2, 4 and 8 FP/image the
-sensitivity is that of the sweep point with the largest FP/image not above the operating point
-(ties: the higher sensitivity). When every point has more false positives the sensitivity is 0;
-when the curve ends below the operating point (even the lowest threshold has fewer false
-positives) it is the sensitivity of that last point. Their mean is the ``mean_sensitivity``, the
-CPM-style summary.
+sensitivity is the best of the sweep points with at most that many FP/image: the best a reader
+can have within that false-positive budget. (Neither coordinate is monotone in the threshold: a
+component may split as the threshold rises, adding a false positive, and at a low threshold a
+lesion may merge into a halo too large to detect it.) When every point has more false positives
+the sensitivity is 0. Their mean is the ``mean_sensitivity``, the CPM-style summary. The
+plotted curve (`envelope`) is the same rule at every FP/image: a non-decreasing staircase.
 
 Speed: the components of ``prob ≥ t`` are nested (raising t only shrinks or splits them), so per
 image the map is labelled in full once, at the lowest threshold; after that each component is
@@ -204,18 +205,20 @@ def froc_curve(sweeps: Sequence[ImageSweep], thresholds: Sequence[float]) -> Fro
 
 
 def operating_sensitivities(curve: FrocCurve, points: Sequence[float] = OPERATING_POINTS) -> dict[float, float]:
-    """Sensitivity at each operating point (FP/image): that of the sweep point with the largest
-    FP/image not above it (ties: the higher sensitivity); 0 when every point has more."""
+    """Sensitivity at each operating point (FP/image): the best of the sweep points with at most that
+    many FP/image; 0 when every point has more."""
     fp, sens = curve.fp_per_image, curve.sensitivity
-    out: dict[float, float] = {}
-    for point in points:
-        allowed = np.flatnonzero(fp <= point)
-        if allowed.size == 0:
-            out[float(point)] = 0.0
-            continue
-        most = fp[allowed].max()
-        out[float(point)] = float(sens[allowed][fp[allowed] == most].max())
-    return out
+    return {float(point): float(sens[fp <= point].max(initial=0.0)) for point in points}
+
+
+def envelope(fp_per_image: Sequence[float], sensitivity: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The FROC as plotted: each distinct FP/image of the sweep (ascending) with the best sensitivity
+    of the points at or below it — the operating-point rule everywhere, a non-decreasing staircase."""
+    fp, sens = np.asarray(fp_per_image, np.float64), np.asarray(sensitivity, np.float64)
+    order = np.argsort(fp, kind="stable")
+    best = np.maximum.accumulate(sens[order]) if sens.size else sens
+    levels, last = np.unique(fp[order][::-1], return_index=True)  # the last point of each FP level
+    return levels, best[::-1][last]
 
 
 def mean_sensitivity(by_point: dict[float, float]) -> float:
