@@ -432,3 +432,25 @@ def test_predict_crops_a_dicom_when_the_folds_were_trained_on_cropped_images(tmp
     plain = write_random_run(tmp_path / "plain")
     predict(plain, [tmp_path / "mg.dcm"], tmp_path / "pred2", PredictOptions(device="cpu", progress=False))
     assert "breast_crop" not in json.loads(PredictionLayout(tmp_path / "pred2").summary.read_text())
+
+
+def test_predicting_a_prepared_folder_made_the_other_way_than_the_run_is_said(tmp_path, caplog):
+    """A prepared folder is predicted as it is; when its images were (not) cut to the breast and the
+    run's models were trained the other way, predict says so, naming the folder and the fix."""
+    from mammoseg.inference.inputs import crop_mismatch
+    from mammoseg.inference.predict import PredictOptions, predict
+
+    data, _rows = _prepared(tmp_path)  # the uncropped layout: no crop columns
+    assert crop_mismatch(data, breast_crop=False) is None
+    assert crop_mismatch(tmp_path / "nothing-here", breast_crop=True) is None
+    run = write_random_run(tmp_path / "run", breast_crop=(0, 1))
+    with caplog.at_level("WARNING"):
+        predict(run, [data], tmp_path / "pred", PredictOptions(device="cpu", progress=False))
+    warned = [r.getMessage() for r in caplog.records if "breast crop" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(f"{data}: prepared without the breast crop")
+    assert "--crop" in warned[0]
+    plain = write_random_run(tmp_path / "plain")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        predict(plain, [data], tmp_path / "pred2", PredictOptions(device="cpu", progress=False))
+    assert not [r for r in caplog.records if "breast crop" in r.getMessage()]

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
+from mammoseg.geometry import CROP_FIELDS
 from mammoseg.io import read_csv
 from mammoseg.layouts import PreparedLayout
 
@@ -41,12 +42,13 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 LATER_COLUMNS: tuple[str, ...] = ("presentation_intent",)
 #: Pixels cut from each side of the original before padding (`geometry.PadResize`): written after
 #: MANIFEST_COLUMNS only by a folder prepared with the breast crop; without them, no crop.
-CROP_COLUMNS: tuple[str, ...] = ("crop_top", "crop_bottom", "crop_left", "crop_right")
+CROP_COLUMNS: tuple[str, ...] = CROP_FIELDS
 
 
 def is_cropped(rows: Sequence[Mapping[str, str]]) -> bool:
     """Whether a manifest's images were cut to the breast before padding (it has the crop columns)."""
     return bool(rows) and all(c in rows[0] for c in CROP_COLUMNS)
+
 
 SPLITS = ("train", "holdout")
 

@@ -30,7 +30,7 @@ from mammoseg.dicom.bounded import read_dicom
 from mammoseg.geometry import PadResize, standardise
 from mammoseg.io import as_uint16, read_png, special_file_kind
 from mammoseg.layouts import PreparedLayout
-from mammoseg.manifest import MANIFEST_COLUMNS, UniqueIds, load_manifest
+from mammoseg.manifest import CROP_COLUMNS, MANIFEST_COLUMNS, UniqueIds, load_manifest
 from mammoseg.prepare.image import RASTER_SUFFIXES, read_image
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
@@ -85,14 +85,33 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
-def is_prepared_folder(path: Path) -> bool:
-    """A folder with a manifest.csv in the prepared layout (not, e.g., a source CSV of DICOMs)."""
+def _manifest_header(path: Path) -> list[str]:
     manifest = PreparedLayout(path).manifest
     if not manifest.is_file():
-        return False
+        return []
     with open(manifest, newline="", encoding="utf-8-sig") as fh:
-        header = next(csv.reader(fh), [])
+        return next(csv.reader(fh), [])
+
+
+def is_prepared_folder(path: Path) -> bool:
+    """A folder with a manifest.csv in the prepared layout (not, e.g., a source CSV of DICOMs)."""
+    header = _manifest_header(path)
     return all(c in header for c in MANIFEST_COLUMNS)
+
+
+def crop_mismatch(path: Path, breast_crop: bool) -> str | None:
+    """Why a prepared folder's images differ from what models trained with (or without) the breast crop
+    see, or None when they match (or `path` is no prepared folder). Its images are predicted as
+    they are; a DICOM or raster input is standardised the models' way."""
+    header = _manifest_header(path)
+    if not all(c in header for c in MANIFEST_COLUMNS):
+        return None
+    cropped = all(c in header for c in CROP_COLUMNS)
+    if cropped == breast_crop:
+        return None
+    return (f"{path}: prepared {'with' if cropped else 'without'} the breast crop, but the run's models were trained "
+            f"on images prepared {'with' if breast_crop else 'without'} it; its images are predicted as they are, "
+            f"which may lower accuracy (prepare the source again with {'--crop' if breast_crop else '--no-crop'})")
 
 
 def _dicom_files(folder: Path) -> Iterator[Path | InputError]:

@@ -29,6 +29,7 @@ from mammoseg.inference.inputs import (
     InputError,
     InputItem,
     LoadedItem,
+    crop_mismatch,
     is_dicom_file,
     is_prepared_folder,
     iter_inputs,
@@ -267,6 +268,10 @@ def predict(
     out, dev = Path(out_dir), resolve_device(options.device)
     ensemble = load_ensemble(run_dir, dev, options.folds)
     check_usable(inputs, options.split)
+    for raw in inputs:
+        mismatch = crop_mismatch(Path(raw), ensemble.breast_crop)
+        if mismatch:
+            log.warning("%s", mismatch)
     options, known_run_id = with_identity(run_dir, options)
     settings = _settings(run_dir, ensemble, inputs, options, known_run_id)
     with _open(out, settings, inputs, overwrite, resume, part), PredictionJournal(out, part) as journal, \
