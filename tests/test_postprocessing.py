@@ -172,6 +172,32 @@ def test_a_gain_within_the_margin_keeps_the_default():
         choose_postprocessing(scores[:, :3], GRID)
 
 
+def test_a_step_that_lowers_one_folds_mean_is_not_taken():
+    """Fold 0's two images gain 0.3 at threshold 0.2 and 0.05 at 0.8, fold 1's image loses 0.1 at 0.2:
+    the mean's best (0.2, +0.167) hurts fold 1, so the fold-agreeing 0.8 (+0.033) is taken instead;
+    without fold numbers the mean's best is."""
+    scores = np.full((3, len(GRID.thresholds), len(GRID.min_areas), 2), 0.5)
+    t02, t08 = GRID.thresholds.index(0.2), GRID.thresholds.index(0.8)
+    scores[:2, t02] += 0.3
+    scores[2, t02] -= 0.1
+    scores[:2, t08] += 0.05
+    agreed = choose_postprocessing(scores, GRID, folds=[0, 0, 1])
+    assert agreed.rule.threshold == 0.8 and agreed.steps[0]["best"] == 0.2
+    assert agreed.steps[0]["folds_agree"]["0.2"] is False and agreed.steps[0]["folds_agree"]["0.8"] is True
+    assert agreed.steps[0]["dice_after"] == pytest.approx(0.5 + 0.1 / 3)
+    assert choose_postprocessing(scores, GRID).rule.threshold == 0.2
+    with pytest.raises(ValueError, match="2 fold numbers for 3 images"):
+        choose_postprocessing(scores, GRID, folds=[0, 1])
+
+
+def test_keeping_the_most_probable_of_two_saturated_components_keeps_the_larger():
+    prob = np.zeros((16, 16), np.float32)
+    _square(prob, 1, 1, 2, 1.0)  # first in label order, 4 px
+    _square(prob, 8, 8, 4, 1.0)  # 16 px, the same peak
+    mask = postprocessed_mask(prob, PostProcessing(0.5, 0, True))
+    assert np.count_nonzero(mask) == 16 and mask[8:12, 8:12].all()
+
+
 # --------------------------------------------------------------------------- predict, Segmenter and bundles use it
 
 

@@ -71,11 +71,14 @@ def kept_components(areas: np.ndarray, peaks: np.ndarray, min_area: int, keep_mo
     """Which components a rule keeps (bool per component), from their areas and maximum probabilities.
 
     Components smaller than `min_area` go first; of the rest, `keep_most_probable` keeps the one with
-    the highest maximum probability (on a tie, the first in label order: top-left first).
+    the highest maximum probability; on a tie the larger one (a confident model's peaks are often
+    exactly 1.0 in float32, so ties are common), then the first in label order (top-left first).
     """
-    keep = np.asarray(areas) >= min_area
+    areas = np.asarray(areas)
+    keep = areas >= min_area
     if keep_most_probable and keep.any():
-        best = int(np.argmax(np.where(keep, peaks, -np.inf)))
+        candidates = np.flatnonzero(keep)
+        best = candidates[np.lexsort((-areas[candidates], -np.asarray(peaks)[candidates]))[0]]
         keep = np.zeros_like(keep)
         keep[best] = True
     return keep
