@@ -32,7 +32,7 @@ from mammoseg.io import read_png
 from mammoseg.manifest import load_manifest
 from mammoseg.prepare import PrepareOptions, prepare_dataset
 from mammoseg.sources.synthetic import write_synthetic_dataset
-from mammoseg.sources.synthetic.layouts import _add_markers
+from mammoseg.sources.synthetic.dataset import add_markers
 from mammoseg.sources.synthetic.phantom import LATERALITIES, VIEWS, Phantom, render_phantom
 from mammoseg.sources.synthetic.plan import plan_dataset
 
@@ -44,7 +44,7 @@ def phantoms(patients: int, shape: tuple[int, int], seed: int) -> dict[str, Phan
         rng = np.random.default_rng([seed, 104, plan.patient_index, LATERALITIES.index(plan.laterality),
                                      VIEWS.index(plan.view)])
         phantom = render_phantom(rng, shape, plan.laterality, plan.view, mass=plan.masses, breast=plan.breast)
-        _add_markers(seed, index, plan, phantom)
+        add_markers(seed, index, plan, phantom)
         found[f"SYN{plan.patient_index + 1:04d}_{plan.laterality}_{plan.view}"] = phantom
     return found
 

@@ -435,7 +435,7 @@ def test_markers_change_only_their_own_pixels_clear_of_the_breast(tmp_path):
     every mask, are those written without them; no mass lies under either."""
     import json
 
-    from mammoseg.sources.synthetic.layouts import _add_markers
+    from mammoseg.sources.synthetic.dataset import add_markers
     from mammoseg.sources.synthetic.phantom import LATERALITIES, VIEWS
 
     shape, seed = (200, 160), 8
@@ -450,7 +450,7 @@ def test_markers_change_only_their_own_pixels_clear_of_the_breast(tmp_path):
         rng = np.random.default_rng([seed, 104, plan.patient_index, LATERALITIES.index(plan.laterality),
                                      VIEWS.index(plan.view)])
         phantom = render_phantom(rng, shape, plan.laterality, plan.view, mass=plan.masses, breast=plan.breast)
-        _add_markers(seed, index, plan, phantom)
+        add_markers(seed, index, plan, phantom)
         assert phantom.label_box is not None and (phantom.border_box is not None) == (index % 4 == 3)
         drawn = np.zeros(shape, bool)
         for r0, r1, c0, c1 in filter(None, (phantom.label_box, phantom.border_box)):

@@ -14,12 +14,13 @@ VOI; the device and exposure attributes vendors write) in the layout of the `man
 Modules: `texture` (1/f^beta noise fields), `phantom` (the image model: breast, tissue,
 pectoral muscle, masses; geometry conventions and the mass size rule), `dicom_writer`
 (stored values, tags, photometric, VOI, UIDs), `acquisition` (device style and exposure),
-`plan` (which breast, masses and encoding each image gets) and `layouts` (the three folder
-layouts and `write_synthetic_dataset`).
+`plan` (which breast, masses and encoding each image gets), `layouts` (the three folder
+layouts) and `dataset` (`write_synthetic_dataset`, the film markers).
 """
 
 from __future__ import annotations
 
-from mammoseg.sources.synthetic.layouts import SynthStyle, SynthSummary, write_synthetic_dataset
+from mammoseg.sources.synthetic.dataset import SynthStyle, write_synthetic_dataset
+from mammoseg.sources.synthetic.layouts import SynthSummary
 
 __all__ = ["SynthStyle", "SynthSummary", "write_synthetic_dataset"]

@@ -1,29 +1,21 @@
-"""The public folder layouts (manifest, INbreast, CBIS-DDSM) and the dataset driver.
+"""The public folder layouts (manifest, INbreast, CBIS-DDSM): one writer each (`WRITERS`).
 
-`write_synthetic_dataset` plans the dataset, renders each phantom and hands it to the
-writer of the chosen layout, which stores it as DICOM (plus masks, XML annotations or
-CSVs) exactly where the matching reader in `mammoseg.sources` looks for it.
+A writer stores each phantom `mammoseg.sources.synthetic.dataset` hands it as DICOM (plus masks,
+XML annotations or CSVs) exactly where the matching reader in `mammoseg.sources` looks for it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
-import os
 import plistlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-from mammoseg.dicom.checks import ReadLimits
-from mammoseg.folders import open_output_folder
-from mammoseg.io import write_bytes_atomic, write_csv_atomic, write_png, write_text_atomic
+from mammoseg.io import write_bytes_atomic, write_csv_atomic, write_png
 from mammoseg.layouts import MANIFEST_CSV
-from mammoseg.sources import FORMATS
 from mammoseg.sources.synthetic.dicom_writer import (
     SECONDARY_CAPTURE,
     DicomInfo,
@@ -38,13 +30,9 @@ from mammoseg.sources.synthetic.phantom import (
     VIEWS,
     Phantom,
     add_calcifications,
-    add_collimator_border,
-    add_film_label,
-    render_phantom,
 )
-from mammoseg.sources.synthetic.plan import ImagePlan, plan_dataset
+from mammoseg.sources.synthetic.plan import ImagePlan
 
-log = logging.getLogger(__name__)
 
 #: Manifest CSV columns written by the `manifest` layout.
 MANIFEST_CSV_COLUMNS: tuple[str, ...] = ("image", "mask", "patient_id", "view", "laterality", "id")
@@ -68,7 +56,7 @@ CBIS_CSV_COLUMNS: tuple[str, ...] = (
 #: CBIS-DDSM's mass description CSV of each split.
 CBIS_CSV_NAMES = {"train": "mass_case_description_train_set.csv", "test": "mass_case_description_test_set.csv"}
 #: Top-level entries this generator owns in its output folder (removed by `overwrite=True`).
-_OWNED_ENTRIES = (
+OWNED_ENTRIES = (
     "images",
     "masks",
     MANIFEST_CSV,
@@ -99,94 +87,6 @@ def _study_date(seed: int, patient: int) -> tuple[str, str]:
     rng = np.random.default_rng([seed, 103, patient])
     year, month, day = 2016, int(rng.integers(1, 13)), int(rng.integers(1, 29))
     return f"{year}{month:02d}{day:02d}", f"{month:02d}-{day:02d}-{year}"
-
-
-def _check_readable_shape(shape: tuple[int, int]) -> None:
-    """Refuse phantoms `prepare` and `predict` would refuse to read (the DICOM reader's size and aspect limits)."""
-    limits = ReadLimits()
-    height, width = shape
-    if height * width > limits.max_pixels:
-        raise ValueError(f"--shape {height}x{width}: {height * width / 1e6:.0f} Mpx is more than the "
-                         f"{limits.max_pixels / 1e6:.0f} Mpx mammoseg reads")
-    if max(height, width) > limits.max_aspect * min(height, width):
-        raise ValueError(f"--shape {height}x{width}: an aspect ratio beyond {limits.max_aspect:g}:1, which mammoseg "
-                         "does not read as a mammogram")
-
-
-@dataclass(frozen=True)
-class SynthStyle:
-    """How the files look besides their content: CBIS-DDSM's folder `naming` (`new` or `old`), and
-    `markers`, the non-breast content of real films (a label on every image, a collimator strip on
-    every fourth; off: the images of versions before it, byte for byte)."""
-
-    naming: str = "new"
-    markers: bool = True
-
-
-def write_synthetic_dataset(
-    out: str | os.PathLike,
-    patients: int = 12,
-    fmt: str = "manifest",
-    shape: tuple[int, int] = (1000, 800),
-    seed: int = 0,
-    overwrite: bool = False,
-    progress: bool = True,
-    style: SynthStyle = SynthStyle(),
-) -> SynthSummary:
-    """Write `patients` synthetic patients (CC and MLO of both breasts) to `out` in layout `fmt`.
-
-    Refuses a non-empty `out` unless `overwrite` (which then removes only what this
-    generator writes: images/, masks/, manifest.csv, AllDICOMs/, AllXML/, CBIS-DDSM/, the
-    CBIS CSVs, synth.json). `style` picks CBIS-DDSM's folder naming and whether the films carry
-    a bright label ("L CC") and collimator strips (`SynthStyle`).
-    Every file is written atomically; the same arguments give byte-identical files.
-    """
-    out = Path(out)
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown synthetic format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if patients < 1:
-        raise ValueError(f"--patients must be at least 1, got {patients}")
-    if seed < 0:
-        raise ValueError(f"--seed must be non-negative, got {seed}")
-    naming, markers = style.naming, style.markers
-    if naming not in ("new", "old"):
-        raise ValueError(f"CBIS-DDSM naming must be 'new' or 'old', got {naming!r}")
-    shape = (int(shape[0]), int(shape[1]))
-    if min(shape) < 64:
-        raise ValueError(f"--shape must be at least 64x64, got {shape[0]}x{shape[1]}")
-    _check_readable_shape(shape)
-    open_output_folder(out, "synth", owned=_OWNED_ENTRIES, overwrite=overwrite).close()
-
-    plans = plan_dataset(patients, fmt, shape, seed)
-    writer = {"manifest": _ManifestWriter, "inbreast": _INbreastWriter, "cbis-ddsm": _CbisWriter}[fmt](
-        out, seed, shape, patients, naming
-    )
-    for index, plan in enumerate(tqdm(plans, desc=f"synth {fmt}", unit="image", disable=not progress)):
-        rng = np.random.default_rng([seed, 104, plan.patient_index, LATERALITIES.index(plan.laterality),
-                                     VIEWS.index(plan.view)])
-        phantom = render_phantom(rng, shape, plan.laterality, plan.view, mass=plan.masses, breast=plan.breast)
-        if markers:
-            _add_markers(seed, index, plan, phantom)
-        writer.add(index, plan, phantom, rng)
-    summary = writer.finish()
-    settings = {"format": fmt, "patients": patients, "shape": list(shape), "seed": seed, "naming": naming,
-                "n_images": summary.n_images, "n_with_mass": summary.n_with_mass}
-    if markers:
-        settings["markers"] = True
-    write_text_atomic(out / "synth.json", json.dumps(settings, indent=2) + "\n")
-    log.debug("wrote %d synthetic images (%d with a mass) of %d patients to %s",
-              summary.n_images, summary.n_with_mass, patients, out)
-    return summary
-
-
-def _add_markers(seed: int, index: int, plan: ImagePlan, phantom: Phantom) -> None:
-    """A film label on every image, a collimator strip on every fourth, drawn from a generator of
-    their own so the rest of the image is the same with or without them."""
-    rng = np.random.default_rng([seed, 106, plan.patient_index, LATERALITIES.index(plan.laterality),
-                                 VIEWS.index(plan.view)])
-    if index % 4 == 3:
-        add_collimator_border(phantom)
-    add_film_label(rng, phantom, f"{plan.laterality} {plan.view}")
 
 
 class _LayoutWriter:
@@ -481,3 +381,8 @@ class _CbisWriter(_LayoutWriter):
             write_csv_atomic(path, self.rows[split], CBIS_CSV_COLUMNS)
             self.index_files.append(path)
         return super().finish()
+
+
+#: The writer of each `--format`.
+WRITERS: dict[str, type[_LayoutWriter]] = {"manifest": _ManifestWriter, "inbreast": _INbreastWriter,
+                                           "cbis-ddsm": _CbisWriter}
